@@ -74,7 +74,7 @@ class ModelSpec:
         return json.dumps(d, indent=2, sort_keys=True) + "\n"
 
     @classmethod
-    def from_json(cls, text: str) -> "ModelSpec":
+    def from_json(cls, text: str) -> ModelSpec:
         d = json.loads(text)
         d.pop("depth", None)
         return cls(**d)

@@ -1,0 +1,70 @@
+"""Process set-up for one pipeline job: thread limits and a log file, and a clear one-line error."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import traceback
+
+
+def limit_threads(threads: int) -> None:
+    """Make XLA use at most ``threads`` CPU threads; must run before JAX creates its CPU backend
+    (JAX ignores OMP_NUM_THREADS). Several jobs can then run side by side without oversubscription."""
+    threads = max(1, int(threads))
+    flags = os.environ.get("XLA_FLAGS", "")
+    if "intra_op_parallelism_threads" not in flags:
+        os.environ["XLA_FLAGS"] = (
+            f"{flags} --xla_cpu_multi_thread_eigen={'true' if threads > 1 else 'false'} "
+            f"intra_op_parallelism_threads={threads}"
+        ).strip()
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(threads)
+
+
+def enable_compilation_cache(path: str | None = None) -> None:
+    """Keep JAX's compiled programs on disk (``$NORMLAB_JAX_CACHE``, default ~/.cache/normlab/jax) so
+    reruns and sibling jobs with the same shapes skip compilation. Results are unchanged: the cache
+    stores the same executable the compiler would produce."""
+    import jax
+
+    path = path or os.environ.get("NORMLAB_JAX_CACHE") or os.path.expanduser("~/.cache/normlab/jax")
+    if path.lower() in ("", "0", "off", "none"):
+        return
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+
+
+@contextlib.contextmanager
+def job(log_path: str | None, threads: int = 1, name: str = "normlab"):
+    """Run a job body with its progress going to ``log_path`` (and stderr). An exception ends the
+    process with status 1 after writing ``<name>: error: <message>`` to both, with the traceback in
+    the log only: the user sees what went wrong without digging."""
+    limit_threads(threads)
+    enable_compilation_cache()
+    real_stderr = sys.stderr
+    log = open(log_path, "w") if log_path else None  # noqa: SIM115
+
+    class Tee:
+        def write(self, s):
+            real_stderr.write(s)
+            if log:
+                log.write(s)
+                log.flush()
+
+        def flush(self):
+            real_stderr.flush()
+
+    sys.stderr = Tee()
+    try:
+        yield
+    except Exception as exc:  # noqa: BLE001
+        if log:
+            traceback.print_exc(file=log)
+        print(f"{name}: error: {exc}", file=sys.stderr)
+        sys.stderr = real_stderr
+        sys.exit(1)
+    finally:
+        sys.stderr = real_stderr
+        if log:
+            log.close()

@@ -1,0 +1,56 @@
+"""Variant names: ``<input>-<norm>-d<depth>``, e.g. ``standardize-batchnorm-d4``. They are stable
+strings used as Snakemake wildcards and as the ``variant`` column of every table."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import re
+
+from normlab.model import NORMS
+from normlab.preprocess import INPUTS
+
+VARIANT_RE = re.compile(r"^(?P<input>[a-z]+)-(?P<norm>[a-z]+)-d(?P<depth>[0-9]+)$")
+
+
+@dataclasses.dataclass(frozen=True, order=True)
+class Variant:
+    input: str
+    norm: str
+    depth: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.input}-{self.norm}-d{self.depth}"
+
+    @classmethod
+    def parse(cls, name: str) -> Variant:
+        m = VARIANT_RE.match(name)
+        if not m or m["input"] not in INPUTS or m["norm"] not in NORMS:
+            raise ValueError(f"bad variant name {name!r}; expected <input>-<norm>-d<depth> with input in "
+                             f"{INPUTS} and norm in {NORMS}")
+        return cls(m["input"], m["norm"], int(m["depth"]))
+
+
+def variant_grid(inputs, norms, depths) -> list[Variant]:
+    """Every input x norm x depth combination, in a fixed order."""
+    return [Variant(i, n, int(d)) for i, n, d in itertools.product(inputs, norms, depths)]
+
+
+def lr_grid(lr_min: float, lr_max: float, n: int) -> list[float]:
+    """n log-spaced learning rates from lr_min to lr_max inclusive, rounded to 4 significant digits so
+    that they print and compare exactly."""
+    import numpy as np
+
+    return [float(f"{v:.4g}") for v in np.logspace(np.log10(lr_min), np.log10(lr_max), n)]
+
+
+def model_spec(variant: Variant, n_features: int, n_outputs: int, width: int, activation: str, eps: float,
+               loss: str = "softmax_cross_entropy"):
+    """The ModelSpec of a variant: ``depth`` hidden layers of ``width`` units."""
+    from normlab.model import ModelSpec
+
+    return ModelSpec(
+        sizes=(n_features, *[width] * variant.depth, n_outputs), activation=activation, norm=variant.norm,
+        eps=eps, loss=loss, input=variant.input,
+    )

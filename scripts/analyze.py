@@ -1,0 +1,43 @@
+"""Rule analyze: the common-LR and best-LR runs' checkpoints and their measurements."""
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from normlab import analysis, io, model, runtime, selection, tables, train
+
+sm = snakemake  # noqa: F821
+with runtime.job(sm.log[0], sm.threads, f"analyze {sm.wildcards.dataset}/{sm.wildcards.variant}"):
+    spec = model.ModelSpec.from_json(Path(sm.input.model).read_text())
+    with np.load(sm.input.data) as f:
+        data = {k: f[k] for k in f.files}
+    X, _ = analysis.analysis_batch(data, sm.params.analysis["max_examples"])
+    summary = pd.read_csv(sm.input.variants)
+    row = summary[summary["variant"] == sm.wildcards.variant].iloc[0]
+    ids = {k: row[k] for k in tables.ID_COLUMNS}
+    with np.load(sm.input.sweep) as f:
+        sweep = {k: f[k] for k in f.files}
+    lrs = np.unique(sweep["lr"])
+    first_seed = int(sweep["seed"][0])
+    out_dir = Path(sm.output.checkpoints)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summary_rows, unit_rows, run_rows = [], [], {}
+    with np.load(sm.input.checkpoints) as ckpts:
+        for run in analysis.RUNS:
+            lr = selection.run_lr(row, run, lrs)
+            i = analysis.lr_index(lrs, lr)
+            run_rows[run] = int(np.flatnonzero((sweep["lr"] == lrs[i]) & (sweep["seed"] == first_seed))[0])
+            for tag in analysis.TAGS:
+                params = train.checkpoint_from_arrays(ckpts, tag, i)
+                io.write_npz(out_dir / f"{run}-{tag}.npz", model.flatten_params(params))
+                params64 = {k: {n: np.asarray(a, np.float64) for n, a in p.items()} for k, p in params.items()}
+                s, u = analysis.layer_input_rows(spec, params64, X, sm.params.analysis["dead_threshold"])
+                extra = {"run": run, "lr": float(lrs[i]), "checkpoint": tag}
+                summary_rows += [{**extra, **r} for r in s]
+                unit_rows += [{**extra, **r} for r in u]
+    io.write_csv(sm.output.layer_inputs, tables.long_rows(ids, summary_rows,
+                                                          ["run", "lr", "checkpoint", "layer", "metric", "value"]))
+    io.write_csv(sm.output.layer_units, tables.long_rows(ids, unit_rows,
+                                                         ["run", "lr", "checkpoint", "layer", "unit", "mean", "rms",
+                                                          "live"]))
+    io.write_csv(sm.output.gradients, tables.gradients_table(ids, sweep, run_rows))

@@ -1,0 +1,7 @@
+"""Rule report: render reports/report.html from the tables."""
+from normlab import report, runtime
+
+sm = snakemake  # noqa: F821
+with runtime.job(sm.log[0], sm.threads, "report"):
+    report.build_report({k: sm.input[k] for k in sm.input.keys() if k != "provenance"}, list(sm.input.provenance),
+                        sm.params.config, sm.output[0])

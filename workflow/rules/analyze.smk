@@ -1,0 +1,24 @@
+rule analyze:
+    """Checkpoints of the common-LR and best-LR runs; layer-input scales and gradient norms."""
+    input:
+        data=lambda wc: f"data/processed/{wc.dataset}/{variant_input(wc)}.npz",
+        model="results/{dataset}/{variant}/model.json",
+        sweep="results/{dataset}/{variant}/sweep.npz",
+        checkpoints="results/{dataset}/{variant}/sweep_checkpoints.npz",
+        variants="results/{dataset}/variants.csv",
+    output:
+        checkpoints=directory("results/{dataset}/{variant}/checkpoints"),
+        layer_inputs="results/{dataset}/{variant}/analysis/layer_inputs.csv",
+        layer_units="results/{dataset}/{variant}/analysis/layer_units.csv",
+        gradients="results/{dataset}/{variant}/analysis/gradients.csv",
+    params:
+        analysis=config["analysis"],
+    threads: 1
+    log:
+        "logs/analyze/{dataset}/{variant}.log",
+    benchmark:
+        "benchmarks/analyze/{dataset}/{variant}.tsv"
+    conda:
+        CONDA_ENV
+    script:
+        "../../scripts/analyze.py"

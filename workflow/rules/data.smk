@@ -1,0 +1,35 @@
+rule fetch:
+    """Read a dataset from its source; write the raw table and its provenance (source, sha256, shape)."""
+    output:
+        csv="data/raw/{dataset}.csv",
+        provenance="data/raw/{dataset}.json",
+    params:
+        entry=lambda wc: config["datasets"][wc.dataset],
+    log:
+        "logs/fetch/{dataset}.log",
+    benchmark:
+        "benchmarks/fetch/{dataset}.tsv"
+    conda:
+        CONDA_ENV
+    script:
+        "../../scripts/fetch.py"
+
+
+rule preprocess:
+    """Seeded train/test split; one array file per input treatment (fitted on the training split)."""
+    input:
+        csv="data/raw/{dataset}.csv",
+    output:
+        expand("data/processed/{{dataset}}/{input}.npz", input=INPUTS),
+    params:
+        entry=lambda wc: config["datasets"][wc.dataset],
+        split=config["split"],
+        inputs=INPUTS,
+    log:
+        "logs/preprocess/{dataset}.log",
+    benchmark:
+        "benchmarks/preprocess/{dataset}.tsv"
+    conda:
+        CONDA_ENV
+    script:
+        "../../scripts/preprocess.py"

@@ -1,0 +1,53 @@
+TABLES = ["runs", "variants", "training", "layer_inputs", "layer_units", "gradients"]
+
+
+def table_inputs(wildcards):
+    per_variant = {
+        "runs": "results/{dataset}/{variant}/runs.csv",
+        "training": "results/{dataset}/{variant}/training.csv",
+        "layer_inputs": "results/{dataset}/{variant}/analysis/layer_inputs.csv",
+        "layer_units": "results/{dataset}/{variant}/analysis/layer_units.csv",
+        "gradients": "results/{dataset}/{variant}/analysis/gradients.csv",
+    }
+    inputs = {k: expand(p, dataset=DATASETS, variant=VARIANTS) for k, p in per_variant.items()}
+    inputs["variants"] = expand("results/{dataset}/variants.csv", dataset=DATASETS)
+    return inputs
+
+
+rule tables:
+    """Concatenate the per-variant tables into results/tables/<kind>.csv."""
+    input:
+        unpack(table_inputs),
+    output:
+        **{t: f"results/tables/{t}.csv" for t in TABLES},
+    log:
+        "logs/tables.log",
+    benchmark:
+        "benchmarks/tables.tsv"
+    conda:
+        CONDA_ENV
+    script:
+        "../../scripts/tables.py"
+
+
+rule report:
+    """Render the self-contained HTML report from the tables."""
+    input:
+        **{t: f"results/tables/{t}.csv" for t in TABLES},
+        provenance=expand("data/raw/{dataset}.json", dataset=DATASETS),
+    output:
+        report(
+            "reports/report.html",
+            caption="../report/report.rst",
+            category="Report",
+        ),
+    params:
+        config=config,
+    log:
+        "logs/report.log",
+    benchmark:
+        "benchmarks/report.tsv"
+    conda:
+        CONDA_ENV
+    script:
+        "../../scripts/report.py"
