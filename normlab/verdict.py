@@ -81,8 +81,8 @@ def input_scale_claim(layer_inputs: pd.DataFrame) -> Claim:
     return Claim(
         "input_scales", f"layer-1 input RMS spread (max/min over live features): standardized < {SPREAD_ROUND} "
         "and raw > standardized", cases,
-        {"all": "Input normalization puts every input feature on one scale in all {n} datasets: it rounds the "
-                "contours in the W[1] directions.",
+        {"all": "Input normalization puts every input feature on one scale in every dataset ({n} of {n}): it "
+                "rounds the contours in the W[1] directions.",
          "none": "Input normalization did not put the input features on one scale in any dataset.",
          "mixed": "Input normalization put the input features on one scale in {k} of {n} datasets (not in: "
                   "{failing}).",
@@ -93,6 +93,7 @@ def input_scale_claim(layer_inputs: pd.DataFrame) -> Claim:
 def hidden_spread_claim(layer_inputs: pd.DataFrame, checkpoint: str = "end") -> Claim:
     """Rule: with standardized inputs, the median over hidden layers l >= 2 of the layer-input RMS spread
     without BN is at least SPREAD_RATIO x the same with BN (best-LR run, given checkpoint)."""
+    phase = {"init": "At initialization", "early": "Early in training", "end": "At the end of training"}[checkpoint]
     d = _metric(layer_inputs, "rms_spread")
     d = d[(d["layer"] >= 2) & (d["checkpoint"] == checkpoint) & (d["run"] == "best") & (d["input"] == "standardize")]
     cases = []
@@ -106,27 +107,30 @@ def hidden_spread_claim(layer_inputs: pd.DataFrame, checkpoint: str = "end") -> 
         f"standardized inputs, layers >= 2, checkpoint {checkpoint}: median RMS spread without BN >= "
         f"{SPREAD_RATIO} x with BN",
         cases,
-        {"all": "Even with standardized inputs, the inputs of the deeper layers (A[1], A[2], ...) spread over "
-                "scales without BN, and BN puts them back on one scale, in all {n} dataset/depth cases.",
-         "none": "With standardized inputs, BN did not make the deeper layers' input scales more uniform in any "
-                 "of the {n} dataset/depth cases: here input normalization already kept them on one scale.",
-         "mixed": "With standardized inputs, BN made the deeper layers' input scales more uniform in {k} of {n} "
-                  "dataset/depth cases; not in: {failing}.",
+        {"all": phase + ", even with standardized inputs, the inputs of the deeper layers (A[1], A[2], ...) "
+                "spread over scales without BN, and BN puts them back on one scale, in all {n} dataset/depth cases.",
+         "none": phase + ", with standardized inputs, BN did not make the deeper layers' input scales more "
+                 "uniform in any of the {n} dataset/depth cases: input normalization already kept them on one scale.",
+         "mixed": phase + ", with standardized inputs, BN made the deeper layers' input scales more uniform in {k} "
+                  "of {n} dataset/depth cases; not in: {failing}.",
          "missing": "The hidden layers' input scales were not measured (depth 1 only?)."},
     )
 
 
-def learning_rate_claim(variants: pd.DataFrame) -> Claim:
+def learning_rate_claim(variants: pd.DataFrame, lr_max: float) -> Claim:
     """Rule: with standardized inputs, max stable LR with BN >= LR_RATIO x without BN (a variant with no
-    stable LR counts as 0)."""
+    stable LR counts as 0). Undecided (n/a) when the no-BN variant is stable up to ``lr_max``, the
+    largest LR tried: the grid cannot show a larger one for BN."""
     d = variants[variants["input"] == "standardize"]
     cases = []
     for (ds, depth), g in d.groupby(["dataset", "depth"], sort=True):
         none = g[g["norm"] == "none"]["max_stable_lr"].fillna(0).max()
         bn = g[g["norm"] == "batchnorm"]["max_stable_lr"].fillna(0).max()
-        ok = None if (g["norm"] == "none").sum() == 0 or (g["norm"] == "batchnorm").sum() == 0 else bool(
-            bn >= LR_RATIO * none)
-        cases.append(Case(ds, int(depth), ok, {"max_stable_lr_no_bn": none, "max_stable_lr_bn": bn}))
+        missing = (g["norm"] == "none").sum() == 0 or (g["norm"] == "batchnorm").sum() == 0
+        censored = bool(np.isclose(none, lr_max))
+        ok = None if missing or censored else bool(bn >= LR_RATIO * none)
+        cases.append(Case(ds, int(depth), ok, {"max_stable_lr_no_bn": none, "max_stable_lr_bn": bn,
+                                               "no_bn_stable_at_largest_lr_tried": censored}))
     return Claim(
         "learning_rate", f"standardized inputs: max stable LR with BN >= {LR_RATIO} x without BN", cases,
         {"all": "With inputs already standardized, BN still raised the largest stable learning rate at least "
@@ -135,7 +139,8 @@ def learning_rate_claim(variants: pd.DataFrame) -> Claim:
                  f"{LR_RATIO:g}-fold in any of the {{n}} dataset/depth cases.",
          "mixed": f"With inputs already standardized, BN raised the largest stable learning rate at least "
                   f"{LR_RATIO:g}-fold in {{k}} of {{n}} dataset/depth cases; not in: {{failing}}.",
-         "missing": "Max stable learning rates were not measured."},
+         "missing": "Max stable learning rates could not be compared: without BN every run was already "
+                    "stable at the largest learning rate tried (extend sweep.lr_max)."},
     )
 
 
@@ -173,5 +178,5 @@ def all_claims(tables: dict[str, pd.DataFrame]) -> list[Claim]:
         hidden_spread_claim(tables["layer_inputs"], "init"),
         hidden_spread_claim(tables["layer_inputs"], "end"),
         gradient_spread_claim(tables["gradients"]),
-        learning_rate_claim(tables["variants"]),
+        learning_rate_claim(tables["variants"], float(tables["runs"]["lr"].max())),
     ]
