@@ -31,7 +31,9 @@ def training_table(ids: dict, sweep: dict) -> pd.DataFrame:
     """training.csv rows: one per (lr, seed, logged step); ``frozen`` marks steps after divergence."""
     R, T = sweep["train_loss"].shape
     step = np.tile(sweep["step"], R)
-    div_step = np.repeat(np.where(sweep["diverged"], sweep["diverged_step"], np.iinfo(np.int64).max), T)
+    # int64 before the sentinel: with the int32 diverged_step, numpy would wrap int64 max to -1 (every step frozen)
+    div_step = np.repeat(np.where(sweep["diverged"], np.asarray(sweep["diverged_step"], np.int64),
+                                  np.iinfo(np.int64).max), T)
     df = pd.DataFrame({
         "lr": np.repeat(sweep["lr"], T), "seed": np.repeat(sweep["seed"], T), "step": step,
         "train_loss": sweep["train_loss"].reshape(-1), "frozen": step > div_step,

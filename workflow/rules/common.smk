@@ -20,3 +20,20 @@ wildcard_constraints:
 
 def variant_input(wildcards):
     return wildcards.variant.split("-")[0]
+
+
+# The tables the report reads, and the per-variant files each one concatenates.
+TABLES = ["runs", "variants", "training", "layer_inputs", "layer_units", "gradients"]
+
+
+def table_inputs(wildcards):
+    per_variant = {
+        "runs": "results/{dataset}/{variant}/runs.csv",
+        "training": "results/{dataset}/{variant}/training.csv",
+        "layer_inputs": "results/{dataset}/{variant}/analysis/layer_inputs.csv",
+        "layer_units": "results/{dataset}/{variant}/analysis/layer_units.csv",
+        "gradients": "results/{dataset}/{variant}/analysis/gradients.csv",
+    }
+    inputs = {k: expand(p, dataset=DATASETS, variant=VARIANTS) for k, p in per_variant.items()}
+    inputs["variants"] = expand("results/{dataset}/variants.csv", dataset=DATASETS)
+    return inputs

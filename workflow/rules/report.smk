@@ -1,19 +1,3 @@
-TABLES = ["runs", "variants", "training", "layer_inputs", "layer_units", "gradients"]
-
-
-def table_inputs(wildcards):
-    per_variant = {
-        "runs": "results/{dataset}/{variant}/runs.csv",
-        "training": "results/{dataset}/{variant}/training.csv",
-        "layer_inputs": "results/{dataset}/{variant}/analysis/layer_inputs.csv",
-        "layer_units": "results/{dataset}/{variant}/analysis/layer_units.csv",
-        "gradients": "results/{dataset}/{variant}/analysis/gradients.csv",
-    }
-    inputs = {k: expand(p, dataset=DATASETS, variant=VARIANTS) for k, p in per_variant.items()}
-    inputs["variants"] = expand("results/{dataset}/variants.csv", dataset=DATASETS)
-    return inputs
-
-
 rule tables:
     """Concatenate the per-variant tables into results/tables/<kind>.csv."""
     input:

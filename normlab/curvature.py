@@ -1,0 +1,844 @@
+"""Matrix-free curvature of a scalar loss: Hessian and Gauss-Newton products, Lanczos, Hutchinson, SLQ.
+
+Everything here takes a scalar loss function and a parameter pytree, so it works on any JAX model,
+not only normlab's MLP. Conventions:
+
+* A **block** is a subset of the parameter leaves. Leaves are named by their pytree path joined with
+  dots (``layer1.W`` for normlab's ``{"layer1": {"W": ...}}``). ``block`` may be ``None`` or
+  ``"model"`` (all leaves), ``"layer<l>"`` (that layer's ``W`` and ``b``), ``"norm<l>"`` (its ``gamma``
+  and ``beta``), an iterable of leaf names, or a predicate ``name -> bool``. The curvature of a block is
+  the sub-matrix of the full matrix over the block's coordinates, the other leaves held fixed.
+* Internally a block is one **flat vector** of length n (``jax.flatten_util.ravel_pytree`` of the
+  block's leaves in pytree order). ``CurvatureOperator.indices`` gives each flat coordinate's position
+  in ``ravel_pytree(params)``, so block matrices are literally sub-blocks of the full matrix.
+* Units: eigenvalues and traces are in units of the loss per squared parameter unit. Spectral
+  densities are probability densities over eigenvalue (units 1 / eigenvalue) that integrate to 1.
+* dtype: everything runs in the dtype of the parameters given (float32 or float64; ``import normlab``
+  enables float64). Probes and start vectors are drawn on the host by numpy, seeded by the bits of a
+  JAX PRNG key (``host_rng``), so every estimate is a deterministic function of (loss, params, key).
+* Compilation: a block is a 0/1 mask over the full flat parameter vector (N,), passed as data, and an
+  operator is a ``jax.tree_util.Partial`` whose static part is (kind, loss function, tree structure).
+  The only compiled program that contains the model is the batched product ``_matmat``; it is compiled
+  once per (loss object, shapes, dtype, batch width) and reused for every block, estimator and new
+  parameter value. Reuse happens when the same loss *object* (or one equal by value) is passed: pass
+  data through ``args`` rather than closing over it. The normlab losses (``SpecLoss`` ...) used by
+  ``analyze_curvature`` are hashable by value, so all checkpoints of one model share one compilation.
+  (A block's product is the full model's product, masked: per-layer scopes cost as much per product as
+  the whole model.)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.flatten_util import ravel_pytree
+from jax.tree_util import Partial
+
+from normlab import model as nlmodel
+
+BlockSpec = None | str | Iterable[str] | Callable[[str], bool]
+MATRICES = ("hessian", "ggn")
+
+# --------------------------------------------------------------------------------------------------
+# Blocks: naming leaves, selecting a subset, splitting and merging.
+
+
+def _key_name(k) -> str:
+    for attr in ("key", "name", "idx"):
+        if hasattr(k, attr):
+            return str(getattr(k, attr))
+    return str(k)
+
+
+def leaf_names(params) -> list[str]:
+    """Dotted path name of every leaf of ``params``, in pytree (= ``ravel_pytree``) order."""
+    paths, _ = jax.tree_util.tree_flatten_with_path(params)
+    return [".".join(_key_name(k) for k in path) for path, _ in paths]
+
+
+def layer_block(l: int) -> tuple[str, str]:
+    """Leaf names of layer l's weights and bias (the ``layer<l>`` scope); an absent bias is skipped."""
+    return (f"layer{l}.W", f"layer{l}.b")
+
+
+def norm_block(l: int) -> tuple[str, str]:
+    """Leaf names of layer l's normalization gain and shift (the ``norm<l>`` scope)."""
+    return (f"layer{l}.gamma", f"layer{l}.beta")
+
+
+def _block_predicate(block: BlockSpec) -> Callable[[str], bool]:
+    if block is None or block == "model":
+        return lambda name: True
+    if callable(block):
+        return block
+    if isinstance(block, str):
+        if block.startswith("layer") and block[5:].isdigit():
+            return set(layer_block(int(block[5:]))).__contains__
+        if block.startswith("norm") and block[4:].isdigit():
+            return set(norm_block(int(block[4:]))).__contains__
+        return {block}.__contains__
+    return set(block).__contains__
+
+
+def block_mask(params, block: BlockSpec = None) -> tuple[bool, ...]:
+    """One bool per leaf of ``params`` (pytree order): is the leaf in ``block``? Raises if none is."""
+    names = leaf_names(params)
+    pred = _block_predicate(block)
+    mask = tuple(bool(pred(name)) for name in names)
+    if not any(mask):
+        raise ValueError(f"block {block!r} selects no parameter; leaves are {names}")
+    return mask
+
+
+def split_block(params, block: BlockSpec = None) -> tuple[list, list]:
+    """``(block_leaves, rest_leaves)``: the leaves of ``params`` inside / outside ``block``, in order."""
+    mask = block_mask(params, block)
+    leaves = jax.tree_util.tree_leaves(params)
+    pairs = list(zip(leaves, mask, strict=True))
+    return [x for x, m in pairs if m], [x for x, m in pairs if not m]
+
+
+def merge_block(treedef, mask: Sequence[bool], block_leaves: Sequence, rest_leaves: Sequence):
+    """Inverse of ``split_block``: the full pytree from its block and rest leaves."""
+    it_b, it_r = iter(block_leaves), iter(rest_leaves)
+    return jax.tree_util.tree_unflatten(treedef, [next(it_b) if m else next(it_r) for m in mask])
+
+
+def restrict(loss_fn: Callable, params, block: BlockSpec = None):
+    """Close ``loss_fn(params, *args)`` over the leaves outside ``block``.
+
+    Returns ``(fn_flat, x0, unravel)``: ``fn_flat(x, *args)`` evaluates the loss with the block set
+    from the flat vector x (n,); ``x0`` (n,) is the block's current value; ``unravel(x)`` gives the
+    block's leaves as a list. The rest leaves become constants of ``fn_flat``.
+    """
+    treedef = jax.tree_util.tree_structure(params)
+    mask = block_mask(params, block)
+    blk, rest = split_block(params, block)
+    x0, unravel = ravel_pytree(blk)
+
+    def fn_flat(x, *args):
+        return loss_fn(merge_block(treedef, mask, unravel(x), rest), *args)
+
+    return fn_flat, x0, unravel
+
+
+# --------------------------------------------------------------------------------------------------
+# Products. Kernels act on the full flat parameter vector (N,); a block is a 0/1 mask (N,) applied on
+# both sides (M K M), a *dynamic* argument, so every block of one model shares one compilation. Kernels
+# are frozen dataclasses (hashable by value) so jit caches on them.
+
+
+@dataclasses.dataclass(frozen=True)
+class _HessianKernel:
+    """(leaves, args, outer_args, v) -> H v, v and H v (N,); H the Hessian of loss_fn(params, *args)."""
+
+    loss_fn: Callable
+    treedef: Any
+
+    def __call__(self, leaves, args, outer_args, v):
+        x0, unravel = ravel_pytree(leaves)
+
+        def f(x):
+            return self.loss_fn(jax.tree_util.tree_unflatten(self.treedef, unravel(x)), *args)
+
+        return jax.jvp(jax.grad(f), (x0,), (v,))[1]
+
+
+@dataclasses.dataclass(frozen=True)
+class _GGNKernel:
+    """(leaves, args, outer_args, v) -> J^T H_out J v for loss = outer_loss(f(params, *args), *outer_args)."""
+
+    f: Callable
+    outer_loss: Callable
+    treedef: Any
+
+    def __call__(self, leaves, args, outer_args, v):
+        x0, unravel = ravel_pytree(leaves)
+
+        def g(x):
+            return self.f(jax.tree_util.tree_unflatten(self.treedef, unravel(x)), *args)
+
+        out, jvp_fn = jax.linearize(g, x0)
+        grad_out = jax.grad(lambda o: self.outer_loss(o, *outer_args))
+        hjv = jax.jvp(grad_out, (out,), (jvp_fn(v),))[1]
+        (jt_hjv,) = jax.linear_transpose(jvp_fn, x0)(hjv)
+        return jt_hjv
+
+
+@dataclasses.dataclass(frozen=True)
+class _Masked:
+    """(mask, leaves, args, outer_args, v) -> mask * K (mask * v): the block's matrix embedded in R^N."""
+
+    kernel: Callable
+
+    def __call__(self, mask, leaves, args, outer_args, v):
+        return mask * self.kernel(leaves, args, outer_args, mask * v)
+
+
+@jax.jit
+def _embed(mask, indices, V):
+    """Block vectors V (b, n) -> full flat vectors (b, N), zeros outside the block."""
+    return jnp.zeros((V.shape[0], mask.shape[0]), mask.dtype).at[:, indices].set(V.astype(mask.dtype))
+
+
+@dataclasses.dataclass(frozen=True)
+class CurvatureOperator:
+    """A symmetric n x n curvature matrix of one parameter block, available only through products.
+
+    matvec: ``jax.tree_util.Partial``, (N,) -> (N,), the block's matrix embedded in the full flat
+    parameter space (zero outside the block), jit-compatible. mask: (N,) 1 on the block, 0 elsewhere.
+    x0: (n,) the block's parameters, flat. names: the block's leaf names. indices: (n,) int, position of
+    each block coordinate in ``ravel_pytree(params)`` (N,). Calling the operator works in block
+    coordinates: v (n,) -> (n,).
+    """
+
+    matvec: Partial
+    mask: jax.Array
+    x0: jax.Array
+    names: tuple[str, ...]
+    indices: np.ndarray
+    treedef: Any
+    leaf_shapes: tuple[tuple[int, ...], ...]
+
+    @property
+    def n(self) -> int:
+        """Number of parameters in the block."""
+        return int(self.indices.shape[0])
+
+    @property
+    def N(self) -> int:
+        """Number of parameters in the whole model."""
+        return int(self.mask.shape[0])
+
+    @property
+    def dtype(self):
+        return self.x0.dtype
+
+    def __call__(self, v: jax.Array) -> jax.Array:
+        """Matrix-vector product in block coordinates, v (n,) -> (n,); jit-compiled."""
+        return self.matmat(jnp.asarray(v)[None])[0]
+
+    def matmat(self, V: jax.Array) -> jax.Array:
+        """Products with a batch of block vectors, V (b, n) -> (b, n) (rows are vectors); vmapped."""
+        return _matmat(self.matvec, _embed(self.mask, self.indices, jnp.asarray(V)))[:, self.indices]
+
+    def embed(self, v: jax.Array) -> jax.Array:
+        """Block vector (n,) -> full flat vector (N,), zeros outside the block."""
+        return _embed(self.mask, self.indices, jnp.asarray(v)[None])[0]
+
+    def to_tree(self, v: jax.Array):
+        """Block vector (n,) -> pytree shaped like params, zeros outside the block (a direction in the
+        full parameter space, e.g. an eigenvector for a contour slice)."""
+        w = np.asarray(self.embed(v))
+        offsets = np.concatenate([[0], np.cumsum([math.prod(s) for s in self.leaf_shapes])])
+        bounds = zip(offsets[:-1], offsets[1:], self.leaf_shapes, strict=True)
+        leaves = [jnp.asarray(w[lo:hi].reshape(s)) for lo, hi, s in bounds]
+        return jax.tree_util.tree_unflatten(self.treedef, leaves)
+
+    def from_tree(self, tree) -> jax.Array:
+        """Pytree shaped like params -> its block coordinates as a flat vector (n,)."""
+        return ravel_pytree(jax.tree_util.tree_leaves(tree))[0][self.indices]
+
+
+def _check_dtype(leaves):
+    dtypes = {jnp.result_type(x) for x in leaves}
+    if len(dtypes) != 1 or not jnp.issubdtype(next(iter(dtypes)), jnp.floating):
+        raise ValueError(f"parameter leaves must share one floating dtype, got {sorted(map(str, dtypes))}")
+
+
+def _operator(kernel, params, block, args, outer_args) -> CurvatureOperator:
+    leaves = jax.tree_util.tree_leaves(params)
+    _check_dtype(leaves)
+    mask_leaves = block_mask(params, block)
+    flat, _ = ravel_pytree(leaves)
+    mask_np = np.concatenate(
+        [np.full(np.size(x), float(m)) for x, m in zip(leaves, mask_leaves, strict=True)])
+    mask = jnp.asarray(mask_np, flat.dtype)
+    indices = np.flatnonzero(mask_np)
+    names = tuple(n for n, m in zip(leaf_names(params), mask_leaves, strict=True) if m)
+    return CurvatureOperator(
+        matvec=Partial(_Masked(kernel), mask, leaves, tuple(args), tuple(outer_args)), mask=mask,
+        x0=flat[indices], names=names, indices=indices, treedef=jax.tree_util.tree_structure(params),
+        leaf_shapes=tuple(tuple(np.shape(x)) for x in leaves))
+
+
+def hessian_operator(loss_fn: Callable, params, block: BlockSpec = None,
+                     args: tuple = ()) -> CurvatureOperator:
+    """Hessian of ``loss_fn(params, *args)`` (a scalar) over ``block``, as an n x n operator.
+
+    Products are forward-over-reverse (``jax.jvp`` of ``jax.grad``), about the cost of 2-3 gradients.
+    All parameters must share one floating dtype, which the operator keeps.
+    """
+    treedef = jax.tree_util.tree_structure(params)
+    return _operator(_HessianKernel(loss_fn, treedef), params, block, args, ())
+
+
+def ggn_operator(f: Callable, outer_loss: Callable, params, block: BlockSpec = None, args: tuple = (),
+                 outer_args: tuple = ()) -> CurvatureOperator:
+    """Generalized Gauss-Newton matrix G = J^T H_out J over ``block`` (PSD when the outer loss is convex).
+
+    The loss is ``outer_loss(f(params, *args), *outer_args)``; J = d f / d block (outputs x n) and
+    H_out is the Hessian of ``outer_loss`` in the outputs. Product: jvp of the linearized f, a
+    Hessian-vector product of the outer loss on the outputs, then the transpose (one shared forward).
+    """
+    treedef = jax.tree_util.tree_structure(params)
+    return _operator(_GGNKernel(f, outer_loss, treedef), params, block, args, outer_args)
+
+
+def hvp(loss_fn: Callable, params, v, args: tuple = ()):
+    """Hessian-vector product as pytrees: H v for ``loss_fn(params, *args)``, v shaped like params.
+    Runs through ``hessian_operator`` (so it shares that operator's compiled product)."""
+    op = hessian_operator(loss_fn, params, None, args)
+    return op.to_tree(op(op.from_tree(v)))
+
+
+def ggn_vp(f: Callable, outer_loss: Callable, params, v, args: tuple = (), outer_args: tuple = ()):
+    """Gauss-Newton-vector product J^T H_out J v as pytrees (v shaped like params), through
+    ``ggn_operator``."""
+    op = ggn_operator(f, outer_loss, params, None, args, outer_args)
+    return op.to_tree(op(op.from_tree(v)))
+
+
+# --------------------------------------------------------------------------------------------------
+# Linear algebra on a symmetric operator: Lanczos, top eigenpairs, Hutchinson, SLQ, dense. Each takes
+# a CurvatureOperator, or a plain function / Partial (n,) -> (n,) together with n (and dtype).
+# The only compiled program that contains the model is ``_matmat`` (b vectors at a time); the Lanczos
+# recurrence is a Python loop over jitted steps that update Q in place (donated buffers). So one model
+# and one batch width compile the product once, for every block, estimator and checkpoint.
+
+
+class _Space(NamedTuple):
+    """Where an algorithm runs: matvec on R^N, mask (N,) of the block, indices (n,) of the block."""
+
+    matvec: Partial
+    mask: jax.Array
+    indices: np.ndarray
+    mask_np: np.ndarray
+
+    @property
+    def n(self) -> int:
+        return int(self.indices.shape[0])
+
+    @property
+    def dtype(self):
+        return self.mask.dtype
+
+
+def _space(matvec, n: int | None, dtype) -> _Space:
+    if isinstance(matvec, CurvatureOperator):
+        if dtype is not None and jnp.dtype(dtype) != matvec.dtype:
+            raise ValueError(f"operator dtype is {matvec.dtype}, got dtype={dtype}")
+        return _Space(matvec.matvec, matvec.mask, matvec.indices, np.asarray(matvec.mask))
+    if n is None:
+        raise ValueError("n is required unless matvec is a CurvatureOperator")
+    if dtype is None:
+        dtype = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
+    mv = matvec if isinstance(matvec, Partial) else Partial(matvec)
+    mask = np.ones(int(n), jnp.dtype(dtype))
+    return _Space(mv, jnp.asarray(mask), np.arange(int(n)), mask)
+
+
+def _pad_rows(n_rows: int, b: int) -> int:
+    return n_rows + (-n_rows) % b
+
+
+def host_rng(key, salt: int = 0) -> np.random.Generator:
+    """A numpy Generator seeded by the bits of a JAX PRNG key (raw uint32 or typed; any integer array
+    works too) and ``salt``.
+
+    All probes and start vectors are drawn from it on the host: deterministic given the key, and no
+    compilation of random-number kernels per shape.
+    """
+    return np.random.default_rng([int(x) for x in _key_bits(key)] + [int(salt)])
+
+
+def _key_bits(key) -> np.ndarray:
+    key = jnp.asarray(key) if not isinstance(key, np.ndarray) else key
+    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        key = jax.random.key_data(key)
+    return np.asarray(key).ravel().astype(np.uint64)
+
+
+def _child_key(key, i: int) -> np.ndarray:
+    """An independent key (integer array) for sub-task i, without compiling jax.random.fold_in."""
+    return np.concatenate([_key_bits(key), [i]]).astype(np.uint64)
+
+
+def _random_rows(rng: np.random.Generator, mask: np.ndarray, rows: int, kind: str) -> np.ndarray:
+    """(rows, N) Rademacher (+-1) or standard Gaussian vectors, zero outside the block (numpy)."""
+    shape = (rows, mask.shape[0])
+    V = rng.integers(0, 2, shape) * 2.0 - 1.0 if kind == "rademacher" else rng.standard_normal(shape)
+    return (V * mask).astype(mask.dtype)
+
+
+def _reorth(Q, w):
+    """Remove from each w[i] (B, N) its components along the rows of Q[i] (B, r, N); Gram-Schmidt twice."""
+    for _ in range(2):
+        w = w - jnp.einsum("brn,br->bn", Q, jnp.einsum("brn,bn->br", Q, w))
+    return w
+
+
+class LanczosResult(NamedTuple):
+    """m Lanczos steps from each of B start vectors: T = tridiag(beta[:m-1], alpha, beta[:m-1]) equals
+    Q[:m] A Q[:m]^T. alpha (B, m), beta (B, m) (beta[:, m-1] is the residual norm after the last step;
+    a 0 marks an invariant subspace found and a restart with a fresh random vector), Q (B, m + 1, n)
+    orthonormal rows. (B is dropped when ``lanczos`` got a single start vector.)"""
+
+    alpha: jax.Array
+    beta: jax.Array
+    Q: jax.Array
+
+
+@functools.partial(jax.jit, static_argnames=("num_steps",))
+def _lanczos_init(V0, mask, num_steps: int):
+    """State for B runs: Q (B, m + 1, N) with the normalized masked starts in row 0, alpha, beta (B, m),
+    ||A|| estimates (B,) and the current vectors (B, N)."""
+    B, N = V0.shape
+    q = V0 * mask
+    q = q / jnp.linalg.norm(q, axis=1, keepdims=True)
+    Q = jnp.zeros((B, num_steps + 1, N), V0.dtype).at[:, 0].set(q)
+    z = jnp.zeros((B, num_steps), V0.dtype)
+    return Q, z, z, jnp.zeros(B, V0.dtype), q
+
+
+@functools.partial(jax.jit, donate_argnums=(0, 1, 2))
+def _lanczos_step(Q, alpha, beta, anorm, W, j, R):
+    """Step j for B runs at once, given W = A Q[:, j] (B, N); Q, alpha, beta are updated in place.
+    Returns (Q, alpha, beta, anorm, next vectors (B, N)). Breakdown (||w|| <= sqrt(eps) ||A||, an
+    invariant subspace): restart from R (B, N) (random, masked) rolled by j + 1 (and masked again),
+    orthogonalized against Q, and store beta = 0."""
+    q = Q[:, j]
+    anorm = jnp.maximum(anorm, jnp.linalg.norm(W, axis=1))
+    a = jnp.sum(q * W, axis=1)
+    b_prev = jnp.where(j > 0, beta[:, j - 1], 0)
+    w = _reorth(Q, W - a[:, None] * q - b_prev[:, None] * Q[:, j - 1])
+    b = jnp.linalg.norm(w, axis=1)
+    broke = b <= jnp.sqrt(jnp.finfo(Q.dtype).eps) * anorm
+    r = _reorth(Q, jnp.roll(R, j + 1, axis=1) * (R != 0))
+    rn = jnp.linalg.norm(r, axis=1, keepdims=True)
+    r = jnp.where(rn > 0, r / jnp.where(rn > 0, rn, 1), 0)
+    q_next = jnp.where(broke[:, None], r, w / jnp.where(broke, 1, b)[:, None])
+    Q = Q.at[:, j + 1].set(q_next)
+    return Q, alpha.at[:, j].set(a), beta.at[:, j].set(jnp.where(broke, 0, b)), anorm, q_next
+
+
+@jax.jit
+def _matmat(matvec, V):
+    """The one compiled program containing the model: V (b, N) -> (b, N), vmapped products."""
+    return jax.vmap(matvec)(V)
+
+
+def _run_lanczos(sp: _Space, V0, rng: np.random.Generator, num_steps: int):
+    """Lanczos from the rows of V0 (B, N) (masked and normalized here); Q in R^N. rng draws the
+    restart material."""
+    R = _random_rows(rng, sp.mask_np, V0.shape[0], "normal")
+    Q, alpha, beta, anorm, q = _lanczos_init(V0, sp.mask, num_steps=num_steps)
+    for j in range(num_steps):
+        W = _matmat(sp.matvec, q)
+        Q, alpha, beta, anorm, q = _lanczos_step(Q, alpha, beta, anorm, W, j, R)
+    return alpha, beta, Q
+
+
+def lanczos(matvec, v0: jax.Array, num_steps: int, key: jax.Array | None = None) -> LanczosResult:
+    """Lanczos tridiagonalization with full reorthogonalization (twice, every step).
+
+    matvec: a ``CurvatureOperator`` or a symmetric function (n,) -> (n,) (then run in v0's dtype).
+    v0: (n,) or (B, n) start vectors in block coordinates (normalized here; B runs side by side).
+    num_steps: m, clipped to n. key: for restart vectors after an exact breakdown (default PRNGKey(0)).
+    Cost: m products of B vectors + O(B m^2 N). Q is returned in block coordinates.
+    """
+    key = np.zeros(2, np.uint32) if key is None else key
+    v0 = jnp.asarray(v0)
+    V0 = jnp.atleast_2d(v0)
+    sp = _space(matvec, V0.shape[1], v0.dtype if not isinstance(matvec, CurvatureOperator) else None)
+    V0 = _embed(sp.mask, sp.indices, V0)
+    alpha, beta, Q = _run_lanczos(sp, V0, host_rng(key), int(min(num_steps, sp.n)))
+    res = LanczosResult(alpha, beta, jnp.asarray(np.asarray(Q)[:, :, sp.indices]))
+    return res if v0.ndim == 2 else LanczosResult(*(x[0] for x in res))
+
+
+def tridiag_eigh(alpha: jax.Array, beta: jax.Array):
+    """Eigen-decomposition of the Lanczos tridiagonal T (m x m) from alpha (m,), beta (>= m-1,).
+
+    Returns (theta (m,) ascending Ritz values, S (m, m) orthonormal eigenvectors as columns).
+    """
+    m = alpha.shape[0]
+    off = beta[: m - 1]
+    return jnp.linalg.eigh(jnp.diag(alpha) + jnp.diag(off, 1) + jnp.diag(off, -1))
+
+
+class EigResult(NamedTuple):
+    """Top eigenpairs, largest (algebraic) first: values (k,), vectors (k, n) orthonormal rows (block
+    coordinates; ``CurvatureOperator.to_tree`` turns one into a pytree), residuals (k,): the Lanczos
+    estimates |beta_m s_m| of ||A v - lambda v|| (exactly 0 when below what the tridiagonal
+    eigensolver resolves, ~eps ||A||; 0 for a dense decomposition)."""
+
+    values: jax.Array
+    vectors: jax.Array
+    residuals: jax.Array
+
+
+@functools.partial(jax.jit, static_argnames=("k",))
+def _ritz(alpha, beta, Q, k: int):
+    """Top-k Ritz pairs of the first of B Lanczos runs: alpha, beta (B, m), Q (B, m + 1, N)."""
+    alpha, beta, Q = alpha[0], beta[0], Q[0]
+    m = alpha.shape[0]
+    theta, S = tridiag_eigh(alpha, beta)
+    order = jnp.argsort(-theta)[:k]
+    vecs = (Q[:m].T @ S[:, order]).T
+    vecs = vecs / jnp.linalg.norm(vecs, axis=1, keepdims=True)
+    return theta[order], vecs, jnp.abs(beta[m - 1] * S[m - 1, order])
+
+
+def _eig_result(sp: _Space, vals, vecs, resid) -> EigResult:
+    return EigResult(vals, jnp.asarray(np.asarray(vecs)[:, sp.indices]), resid)
+
+
+def default_lanczos_steps(k: int, n: int) -> int:
+    """Steps used when none are given: max(4k, 40), capped at n."""
+    return int(min(n, max(4 * k, 40)))
+
+
+def top_eigenpairs(matvec, k: int, key: jax.Array, *, num_steps: int | None = None, n: int | None = None,
+                   dtype=None) -> EigResult:
+    """Top-k (algebraically largest) eigenpairs of a symmetric operator by Lanczos from one start vector.
+
+    The start vector is Gaussian from ``key`` (deterministic). num_steps defaults to
+    ``default_lanczos_steps(k, n)``; check ``residuals`` for convergence (eigenvalue error <=
+    residual, and ~residual^2 / gap once separated). n, dtype: only for a plain function.
+    """
+    sp = _space(matvec, n, dtype)
+    m = default_lanczos_steps(k, sp.n) if num_steps is None else int(min(num_steps, sp.n))
+    rng = host_rng(key)
+    alpha, beta, Q = _run_lanczos(sp, _random_rows(rng, sp.mask_np, 1, "normal"), rng, m)
+    return _eig_result(sp, *_ritz(alpha, beta, Q, k=int(min(k, m))))
+
+
+class TraceEstimate(NamedTuple):
+    """Hutchinson estimate: trace, stderr (standard error of that mean), samples (p,) z^T A z."""
+
+    trace: float
+    stderr: float
+    samples: np.ndarray
+
+
+@jax.jit
+def _rowdot(Z, W):
+    return jnp.sum(Z * W, axis=1)
+
+
+def hutchinson_trace(matvec, key: jax.Array, num_probes: int = 64, *, batch_size: int = 8,
+                     n: int | None = None, dtype=None) -> TraceEstimate:
+    """Hutchinson trace estimate tr(A) ~ mean_i z_i^T A z_i over Rademacher probes z_i (n,).
+
+    Unbiased; variance 2 (||A||_F^2 - sum_i A_ii^2) / p. stderr = sample std (ddof 1) / sqrt(p) (NaN
+    for one probe). Probes go through the operator ``batch_size`` at a time (vmapped; the last batch is
+    filled with extra probes whose results are dropped); the probes depend on ``key`` only.
+    """
+    sp = _space(matvec, n, dtype)
+    b = max(1, min(batch_size, num_probes))
+    Z = _random_rows(host_rng(key, 1), sp.mask_np, _pad_rows(num_probes, b), "rademacher")
+    s = [np.asarray(_rowdot(Z[i:i + b], _matmat(sp.matvec, Z[i:i + b]))) for i in range(0, Z.shape[0], b)]
+    s = np.concatenate(s)[:num_probes]
+    se = float(np.std(s, ddof=1) / np.sqrt(num_probes)) if num_probes > 1 else float("nan")
+    return TraceEstimate(float(np.mean(s)), se, s)
+
+
+class SLQResult(NamedTuple):
+    """Stochastic Lanczos quadrature: for probe i, the spectral measure (1/n) sum_j delta(lambda_j) is
+    approximated by sum_j weights[i, j] delta(nodes[i, j]). nodes, weights: (p, m); each row of weights
+    sums to 1 (Gauss quadrature, exact for polynomials of degree <= 2m - 1 per probe).
+    top: the top-k Ritz pairs of the first probe's Lanczos run (an ``EigResult``; None if top_k = 0)."""
+
+    nodes: np.ndarray
+    weights: np.ndarray
+    top: EigResult | None = None
+
+
+@jax.jit
+def _gauss_quadrature(alpha, beta):
+    """Nodes and weights (B, m) of the Lanczos quadrature rules for the start vectors."""
+    theta, S = jax.vmap(tridiag_eigh)(alpha, beta)
+    return theta, S[:, 0, :] ** 2
+
+
+def slq(matvec, key: jax.Array, num_probes: int = 8, num_steps: int = 60, *, batch_size: int = 8,
+        top_k: int = 0, n: int | None = None, dtype=None) -> SLQResult:
+    """Stochastic Lanczos quadrature with Rademacher probes, ``batch_size`` Lanczos runs side by side.
+
+    num_steps (m, clipped to n) Lanczos steps per probe; cost num_probes x m products. With top_k > 0
+    the first probe's run also yields top-k Ritz pairs (saving a separate Lanczos run).
+    """
+    sp = _space(matvec, n, dtype)
+    m = int(min(num_steps, sp.n))
+    b = max(1, min(batch_size, num_probes))
+    rng = host_rng(key, 2)
+    V = _random_rows(rng, sp.mask_np, _pad_rows(num_probes, b), "rademacher")
+    nodes, weights, top = [], [], None
+    for i in range(0, V.shape[0], b):
+        alpha, beta, Q = _run_lanczos(sp, V[i:i + b], rng, m)
+        th, w = _gauss_quadrature(alpha, beta)
+        nodes.append(np.asarray(th))
+        weights.append(np.asarray(w))
+        if top is None and top_k > 0:
+            top = _eig_result(sp, *_ritz(alpha, beta, Q, k=int(min(top_k, m))))
+    return SLQResult(np.concatenate(nodes)[:num_probes], np.concatenate(weights)[:num_probes], top)
+
+
+def slq_moments(nodes, weights, order: int) -> np.ndarray:
+    """Per-probe estimate of the spectral moment tr(A^order) / n: sum_j w_ij theta_ij^order, (p,)."""
+    return np.sum(np.asarray(weights) * np.asarray(nodes) ** order, axis=-1)
+
+
+def gaussian_density(nodes, weights, grid, sigma: float) -> np.ndarray:
+    """Spectral density on ``grid`` (g,): each node a Gaussian of std ``sigma`` (eigenvalue units)
+    with its weight; probes averaged. nodes, weights: (p, m) or (m,). Returns (g,), 1 / eigenvalue.
+    Computed in float64 numpy, chunked over the grid."""
+    nodes = np.atleast_2d(np.asarray(nodes, np.float64)).reshape(-1)
+    weights = np.atleast_2d(np.asarray(weights, np.float64))
+    p = weights.shape[0]
+    weights = weights.reshape(-1)
+    grid = np.asarray(grid, np.float64)
+    out = np.empty_like(grid)
+    for i in range(0, grid.size, 256):
+        z = (grid[i:i + 256, None] - nodes[None]) / sigma
+        out[i:i + 256] = np.exp(-0.5 * z * z) @ weights
+    return out / (p * sigma * np.sqrt(2 * np.pi))
+
+
+def default_grid(nodes, num: int = 512, sigma_rel: float = 0.01,
+                 sigma: float | None = None) -> tuple[np.ndarray, float]:
+    """A uniform grid covering all nodes with 6 sigma margins, and sigma (eigenvalue units).
+
+    sigma defaults to ``sigma_rel`` x (max - min node) (a tiny positive value if that range is 0).
+    The grid has at least ``num`` points and a step <= sigma / 2, so the broadened density's tails
+    outside it hold < 2e-9 of the mass and its trapezoid integral is 1 to ~1e-8.
+    """
+    lo, hi = float(np.min(nodes)), float(np.max(nodes))
+    if sigma is None:
+        sigma = sigma_rel * (hi - lo) if hi > lo else 1e-8 * max(1.0, abs(hi))
+    num = max(num, int(np.ceil(2 * ((hi - lo) / sigma + 12))) + 1)
+    return np.linspace(lo - 6 * sigma, hi + 6 * sigma, num), float(sigma)
+
+
+def negative_mass(nodes, weights=None) -> float:
+    """Fraction of absolute spectral mass on negative eigenvalues: sum |lambda| [lambda < 0] / sum
+    |lambda|, over eigenvalues (weights None: an exact spectrum, each weight 1) or quadrature nodes
+    with weights (SLQ: the ratio of the probe-averaged integrals of |t| 1[t<0] and |t|). 0 if all 0."""
+    nodes = np.asarray(nodes, np.float64)
+    w = np.ones_like(nodes) if weights is None else np.asarray(weights, np.float64)
+    total = float(np.sum(w * np.abs(nodes)))
+    neg = float(np.sum(w * np.abs(np.minimum(nodes, 0))))
+    return neg / total if total > 0 else 0.0
+
+
+def dense_matrix(matvec, *, batch_size: int = 8, n: int | None = None, dtype=None) -> np.ndarray:
+    """The dense symmetric n x n matrix of the block (numpy), from products with its basis vectors
+    ``batch_size`` at a time (vmapped; the same compiled product as the estimators), symmetrized
+    (A + A^T) / 2. Only for small blocks: n products and n^2 memory."""
+    sp = _space(matvec, n, dtype)
+    N, b = sp.mask.shape[0], max(1, min(batch_size, sp.n))
+    idx = np.resize(sp.indices, _pad_rows(sp.n, b))
+    A = np.empty((idx.size, sp.n), np.dtype(sp.dtype))
+    for i in range(0, idx.size, b):
+        E = np.zeros((b, N), A.dtype)
+        E[np.arange(b), idx[i:i + b]] = 1
+        A[i:i + b] = np.asarray(_matmat(sp.matvec, jnp.asarray(E)))[:, sp.indices]
+    A = A[: sp.n]
+    return 0.5 * (A + A.T)
+
+
+def dense_eigh(matvec, *, batch_size: int = 8, n: int | None = None, dtype=None):
+    """All eigenpairs from the dense matrix: (values (n,) ascending, vectors (n, n) as columns), numpy."""
+    return np.linalg.eigh(dense_matrix(matvec, batch_size=batch_size, n=n, dtype=dtype))
+
+
+def eff_cond(lambda_max: float, trace: float, n: int) -> float:
+    """lambda_max / (trace / n), the effective condition number; NaN when trace <= 0 (never a
+    division by ~0: with exact null directions the mean eigenvalue stays positive)."""
+    return float(lambda_max) / (float(trace) / n) if trace > 0 and np.isfinite(trace) else float("nan")
+
+
+# --------------------------------------------------------------------------------------------------
+# normlab models: losses hashable by value (compiled code reused across checkpoints), the pipeline's
+# per-scope summary, and the layer-input factor.
+
+
+@dataclasses.dataclass(frozen=True)
+class SpecLoss:
+    """``J(params, X, y)`` of a normlab model (BN in training mode on X)."""
+
+    spec: nlmodel.ModelSpec
+
+    def __call__(self, params, X, y):
+        return nlmodel.loss(self.spec, params, X, y)
+
+
+@dataclasses.dataclass(frozen=True)
+class SpecForward:
+    """``f(params, X)``: the network outputs (m, n_outputs)."""
+
+    spec: nlmodel.ModelSpec
+
+    def __call__(self, params, X):
+        return nlmodel.forward(self.spec, params, X)
+
+
+@dataclasses.dataclass(frozen=True)
+class SpecOuter:
+    """``outer_loss(outputs, y)`` of a normlab model (softmax cross-entropy or MSE, a mean)."""
+
+    spec: nlmodel.ModelSpec
+
+    def __call__(self, out, y):
+        return nlmodel.loss_from_outputs(self.spec, out, y)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _loss_value(loss_fn, params, X, y):
+    return loss_fn(params, X, y)
+
+
+def model_operator(spec: nlmodel.ModelSpec, params, X, y, matrix: str, block: BlockSpec = None):
+    """The Hessian (``matrix="hessian"``) or Gauss-Newton (``"ggn"``) operator of a normlab model's loss
+    on the batch (X, y) over ``block`` (e.g. ``"model"``, ``"layer2"``, ``"norm1"``)."""
+    if matrix == "hessian":
+        return hessian_operator(SpecLoss(spec), params, block, (X, y))
+    if matrix == "ggn":
+        return ggn_operator(SpecForward(spec), SpecOuter(spec), params, block, (X,), (y,))
+    raise ValueError(f"matrix must be one of {MATRICES}, got {matrix!r}")
+
+
+def model_scopes(spec: nlmodel.ModelSpec, include_norm: bool = False) -> list[str]:
+    """``["model", "layer1", ..., "layerL"]`` (+ ``"norm<l>"`` for layers with gamma/beta)."""
+    scopes = ["model"] + nlmodel.layer_names(spec)
+    if include_norm:
+        scopes += [f"norm{l}" for l in range(1, spec.n_layers + 1) if nlmodel.has_affine_norm(spec, l)]
+    return scopes
+
+
+@dataclasses.dataclass
+class Spectrum:
+    """Curvature summary of one (scope, matrix). dense: exact eigendecomposition was used.
+    lambda_max, trace, trace_stderr (0 when dense): loss units per squared parameter unit.
+    top (k,) descending, vectors (k, n) flat block eigenvectors, negative_mass (see ``negative_mass``),
+    nodes/weights (p, m) quadrature (dense: (1, n) eigenvalues with weights 1/n)."""
+
+    n: int
+    dense: bool
+    lambda_max: float
+    trace: float
+    trace_stderr: float
+    top: np.ndarray
+    vectors: np.ndarray
+    negative_mass: float
+    nodes: np.ndarray
+    weights: np.ndarray
+
+    @property
+    def eff_cond(self) -> float:
+        return eff_cond(self.lambda_max, self.trace, self.n)
+
+
+def spectrum(op: CurvatureOperator, key: jax.Array, top_k: int = 5, dense_max_params: int = 1024,
+             num_steps: int = 60, trace_probes: int = 64, slq_probes: int = 8,
+             batch_size: int = 8) -> Spectrum:
+    """Summarize one operator.
+
+    Dense eigh when ``op.n <= dense_max_params``. Otherwise SLQ with ``slq_probes`` Rademacher probes of
+    ``num_steps`` Lanczos steps each (top-k eigenpairs and lambda_max from the first probe's run) and
+    a Hutchinson trace with ``trace_probes`` probes. All products go ``min(batch_size, slq_probes)``
+    vectors at a time, so the model's product is compiled once.
+    """
+    n = op.n
+    b = max(1, min(batch_size, slq_probes))
+    if n <= dense_max_params:
+        vals, vecs = dense_eigh(op, batch_size=b)
+        k = min(top_k, n)
+        vals_np = np.asarray(vals)
+        vecs_np = np.asarray(vecs)[:, ::-1][:, :k].T.copy()
+        return Spectrum(n, True, float(vals_np[-1]), float(vals_np.sum()), 0.0, vals_np[::-1][:k].copy(),
+                        vecs_np, negative_mass(vals_np), vals_np[None, :],
+                        np.full((1, n), 1.0 / n, vals_np.dtype))
+    q = slq(op, key, slq_probes, num_steps, batch_size=b, top_k=top_k)
+    tr = hutchinson_trace(op, key, trace_probes, batch_size=b)
+    return Spectrum(n, False, float(q.top.values[0]), float(tr.trace), float(tr.stderr),
+                    np.asarray(q.top.values), np.asarray(q.top.vectors), negative_mass(q.nodes, q.weights),
+                    np.asarray(q.nodes), np.asarray(q.weights))
+
+
+@dataclasses.dataclass
+class CurvatureResult:
+    """Output of ``analyze_curvature``.
+
+    rows: tidy dicts with keys scope, matrix, metric, value (``curvature.csv`` without run/checkpoint).
+    densities: one dict per (scope, matrix) with scope, matrix, grid (g,), density (g,), sigma, nodes
+    (p, m), weights (p, m). spectra: the full ``Spectrum`` per (scope, matrix), eigenvectors included.
+    """
+
+    rows: list[dict]
+    densities: list[dict]
+    spectra: dict[tuple[str, str], Spectrum]
+
+
+def spectrum_rows(scope: str, matrix: str, s: Spectrum) -> list[dict]:
+    """Tidy rows for one spectrum: lambda_max, trace, eff_cond, lambda_1..k, negative_mass (Hessian
+    only), and the extras trace_stderr, n_params, dense (1 if exact eigh, 0 if Lanczos/Hutchinson/SLQ)."""
+    vals = [("lambda_max", s.lambda_max), ("trace", s.trace), ("eff_cond", s.eff_cond)]
+    vals += [(f"lambda_{i + 1}", float(v)) for i, v in enumerate(s.top)]
+    if matrix == "hessian":
+        vals.append(("negative_mass", s.negative_mass))
+    vals += [("trace_stderr", s.trace_stderr), ("n_params", float(s.n)), ("dense", float(s.dense))]
+    return [{"scope": scope, "matrix": matrix, "metric": m, "value": float(v)} for m, v in vals]
+
+
+def analyze_curvature(spec: nlmodel.ModelSpec, params, X, y, *, key: jax.Array | None = None,
+                      top_k: int = 5, dense_max_params: int = 1024, num_steps: int = 60,
+                      trace_probes: int = 64, slq_probes: int = 8,
+                      grid: np.ndarray | None = None, grid_size: int = 512, sigma_rel: float = 0.01,
+                      sigma: float | None = None, scopes: Sequence[str] | None = None,
+                      matrices: Sequence[str] = MATRICES, batch_size: int = 8) -> CurvatureResult:
+    """Curvature of a normlab model's analysis loss, for each scope and matrix.
+
+    params: the model's parameters (their dtype is used throughout; X is cast to it). X (m, n_in),
+    y (m,) labels or targets: the analysis batch (BN in training mode on it). scopes default to
+    ``model_scopes(spec)``. Per (scope, matrix): dense eigh when the block has <= ``dense_max_params``
+    parameters, else Lanczos + Hutchinson + SLQ (see ``spectrum``). ``negative_mass`` is the exact
+    fraction of |eigenvalue| mass on negative eigenvalues when dense, the SLQ estimate otherwise.
+    Densities are on ``grid`` if given (then ``sigma`` is required, same units), else on
+    ``default_grid(nodes, grid_size, sigma_rel, sigma)``. Rows include the analysis loss (scope
+    ``model``, matrix ``none``, metric ``loss``).
+    """
+    key = np.zeros(2, np.uint32) if key is None else key
+    dtype = jnp.result_type(*jax.tree_util.tree_leaves(params))
+    X = jnp.asarray(X, dtype)
+    y = jnp.asarray(y) if spec.loss == "softmax_cross_entropy" else jnp.asarray(y, dtype)
+    scopes = model_scopes(spec) if scopes is None else list(scopes)
+    rows = [{"scope": "model", "matrix": "none", "metric": "loss",
+             "value": float(_loss_value(SpecLoss(spec), params, X, y))}]
+    densities, spectra = [], {}
+    for i, scope in enumerate(scopes):
+        for j, matrix in enumerate(matrices):
+            op = model_operator(spec, params, X, y, matrix, scope)
+            s = spectrum(op, _child_key(key, 100 * i + j), top_k, dense_max_params, num_steps,
+                         trace_probes, slq_probes, batch_size)
+            spectra[(scope, matrix)] = s
+            rows += spectrum_rows(scope, matrix, s)
+            if grid is None:
+                g, sg = default_grid(s.nodes, grid_size, sigma_rel, sigma)
+            else:
+                if sigma is None:
+                    raise ValueError("a fixed grid needs an explicit sigma")
+                g, sg = np.asarray(grid), float(sigma)
+            dens = gaussian_density(s.nodes, s.weights, g, sg)
+            densities.append({"scope": scope, "matrix": matrix, "grid": np.asarray(g),
+                              "density": dens, "sigma": sg, "nodes": s.nodes,
+                              "weights": s.weights})
+    return CurvatureResult(rows, densities, spectra)

@@ -1,0 +1,315 @@
+"""Known-answer tests of normlab.curvature (float64 unless stated).
+
+Compilation dominates the run time on CPU, so the tests share models and use batch_size=1 (one
+compiled product per model and matrix, one compiled Lanczos step per parameter count).
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.flatten_util import ravel_pytree
+
+from normlab import curvature as C
+from normlab import model as M
+
+B1 = {"batch_size": 1}
+
+
+def _perturbed_params(spec, seed, dtype=np.float64):
+    """Parameters with every leaf generic (biases, gammas and betas not 0 / 1), drawn with numpy
+    (no compilation of random kernels)."""
+    rng = np.random.default_rng(seed)
+    params = {}
+    for l in range(1, spec.n_layers + 1):
+        n_in, n_out = spec.sizes[l - 1], spec.sizes[l]
+        p = {"W": rng.normal(size=(n_in, n_out)) * np.sqrt(2.0 / n_in)}
+        if M.has_bias(spec, l):
+            p["b"] = 0.3 * rng.normal(size=n_out)
+        if M.has_affine_norm(spec, l):
+            p["gamma"] = 1.0 + 0.3 * rng.normal(size=n_out)
+            p["beta"] = 0.3 * rng.normal(size=n_out)
+        params[f"layer{l}"] = {k: jnp.asarray(v, dtype) for k, v in p.items()}
+    return params
+
+
+def _problem(norm):
+    # both have N = 83 parameters, so they share the compiled Lanczos steps (and the quadratic tests too)
+    sizes = (4, 6, 4, 3) if norm == "batchnorm" else (4, 6, 5, 3)
+    spec = M.ModelSpec(sizes, activation="tanh", norm=norm, eps=1e-12)
+    rng = np.random.default_rng(0)
+    X = jnp.asarray(rng.normal(size=(48, 4)) * np.array([1.0, 3.0, 0.5, 2.0]))
+    y = jnp.asarray(rng.integers(0, 3, 48))
+    return spec, _perturbed_params(spec, 3), X, y
+
+
+@functools.cache
+def _flat_grad(spec):
+    """Jitted gradient of the loss in flat coordinates, x (N,) -> (N,), one per model."""
+    _, _, X, y = _problem(spec.norm)
+    unravel = ravel_pytree(_perturbed_params(spec, 3))[1]
+    return jax.jit(lambda x: ravel_pytree(jax.grad(lambda p: M.loss(spec, p, X, y))(unravel(x)))[0])
+
+
+@functools.cache
+def _mlp(norm):
+    """A depth-2 tanh MLP with its exact dense Hessian and Gauss-Newton matrix (from products)."""
+    spec, params, X, y = _problem(norm)
+    ops = {m: C.model_operator(spec, params, X, y, m) for m in C.MATRICES}
+    dense = {m: C.dense_matrix(op, **B1) for m, op in ops.items()}
+    return {"spec": spec, "params": params, "X": X, "y": y, "ops": ops, "dense": dense}
+
+
+@pytest.fixture(scope="module", params=["none", "batchnorm"])
+def mlp(request):
+    """Both MLPs, for the core checks."""
+    return _mlp(request.param)
+
+
+@pytest.fixture(scope="module")
+def bn_mlp():
+    """The batchnorm MLP only, for the estimators (each check once, to keep compilation short)."""
+    return _mlp("batchnorm")
+
+
+def test_lanczos_quadratic_chosen_spectrum():
+    n = 83  # the parameter count of the MLPs, so the compiled Lanczos step is shared
+    rng = np.random.default_rng(1)
+    U, _ = np.linalg.qr(rng.normal(size=(n, n)))
+    lam = np.concatenate([[10.0, 9.0, 8.0, 7.5, 7.0], rng.uniform(-2.0, 5.0, n - 5)])
+    A = jnp.asarray((U * lam) @ U.T)
+    res = C.top_eigenpairs(lambda v: A @ v, 5, jax.random.PRNGKey(0), num_steps=60, n=n)
+    np.testing.assert_allclose(np.asarray(res.values), lam[:5], rtol=0, atol=1e-8)
+    overlaps = np.abs(np.sum(np.asarray(res.vectors) * U[:, :5].T, axis=1))
+    np.testing.assert_allclose(overlaps, 1.0, atol=1e-8)
+    assert np.all(np.asarray(res.residuals) < 1e-8)
+    # deterministic given the key
+    again = C.top_eigenpairs(lambda v: A @ v, 5, jax.random.PRNGKey(0), num_steps=60, n=n)
+    np.testing.assert_array_equal(np.asarray(res.values), np.asarray(again.values))
+
+
+def test_lanczos_batched_and_breakdown():
+    """Rank-3 matrix: the Krylov space is exhausted after 4 steps; the restart keeps Q orthonormal and
+    T's spectrum is the exact one plus zeros. Two start vectors run side by side match single runs."""
+    n = 83
+    rng = np.random.default_rng(2)
+    U, _ = np.linalg.qr(rng.normal(size=(n, 3)))
+    A = jnp.asarray((U * np.array([3.0, 2.0, 1.0])) @ U.T)
+    V0 = jnp.asarray(rng.normal(size=(2, n)))
+    both = C.lanczos(lambda v: A @ v, V0, 60)
+    one = C.lanczos(lambda v: A @ v, V0[1], 60)
+    np.testing.assert_allclose(np.asarray(both.alpha[1]), np.asarray(one.alpha), atol=1e-12)
+    Q = np.asarray(both.Q[0, :60])
+    np.testing.assert_allclose(Q @ Q.T, np.eye(60), atol=1e-10)
+    assert abs(float(both.beta[0, 3])) == 0.0  # v0, A v0, A^2 v0, A^3 v0 span the Krylov space
+    theta = np.sort(np.asarray(C.tridiag_eigh(both.alpha[0], both.beta[0])[0]))
+    np.testing.assert_allclose(theta[-3:], [1.0, 2.0, 3.0], atol=1e-10)
+    np.testing.assert_allclose(theta[:-3], 0.0, atol=1e-10)
+    # after the breakdown T decouples: restarts (beta = 0) happen, and the top of T is unaffected
+    assert int(np.sum(np.asarray(both.beta[0]) == 0)) >= 1
+
+
+def test_linear_regression_hessian_is_2xtx_over_m():
+    spec = M.ModelSpec((5, 1), norm="none", loss="mse")
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(40, 5)) * np.array([1.0, 10.0, 0.1, 3.0, 1.0]) + 2.0
+    y = rng.normal(size=40)
+    params = _perturbed_params(spec, 5)
+    Xt = np.hstack([X, np.ones((40, 1))])  # flat order: layer1.W (5, 1) then layer1.b
+    expected = 2 * Xt.T @ Xt / 40
+    for matrix in C.MATRICES:  # for a linear model with MSE the Gauss-Newton matrix is the Hessian
+        op = C.model_operator(spec, params, jnp.asarray(X), jnp.asarray(y), matrix)
+        H = C.dense_matrix(op, **B1)
+        np.testing.assert_allclose(H, expected, rtol=1e-12, atol=1e-12 * np.abs(expected).max())
+    # basis vectors 4 at a time (the last batch padded): the same matrix
+    np.testing.assert_allclose(C.dense_matrix(op, batch_size=4), H, rtol=0, atol=1e-13 * np.abs(H).max())
+
+
+def test_logistic_regression_hessian_closed_form():
+    """Two-class softmax on z = x W + b. Per example the Hessian in the logits is p0 p1 u u^T with
+    u = [1, -1], so over theta = (W, b) it is (1/m) sum_i p_i (1 - p_i) (x~_i x~_i^T) (x) (u u^T),
+    x~ = [x; 1] and (x) the Kronecker product (flat order: feature-major, class-minor, as W (d, 2)
+    then b (2,)). The sigmoid model p = sigmoid(x~ . (w1 - w0)) has the familiar X~^T diag(p(1-p)) X~ / m."""
+    spec = M.ModelSpec((4, 2), norm="none", loss="softmax_cross_entropy")
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(60, 4)) * np.array([1.0, 2.0, 0.5, 1.5])
+    y = rng.integers(0, 2, 60)
+    params = _perturbed_params(spec, 7)
+    op = C.hessian_operator(C.SpecLoss(spec), params, args=(jnp.asarray(X), jnp.asarray(y)))
+    H = C.dense_matrix(op, **B1)
+    Xt = np.hstack([X, np.ones((60, 1))])
+    W = np.vstack([np.asarray(params["layer1"]["W"]), np.asarray(params["layer1"]["b"])[None]])
+    p = 1.0 / (1.0 + np.exp(-(Xt @ (W[:, 1] - W[:, 0]))))
+    S = Xt.T @ (Xt * (p * (1 - p))[:, None]) / 60
+    expected = np.kron(S, np.array([[1.0, -1.0], [-1.0, 1.0]]))
+    np.testing.assert_allclose(H, expected, rtol=1e-11, atol=1e-13)
+
+
+def test_mlp_lanczos_top5_matches_dense(mlp):
+    for matrix, op in mlp["ops"].items():
+        exact = np.linalg.eigvalsh(mlp["dense"][matrix])[::-1][:5]
+        res = C.top_eigenpairs(op, 5, jax.random.PRNGKey(11), num_steps=60)
+        np.testing.assert_allclose(np.asarray(res.values), exact, rtol=1e-6)
+        # the eigenvectors are eigenvectors of the dense matrix
+        V = np.asarray(res.vectors)
+        np.testing.assert_allclose(V @ mlp["dense"][matrix], exact[:, None] * V, atol=1e-6 * exact[0])
+
+
+def test_ggn_is_psd_and_hessian_symmetric(mlp):
+    G = mlp["dense"]["ggn"]
+    ev = np.linalg.eigvalsh(G)
+    assert ev.min() >= -1e-10 * ev.max()
+    H = mlp["dense"]["hessian"]
+    assert np.linalg.eigvalsh(H).min() < 0  # a generic point: the Hessian is indefinite
+    # products are symmetric before the (A + A^T) / 2 in dense_matrix: check u.Hv = v.Hu directly
+    rng = np.random.default_rng(5)
+    u, v = rng.normal(size=(2, mlp["ops"]["hessian"].n))
+    op = mlp["ops"]["hessian"]
+    assert abs(u @ np.asarray(op(v)) - v @ np.asarray(op(u))) < 1e-12 * np.abs(H).max() * op.n
+
+
+def test_hvp_matches_finite_differences(mlp):
+    spec, params, X, y = mlp["spec"], mlp["params"], mlp["X"], mlp["y"]
+    flat, unravel = ravel_pytree(params)
+    grad = _flat_grad(spec)
+    v = jnp.asarray(np.random.default_rng(9).normal(size=flat.shape))
+    h = 1e-4
+    fd = (grad(flat + h * v) - grad(flat - h * v)) / (2 * h)
+    hv = np.asarray(mlp["ops"]["hessian"](v))
+    np.testing.assert_allclose(hv, np.asarray(fd), atol=1e-6 * np.abs(hv).max())
+    np.testing.assert_allclose(hv, mlp["dense"]["hessian"] @ np.asarray(v), atol=1e-10 * np.abs(hv).max())
+    # the pytree-level functions agree with the flat operators
+    tree = C.hvp(C.SpecLoss(spec), params, unravel(v), args=(X, y))
+    np.testing.assert_allclose(ravel_pytree(tree)[0], hv, atol=1e-12 * np.abs(hv).max())
+    gv = C.ggn_vp(C.SpecForward(spec), C.SpecOuter(spec), params, unravel(v), (X,), (y,))
+    np.testing.assert_allclose(ravel_pytree(gv)[0], mlp["dense"]["ggn"] @ np.asarray(v), atol=1e-10)
+
+
+def test_layer_blocks_are_subblocks_of_full_matrix(bn_mlp):
+    mlp = bn_mlp
+    spec, params, X, y = mlp["spec"], mlp["params"], mlp["X"], mlp["y"]
+    scopes = C.model_scopes(spec, include_norm=True)
+    assert scopes[:4] == ["model", "layer1", "layer2", "layer3"]
+    for matrix in C.MATRICES:
+        full = mlp["dense"][matrix]
+        for scope in scopes[1:]:
+            op = C.model_operator(spec, params, X, y, matrix, scope)
+            expected_names = {"layer": ("W", "b"), "norm": ("gamma", "beta")}[scope.rstrip("0123456789")]
+            assert {name.split(".")[1] for name in op.names} <= set(expected_names)
+            np.testing.assert_allclose(C.dense_matrix(op, **B1), full[np.ix_(op.indices, op.indices)],
+                                       rtol=1e-13, atol=1e-13 * np.abs(full).max())
+    # a predicate block and the pytree round trip
+    op = C.model_operator(spec, params, X, y, "hessian", lambda name: name.endswith(".W"))
+    v = np.arange(op.n, dtype=float)
+    tree = op.to_tree(v)
+    assert float(jnp.sum(jnp.abs(tree["layer3"]["b"]))) == 0.0
+    np.testing.assert_array_equal(np.asarray(op.from_tree(tree)), v)
+    with pytest.raises(ValueError):
+        C.model_operator(spec, params, X, y, "hessian", "layer9")
+
+
+def test_batchnorm_scale_invariance_known_answer():
+    """Under BN the loss is invariant to scaling a hidden unit's incoming weights w (eps ~ 0), so
+    G e = 0 exactly and H e = -g_w (the gradient on those coordinates, zero elsewhere), e = w embedded."""
+    spec, params, X, y = _problem("batchnorm")
+    flat, unravel = ravel_pytree(params)
+    e_tree = jax.tree_util.tree_map(jnp.zeros_like, params)
+    e_tree["layer2"]["W"] = e_tree["layer2"]["W"].at[:, 1].set(params["layer2"]["W"][:, 1])
+    e = ravel_pytree(e_tree)[0]
+    g = _flat_grad(spec)(flat)
+    on = np.asarray(e) != 0
+    H = C.model_operator(spec, params, X, y, "hessian")
+    G = C.model_operator(spec, params, X, y, "ggn")
+    He, Ge = np.asarray(H(e)), np.asarray(G(e))
+    scale = np.abs(He).max()
+    np.testing.assert_allclose(He[on], -np.asarray(g)[on], atol=1e-8 * scale)
+    np.testing.assert_allclose(He[~on], 0.0, atol=1e-8 * scale)
+    np.testing.assert_allclose(Ge, 0.0, atol=1e-8 * np.abs(np.asarray(G(g))).max())
+
+
+def test_hutchinson_trace_within_its_standard_error(bn_mlp):
+    mlp = bn_mlp
+    for matrix, op in mlp["ops"].items():
+        exact = np.trace(mlp["dense"][matrix])
+        est = C.hutchinson_trace(op, jax.random.PRNGKey(21), 100, **B1)
+        assert est.stderr > 0
+        assert abs(est.trace - exact) <= 3 * est.stderr, (matrix, est.trace, exact, est.stderr)
+
+
+def test_slq_density_and_moments(bn_mlp):
+    mlp = bn_mlp
+    """The density integrates to 1 over default_grid: the grid reaches 6 sigma past every node (tail
+    mass < 2e-9) with step <= sigma / 2 (trapezoid error ~ exp(-2 pi^2 (sigma / step)^2) < 1e-30),
+    so 1e-6 is a loose bound. Moments: each probe's quadrature gives q^T A q and q^T A^2 q exactly
+    (degree <= 2m - 1), i.e. Hutchinson samples of tr(A)/n and tr(A^2)/n: within 3 standard errors."""
+    op = mlp["ops"]["hessian"]
+    H = mlp["dense"]["hessian"]
+    n = op.n
+    res = C.slq(op, jax.random.PRNGKey(31), num_probes=20, num_steps=60, **B1)
+    assert res.nodes.shape == (20, 60)
+    np.testing.assert_allclose(res.weights.sum(axis=1), 1.0, atol=1e-12)
+    grid, sigma = C.default_grid(res.nodes)
+    dens = C.gaussian_density(res.nodes, res.weights, grid, sigma)
+    assert abs(np.trapezoid(dens, grid) - 1.0) < 1e-6
+    for order, exact in ((1, np.trace(H) / n), (2, np.sum(H * H) / n)):
+        m = C.slq_moments(res.nodes, res.weights, order)
+        se = m.std(ddof=1) / np.sqrt(m.size)
+        assert abs(m.mean() - exact) <= 3 * se, (order, m.mean(), exact, se)
+    # a fine-grained check of the quadrature itself: Ritz values lie inside the spectrum
+    ev = np.linalg.eigvalsh(H)
+    assert res.nodes.min() >= ev[0] - 1e-8 and res.nodes.max() <= ev[-1] + 1e-8
+
+
+def test_analyze_curvature_rows_dense_vs_iterative(bn_mlp):
+    mlp = bn_mlp
+    spec, params, X, y = mlp["spec"], mlp["params"], mlp["X"], mlp["y"]
+    kw = {"top_k": 5, "num_steps": 60, "slq_probes": 4, "trace_probes": 100, "batch_size": 1}
+    dense = C.analyze_curvature(spec, params, X, y, dense_max_params=10_000, **kw)
+    iters = C.analyze_curvature(spec, params, X, y, dense_max_params=0, scopes=["model"], **kw)
+    n_layers = spec.n_layers
+    assert {r["scope"] for r in dense.rows} == {"model"} | {f"layer{l}" for l in range(1, n_layers + 1)}
+    assert all(set(r) == {"scope", "matrix", "metric", "value"} for r in dense.rows)
+    loss = [r for r in dense.rows if r["matrix"] == "none"]
+    assert loss == [{"scope": "model", "matrix": "none", "metric": "loss",
+                     "value": pytest.approx(float(M.loss(spec, params, X, y)))}]
+
+    def table(result):
+        return {(r["scope"], r["matrix"], r["metric"]): r["value"] for r in result.rows}
+
+    d, it = table(dense), table(iters)
+    assert ("model", "ggn", "negative_mass") not in d
+    for matrix in C.MATRICES:
+        ev = np.linalg.eigvalsh(mlp["dense"][matrix])
+        n = ev.size
+        assert d[("model", matrix, "lambda_max")] == pytest.approx(ev[-1], rel=1e-10)
+        assert d[("model", matrix, "trace")] == pytest.approx(ev.sum(), rel=1e-10)
+        if ev.sum() > 0:
+            assert d[("model", matrix, "eff_cond")] == pytest.approx(ev[-1] / (ev.sum() / n), rel=1e-10)
+        else:  # at this generic point the Hessian's trace can be negative: eff_cond is then undefined
+            assert np.isnan(d[("model", matrix, "eff_cond")])
+        assert it[("model", matrix, "dense")] == 0.0 and d[("model", matrix, "dense")] == 1.0
+        assert it[("model", matrix, "lambda_1")] == pytest.approx(ev[-1], rel=1e-6)
+        assert abs(it[("model", matrix, "trace")] - ev.sum()) <= 3 * it[("model", matrix, "trace_stderr")]
+    ev = np.linalg.eigvalsh(mlp["dense"]["hessian"])
+    assert d[("model", "hessian", "negative_mass")] == pytest.approx(-ev[ev < 0].sum() / np.abs(ev).sum())
+    assert 0 < it[("model", "hessian", "negative_mass")] < 1
+    for dens in dense.densities + iters.densities:
+        assert abs(np.trapezoid(dens["density"], dens["grid"]) - 1.0) < 1e-6
+
+
+def test_float32_params_keep_float32():
+    """float32 parameters give a float32 operator and results (linear regression's closed form)."""
+    spec = M.ModelSpec((5, 1), norm="none", loss="mse")
+    rng = np.random.default_rng(3)
+    X = (rng.normal(size=(40, 5)) * np.array([1.0, 10.0, 0.1, 3.0, 1.0]) + 2.0).astype(np.float32)
+    y = rng.normal(size=40).astype(np.float32)
+    p32 = _perturbed_params(spec, 5, np.float32)
+    op = C.model_operator(spec, p32, jnp.asarray(X), jnp.asarray(y), "hessian")
+    assert op.dtype == jnp.float32 and op.x0.dtype == jnp.float32
+    H = C.dense_matrix(op, **B1)
+    assert H.dtype == np.float32
+    Xt = np.hstack([X, np.ones((40, 1), np.float32)]).astype(np.float64)
+    expected = 2 * Xt.T @ Xt / 40
+    np.testing.assert_allclose(H, expected, rtol=0, atol=1e-5 * np.abs(expected).max())
