@@ -41,3 +41,30 @@ def lr_index(lrs, lr: float) -> int:
     if not hits.size:
         raise ValueError(f"learning rate {lr} is not on the grid {lrs.tolist()}")
     return int(hits[0])
+
+
+def curvature_at(spec: model.ModelSpec, params: model.Params, X, y, cfg: dict, seed: int = 0):
+    """Hessian and Gauss-Newton spectra of the analysis loss at one checkpoint, whole model and per layer.
+
+    cfg: the ``analysis.curvature`` config (top_k, lanczos_steps, trace_probes, slq_probes,
+    dense_max_params, density_points). Returns (rows, densities, top2) where rows are tidy dicts
+    (scope, matrix, metric, value), densities the SLQ densities per (scope, matrix), and top2 maps a scope
+    to the pytree directions of its top-2 Hessian eigenvectors (zero outside the scope), for the contour
+    slices.
+    """
+    import jax
+
+    from normlab import curvature
+
+    result = curvature.analyze_curvature(
+        spec, params, X, y, key=jax.random.PRNGKey(seed), top_k=cfg["top_k"],
+        dense_max_params=cfg["dense_max_params"], num_steps=cfg["lanczos_steps"],
+        trace_probes=cfg["trace_probes"], slq_probes=cfg["slq_probes"], grid_size=cfg["density_points"],
+    )
+    top2 = {}
+    for (scope, matrix), s in result.spectra.items():
+        if matrix != "hessian" or s.vectors.shape[0] < 2:
+            continue
+        op = curvature.model_operator(spec, params, X, y, "hessian", None if scope == "model" else scope)
+        top2[scope] = [op.to_tree(s.vectors[i]) for i in range(2)]
+    return result.rows, result.densities, top2

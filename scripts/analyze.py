@@ -1,4 +1,5 @@
 """Rule analyze: the common-LR and best-LR runs' checkpoints and their measurements."""
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,9 @@ with runtime.job(sm.log[0], sm.threads, f"analyze {sm.wildcards.dataset}/{sm.wil
     spec = model.ModelSpec.from_json(Path(sm.input.model).read_text())
     with np.load(sm.input.data) as f:
         data = {k: f[k] for k in f.files}
-    X, _ = analysis.analysis_batch(data, sm.params.analysis["max_examples"])
+    X, y = analysis.analysis_batch(data, sm.params.analysis["max_examples"])
+    curv_cfg = sm.params.analysis["curvature"]
+    dtype = np.dtype(curv_cfg["dtype"])
     summary = pd.read_csv(sm.input.variants)
     row = summary[summary["variant"] == sm.wildcards.variant].iloc[0]
     ids = {k: row[k] for k in tables.ID_COLUMNS}
@@ -21,7 +24,8 @@ with runtime.job(sm.log[0], sm.threads, f"analyze {sm.wildcards.dataset}/{sm.wil
     first_seed = int(sweep["seed"][0])
     out_dir = Path(sm.output.checkpoints)
     out_dir.mkdir(parents=True, exist_ok=True)
-    summary_rows, unit_rows, run_rows = [], [], {}
+    summary_rows, unit_rows, curvature_rows = [], [], []
+    run_rows, spectra = {}, {}
     with np.load(sm.input.checkpoints) as ckpts:
         for run in analysis.RUNS:
             lr = selection.run_lr(row, run, lrs)
@@ -35,9 +39,20 @@ with runtime.job(sm.log[0], sm.threads, f"analyze {sm.wildcards.dataset}/{sm.wil
                 extra = {"run": run, "lr": float(lrs[i]), "checkpoint": tag}
                 summary_rows += [{**extra, **r} for r in s]
                 unit_rows += [{**extra, **r} for r in u]
+                if tag in curv_cfg["checkpoints"]:
+                    print(f"curvature: {run} run (lr {lrs[i]:g}), checkpoint {tag}", file=sys.stderr)
+                    p_c = {k: {n: np.asarray(a, dtype) for n, a in p.items()} for k, p in params.items()}
+                    rows, densities, _ = analysis.curvature_at(spec, p_c, X.astype(dtype), y, curv_cfg)
+                    curvature_rows += [{**extra, **r} for r in rows]
+                    for d in densities:
+                        for field in ("grid", "density"):
+                            spectra[f"{run}-{tag}/{d['scope']}/{d['matrix']}/{field}"] = d[field]
     io.write_csv(sm.output.layer_inputs, tables.long_rows(ids, summary_rows,
                                                           ["run", "lr", "checkpoint", "layer", "metric", "value"]))
     io.write_csv(sm.output.layer_units, tables.long_rows(ids, unit_rows,
                                                          ["run", "lr", "checkpoint", "layer", "unit", "mean", "rms",
                                                           "live"]))
     io.write_csv(sm.output.gradients, tables.gradients_table(ids, sweep, run_rows))
+    io.write_csv(sm.output.curvature, tables.long_rows(ids, curvature_rows,
+                                                       ["run", "lr", "checkpoint", "scope", "matrix", "metric", "value"]))
+    io.write_npz(sm.output.spectra, spectra)

@@ -1,5 +1,5 @@
 rule analyze:
-    """Checkpoints of the common-LR and best-LR runs; layer-input scales and gradient norms."""
+    """Checkpoints of the common-LR and best-LR runs; layer-input scales, gradient norms, curvature spectra."""
     input:
         data=lambda wc: f"data/processed/{wc.dataset}/{variant_input(wc)}.npz",
         model="results/{dataset}/{variant}/model.json",
@@ -11,6 +11,8 @@ rule analyze:
         layer_inputs="results/{dataset}/{variant}/analysis/layer_inputs.csv",
         layer_units="results/{dataset}/{variant}/analysis/layer_units.csv",
         gradients="results/{dataset}/{variant}/analysis/gradients.csv",
+        curvature="results/{dataset}/{variant}/analysis/curvature.csv",
+        spectra="results/{dataset}/{variant}/analysis/spectra.npz",
     params:
         analysis=config["analysis"],
     threads: 1

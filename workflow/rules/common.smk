@@ -23,7 +23,7 @@ def variant_input(wildcards):
 
 
 # The tables the report reads, and the per-variant files each one concatenates.
-TABLES = ["runs", "variants", "training", "layer_inputs", "layer_units", "gradients"]
+TABLES = ["runs", "variants", "training", "layer_inputs", "layer_units", "gradients", "curvature"]
 
 
 def table_inputs(wildcards):
@@ -33,6 +33,7 @@ def table_inputs(wildcards):
         "layer_inputs": "results/{dataset}/{variant}/analysis/layer_inputs.csv",
         "layer_units": "results/{dataset}/{variant}/analysis/layer_units.csv",
         "gradients": "results/{dataset}/{variant}/analysis/gradients.csv",
+        "curvature": "results/{dataset}/{variant}/analysis/curvature.csv",
     }
     inputs = {k: expand(p, dataset=DATASETS, variant=VARIANTS) for k, p in per_variant.items()}
     inputs["variants"] = expand("results/{dataset}/variants.csv", dataset=DATASETS)

@@ -1,10 +1,24 @@
+import os
+
+
+def source_file(wildcards):
+    """A local csv/parquet source is an input of fetch (so editing the file reruns the dataset); a
+    missing one is not, so that fetch itself reports it with a clear message."""
+    entry = config["datasets"][wildcards.dataset]
+    return [entry[k] for k in ("csv", "parquet") if k in entry and os.path.isfile(entry[k])]
+
+
 rule fetch:
-    """Read a dataset from its source; write the raw table and its provenance (source, sha256, shape)."""
+    """Read a dataset from its source; write the raw table and its provenance (source, sha256, shape).
+    Downloads (url, openml) are cached in data/cache/ and reused by later runs."""
+    input:
+        source_file,
     output:
         csv="data/raw/{dataset}.csv",
         provenance="data/raw/{dataset}.json",
     params:
         entry=lambda wc: config["datasets"][wc.dataset],
+        cache="data/cache",
     log:
         "logs/fetch/{dataset}.log",
     benchmark:
@@ -16,15 +30,18 @@ rule fetch:
 
 
 rule preprocess:
-    """Seeded train/test split; one array file per input treatment (fitted on the training split)."""
+    """Check the table; seeded train/test split; one array file per input treatment (fitted on the
+    training split)."""
     input:
         csv="data/raw/{dataset}.csv",
+        provenance="data/raw/{dataset}.json",
     output:
         expand("data/processed/{{dataset}}/{input}.npz", input=INPUTS),
     params:
         entry=lambda wc: config["datasets"][wc.dataset],
         split=config["split"],
         inputs=INPUTS,
+        batch_size=config["sweep"]["batch_size"],
     log:
         "logs/preprocess/{dataset}.log",
     benchmark:
