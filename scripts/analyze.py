@@ -53,6 +53,6 @@ with runtime.job(sm.log[0], sm.threads, f"analyze {sm.wildcards.dataset}/{sm.wil
                                                          ["run", "lr", "checkpoint", "layer", "unit", "mean", "rms",
                                                           "live"]))
     io.write_csv(sm.output.gradients, tables.gradients_table(ids, sweep, run_rows))
-    io.write_csv(sm.output.curvature, tables.long_rows(ids, curvature_rows,
-                                                       ["run", "lr", "checkpoint", "scope", "matrix", "metric", "value"]))
+    curvature_columns = ["run", "lr", "checkpoint", "scope", "matrix", "metric", "value"]
+    io.write_csv(sm.output.curvature, tables.long_rows(ids, curvature_rows, curvature_columns))
     io.write_npz(sm.output.spectra, spectra)
