@@ -7,6 +7,7 @@ import base64
 import io
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -70,6 +71,7 @@ def max_stable_lr(variants: pd.DataFrame) -> bytes:
         ax.plot(h["depth"][~ok], [floor] * int((~ok).sum()), "x", color=PALETTE.get(name))
     ax.set_yscale("log")
     ax.set_xlabel("hidden layers")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_ylabel("max stable learning rate")
     ax.legend(fontsize=7)
     return to_png(fig)
@@ -89,9 +91,44 @@ def per_layer(df: pd.DataFrame, value: str, ylabel: str, log: bool = True) -> by
             ax.set_yscale("log")
         ax.set_title(f"depth {depth}")
         ax.set_xlabel("layer l (input A[l-1])")
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     axes[0].set_ylabel(ylabel)
     axes[-1].legend(fontsize=7)
     return to_png(fig)
 
 
 sns.set_theme(style="whitegrid", context="paper")
+
+
+def spectral_densities(densities: list[dict]) -> bytes:
+    """SLQ spectral densities (one curve per arm, one panel per depth). densities: dicts with input, norm,
+    depth, grid (g,), density (g,)."""
+    depths = sorted({d["depth"] for d in densities})
+    fig, axes = _depth_axes(depths)
+    for ax, depth in zip(axes, depths, strict=True):
+        for d in sorted((d for d in densities if d["depth"] == depth), key=lambda d: (d["input"], d["norm"])):
+            name = f"{d['input']}-{d['norm']}"
+            ax.plot(d["grid"], np.maximum(d["density"], 1e-12), label=name, color=PALETTE.get(name), lw=1)
+        ax.set_yscale("log")
+        ax.set_ylim(bottom=1e-6)
+        ax.set_xscale("symlog", linthresh=1e-3)
+        ax.set_title(f"depth {depth}")
+        ax.set_xlabel("eigenvalue")
+    axes[0].set_ylabel("density")
+    axes[-1].legend(fontsize=7)
+    return to_png(fig)
+
+
+def conditioning_scatter(df: pd.DataFrame) -> bytes:
+    """Per-layer Gauss-Newton eff_cond against the layer-input factor's eff_cond (log-log), one point per
+    (variant, layer). df: input, norm, layer, input_eff_cond, ggn_eff_cond."""
+    d = df.assign(arm=arm)
+    fig, ax = plt.subplots(figsize=(5.0, 3.6))
+    for name, h in d.groupby("arm"):
+        ax.scatter(h["input_eff_cond"], h["ggn_eff_cond"], s=14, label=name, color=PALETTE.get(name))
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("layer input E[a~a~^T]: lambda_max / mean lambda")
+    ax.set_ylabel("layer's Gauss-Newton block: lambda_max / mean lambda")
+    ax.legend(fontsize=7)
+    return to_png(fig)

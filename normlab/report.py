@@ -35,7 +35,7 @@ def fmt(x, digits: int = 3) -> str:
     return f"{x:.{digits}g}"
 
 
-def dataset_figures(ds: str, t: dict[str, pd.DataFrame]) -> list[dict]:
+def dataset_figures(ds: str, t: dict[str, pd.DataFrame], spectra: dict | None = None) -> list[dict]:
     """The per-dataset figures with their captions and alt texts."""
     sel = lambda df: df[df["dataset"] == ds]  # noqa: E731
     li = sel(t["layer_inputs"])
@@ -43,7 +43,12 @@ def dataset_figures(ds: str, t: dict[str, pd.DataFrame]) -> list[dict]:
     grads = sel(t["gradients"])
     grads = grads[(grads["metric"] == "grad_norm") & (grads["run"] == "best")]
     grads = grads[grads["step"] == grads.groupby("variant")["step"].transform("max")]
-    figs = [
+    figs = _basic_figures(ds, t, sel, spread, grads) + _curvature_figures(ds, t, sel, spectra or {})
+    return [{"caption": c, "alt": f"{ds}: {c}", "src": figures.data_uri(png)} for c, png in figs]
+
+
+def _basic_figures(ds, t, sel, spread, grads):
+    return [
         ("Training loss at each variant's best learning rate (median and range over seeds).",
          figures.training_curves(sel(t["training"]), sel(t["variants"]))),
         ("Largest learning rate at which every seed converged (x: no stable learning rate on the grid).",
@@ -54,7 +59,36 @@ def dataset_figures(ds: str, t: dict[str, pd.DataFrame]) -> list[dict]:
         ("Gradient norm ||dJ/dW[l]|| per layer at the end of the best-LR run.",
          figures.per_layer(grads, "value", "||dJ/dW[l]||")),
     ]
-    return [{"caption": c, "alt": f"{ds}: {c}", "src": figures.data_uri(png)} for c, png in figs]
+
+
+def _curvature_figures(ds, t, sel, spectra):
+    if "curvature" not in t:
+        return []
+    cv = sel(t["curvature"])
+    cv = cv[(cv["run"] == "best") & (cv["checkpoint"] == cv["checkpoint"].iloc[-1])] if len(cv) else cv
+    if not len(cv):
+        return []
+    tag = cv["checkpoint"].iloc[0]
+    layers = cv[cv["scope"].str.startswith("layer")].assign(layer=lambda d: d["scope"].str[5:].astype(int))
+    lmax = layers[(layers["matrix"] == "ggn") & (layers["metric"] == "lambda_max")]
+    caption = (f"Top Gauss-Newton eigenvalue of each layer's (W[l], b[l]) block, best-LR run, checkpoint {tag}: "
+               "how sharp J is along that layer's own weights.")
+    out = [(caption, figures.per_layer(lmax, "value", "lambda_max (GGN block)"))]
+    li = sel(t["layer_inputs"])
+    li = li[(li["run"] == "best") & (li["checkpoint"] == tag) & (li["metric"] == "eff_cond")]
+    ggn = layers[(layers["matrix"] == "ggn") & (layers["metric"] == "eff_cond")]
+    both = li.merge(ggn, on=["variant", "input", "norm", "depth", "layer"], suffixes=("_in", "_ggn"))
+    both = both.rename(columns={"value_in": "input_eff_cond", "value_ggn": "ggn_eff_cond"})
+    if len(both):
+        out.append(("Per-layer conditioning of J (Gauss-Newton block, lambda_max / mean lambda) against the "
+                    f"conditioning of that layer's inputs E[a~a~^T], best-LR run, checkpoint {tag}.",
+                    figures.conditioning_scatter(both)))
+    dens = [d for d in spectra.get(ds, []) if d["run"] == "best" and d["checkpoint"] == tag
+            and d["scope"] == "model" and d["matrix"] == "hessian"]
+    if dens:
+        out.append((f"Hessian eigenvalue density of the whole model (stochastic Lanczos quadrature), best-LR run, "
+                    f"checkpoint {tag}.", figures.spectral_densities(dens)))
+    return out
 
 
 def methods(config: dict, tables: dict, benchmarks_dir: Path) -> dict:
@@ -80,9 +114,33 @@ def methods(config: dict, tables: dict, benchmarks_dir: Path) -> dict:
             "config": json.dumps(config, indent=2, sort_keys=True, default=str), "wall": wall.to_dict("records")}
 
 
-def build_report(table_paths: dict, provenance_paths: list, config: dict, out, benchmarks_dir="benchmarks") -> None:
-    """Render the report to ``out`` from the tables (paths by kind) and the datasets' provenance."""
+def load_spectra(paths) -> dict[str, list[dict]]:
+    """Densities from analysis/spectra.npz files (results/<dataset>/<variant>/analysis/spectra.npz), as
+    {dataset: [dict(variant, input, norm, depth, run, checkpoint, scope, matrix, grid, density)]}."""
+    from normlab.variants import Variant
+
+    out: dict[str, list[dict]] = {}
+    for p in paths:
+        p = Path(p)
+        ds, variant = p.parts[-4], p.parts[-3]
+        v = Variant.parse(variant)
+        with np.load(p) as f:
+            keys = sorted({k.rsplit("/", 1)[0] for k in f.files})
+            for k in keys:
+                run_tag, scope, matrix = k.split("/")
+                run, tag = run_tag.split("-", 1)
+                out.setdefault(ds, []).append({"variant": variant, "input": v.input, "norm": v.norm, "depth": v.depth,
+                                               "run": run, "checkpoint": tag, "scope": scope, "matrix": matrix,
+                                               "grid": f[k + "/grid"], "density": f[k + "/density"]})
+    return out
+
+
+def build_report(table_paths: dict, provenance_paths: list, config: dict, out, benchmarks_dir="benchmarks",
+                 spectra_paths=()) -> None:
+    """Render the report to ``out`` from the tables (paths by kind), the datasets' provenance and the
+    spectral densities."""
     t = load_tables(table_paths)
+    spectra = load_spectra(spectra_paths)
     claims = verdict.all_claims(t)
     datasets = sorted(t["variants"]["dataset"].unique())
     provenance = {Path(p).stem: json.loads(Path(p).read_text()) for p in provenance_paths}
@@ -91,7 +149,7 @@ def build_report(table_paths: dict, provenance_paths: list, config: dict, out, b
     env.filters["fmt"] = fmt
     html = env.get_template("report.html.j2").render(
         title=config.get("report", {}).get("title", "normlab report"), claims=claims, datasets=datasets,
-        provenance=provenance, variants=t["variants"], figures={ds: dataset_figures(ds, t) for ds in datasets},
+        provenance=provenance, variants=t["variants"], figures={ds: dataset_figures(ds, t, spectra) for ds in datasets},
         methods=methods(config, t, Path(benchmarks_dir)), fmt=fmt,
     )
     io.write_text(out, html)

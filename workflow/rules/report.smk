@@ -19,6 +19,7 @@ rule report:
     input:
         **{t: f"results/tables/{t}.csv" for t in TABLES},
         provenance=expand("data/raw/{dataset}.json", dataset=DATASETS),
+        spectra=expand("results/{dataset}/{variant}/analysis/spectra.npz", dataset=DATASETS, variant=VARIANTS),
     output:
         report(
             "reports/report.html",
