@@ -68,3 +68,18 @@ def curvature_at(spec: model.ModelSpec, params: model.Params, X, y, cfg: dict, s
         op = curvature.model_operator(spec, params, X, y, "hessian", None if scope == "model" else scope)
         top2[scope] = [op.to_tree(s.vectors[i]) for i in range(2)]
     return result.rows, result.densities, top2
+
+
+def contours_at(spec: model.ModelSpec, params: model.Params, X, y, cfg: dict, dead_threshold: float,
+                top2: dict | None = None):
+    """Contour slices of one checkpoint: lecture slices of every layer, eigenvector slices from ``top2``
+    (the Hessian's top-2 eigenvector directions per scope, from ``curvature_at``; skipped if None) and a
+    filter-normalized random slice. cfg: the ``analysis.contours`` config. Returns (rows, grids)."""
+    from normlab import landscape
+
+    top2 = top2 or {}
+    settings = {k: v for k, v in cfg.items() if k != "checkpoints"}
+    settings["dead_threshold"] = dead_threshold
+    layers = {k: tuple(v) for k, v in top2.items() if k != "model"}
+    eig_model = tuple(top2["model"]) if "model" in top2 else None
+    return landscape.contour_slices(spec, params, X, y, settings, eig_model=eig_model, eig_layers=layers or None)

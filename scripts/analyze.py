@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from normlab import analysis, io, model, runtime, selection, tables, train
+from normlab import analysis, io, landscape, model, runtime, selection, tables, train
 
 sm = snakemake  # noqa: F821
 with runtime.job(sm.log[0], sm.threads, f"analyze {sm.wildcards.dataset}/{sm.wildcards.variant}"):
@@ -13,7 +13,7 @@ with runtime.job(sm.log[0], sm.threads, f"analyze {sm.wildcards.dataset}/{sm.wil
     with np.load(sm.input.data) as f:
         data = {k: f[k] for k in f.files}
     X, y = analysis.analysis_batch(data, sm.params.analysis["max_examples"])
-    curv_cfg = sm.params.analysis["curvature"]
+    curv_cfg, contour_cfg = sm.params.analysis["curvature"], sm.params.analysis["contours"]
     dtype = np.dtype(curv_cfg["dtype"])
     summary = pd.read_csv(sm.input.variants)
     row = summary[summary["variant"] == sm.wildcards.variant].iloc[0]
@@ -24,8 +24,8 @@ with runtime.job(sm.log[0], sm.threads, f"analyze {sm.wildcards.dataset}/{sm.wil
     first_seed = int(sweep["seed"][0])
     out_dir = Path(sm.output.checkpoints)
     out_dir.mkdir(parents=True, exist_ok=True)
-    summary_rows, unit_rows, curvature_rows = [], [], []
-    run_rows, spectra = {}, {}
+    summary_rows, unit_rows, curvature_rows, contour_rows = [], [], [], []
+    run_rows, spectra, grids = {}, {}, {}
     with np.load(sm.input.checkpoints) as ckpts:
         for run in analysis.RUNS:
             lr = selection.run_lr(row, run, lrs)
@@ -39,14 +39,21 @@ with runtime.job(sm.log[0], sm.threads, f"analyze {sm.wildcards.dataset}/{sm.wil
                 extra = {"run": run, "lr": float(lrs[i]), "checkpoint": tag}
                 summary_rows += [{**extra, **r} for r in s]
                 unit_rows += [{**extra, **r} for r in u]
+                p_c = {k: {n: np.asarray(a, dtype) for n, a in p.items()} for k, p in params.items()}
+                top2 = None
                 if tag in curv_cfg["checkpoints"]:
                     print(f"curvature: {run} run (lr {lrs[i]:g}), checkpoint {tag}", file=sys.stderr)
-                    p_c = {k: {n: np.asarray(a, dtype) for n, a in p.items()} for k, p in params.items()}
-                    rows, densities, _ = analysis.curvature_at(spec, p_c, X.astype(dtype), y, curv_cfg)
+                    rows, densities, top2 = analysis.curvature_at(spec, p_c, X.astype(dtype), y, curv_cfg)
                     curvature_rows += [{**extra, **r} for r in rows]
                     for d in densities:
                         for field in ("grid", "density"):
                             spectra[f"{run}-{tag}/{d['scope']}/{d['matrix']}/{field}"] = d[field]
+                if tag in contour_cfg["checkpoints"]:
+                    print(f"contours: {run} run (lr {lrs[i]:g}), checkpoint {tag}", file=sys.stderr)
+                    rows, g = analysis.contours_at(spec, p_c, X.astype(dtype), y, contour_cfg,
+                                                   sm.params.analysis["dead_threshold"], top2)
+                    contour_rows += [{**extra, **r} for r in rows]
+                    grids.update({f"{run}-{tag}/{k}": v for k, v in g.items()})
     io.write_csv(sm.output.layer_inputs, tables.long_rows(ids, summary_rows,
                                                           ["run", "lr", "checkpoint", "layer", "metric", "value"]))
     io.write_csv(sm.output.layer_units, tables.long_rows(ids, unit_rows,
@@ -56,3 +63,6 @@ with runtime.job(sm.log[0], sm.threads, f"analyze {sm.wildcards.dataset}/{sm.wil
     curvature_columns = ["run", "lr", "checkpoint", "scope", "matrix", "metric", "value"]
     io.write_csv(sm.output.curvature, tables.long_rows(ids, curvature_rows, curvature_columns))
     io.write_npz(sm.output.spectra, spectra)
+    contour_columns = ["run", "lr", "checkpoint", *landscape.ROW_KEYS]
+    io.write_csv(sm.output.contours, tables.long_rows(ids, contour_rows, contour_columns))
+    io.write_npz(sm.output.contour_grids, grids)

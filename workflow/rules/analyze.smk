@@ -1,5 +1,5 @@
 rule analyze:
-    """Checkpoints of the common-LR and best-LR runs; layer-input scales, gradient norms, curvature spectra."""
+    """Checkpoints of the common-LR and best-LR runs; layer-input scales, gradient norms, curvature spectra, contour slices."""
     input:
         data=lambda wc: f"data/processed/{wc.dataset}/{variant_input(wc)}.npz",
         model="results/{dataset}/{variant}/model.json",
@@ -13,6 +13,8 @@ rule analyze:
         gradients="results/{dataset}/{variant}/analysis/gradients.csv",
         curvature="results/{dataset}/{variant}/analysis/curvature.csv",
         spectra="results/{dataset}/{variant}/analysis/spectra.npz",
+        contours="results/{dataset}/{variant}/analysis/contours.csv",
+        contour_grids="results/{dataset}/{variant}/analysis/contours.npz",
     params:
         analysis=config["analysis"],
     threads: 1
