@@ -35,7 +35,51 @@ def fmt(x, digits: int = 3) -> str:
     return f"{x:.{digits}g}"
 
 
-def dataset_figures(ds: str, t: dict[str, pd.DataFrame], spectra: dict | None = None) -> list[dict]:
+def load_contour_grids(paths) -> dict[tuple[str, str], dict]:
+    """{(dataset, variant): {key: array}} from analysis/contours.npz files."""
+    out = {}
+    for p in paths:
+        p = Path(p)
+        with np.load(p) as f:
+            out[(p.parts[-4], p.parts[-3])] = {k: f[k] for k in f.files}
+    return out
+
+
+def _lecture_panels(ds: str, t: dict, grids: dict, tag: str) -> list[dict]:
+    """One figure per depth: rows = variants, columns = layers, the lecture slice of each layer (best-LR
+    run, checkpoint ``tag``) with its Gauss-Newton axis ratio."""
+    cont = t["contours"]
+    cont = cont[(cont["dataset"] == ds) & (cont["run"] == "best") & (cont["checkpoint"] == tag)
+                & (cont["slice"] == "lecture")]
+    out = []
+    for depth, g in cont.groupby("depth", sort=True):
+        variants = sorted(g["variant"].unique(), key=lambda v: (v.split("-")[0], v.split("-")[1]))
+        n_layers = int(depth) + 1
+        rows = []
+        for v in variants:
+            arr = grids.get((ds, v), {})
+            row = []
+            for l in range(1, n_layers + 1):
+                key = f"best-{tag}/lecture.layer{l}."
+                r = g[(g["variant"] == v) & (g["scope"] == f"layer{l}")]
+                if key + "loss" not in arr or not len(r):
+                    row.append(None)
+                    continue
+                row.append({"alphas": arr[key + "alphas"], "betas": arr[key + "betas"], "loss": arr[key + "loss"],
+                            "origin": arr[key + "origin"], "ratio": float(r["axis_ratio_ggn"].iloc[0]),
+                            "singular": bool(r["singular"].iloc[0])})
+            rows.append(row)
+        png = figures.contour_grid(rows, variants, [f"layer {l}" for l in range(1, n_layers + 1)])
+        out.append((f"The lecture's picture for every layer, depth {depth}, checkpoint {tag} of the best-LR run: J "
+                    "against the two incoming weights of one unit of layer l whose inputs (units of A[l-1]) have the "
+                    "largest and the smallest RMS, everything else fixed. Colour: log10(J - min J), one scale per "
+                    "row; 'ratio' = axis ratio sqrt(lambda_1/lambda_2) of the projected Gauss-Newton matrix "
+                    "(1 = round).", png))
+    return out
+
+
+def dataset_figures(ds: str, t: dict[str, pd.DataFrame], spectra: dict | None = None,
+                    grids: dict | None = None) -> list[dict]:
     """The per-dataset figures with their captions and alt texts."""
     sel = lambda df: df[df["dataset"] == ds]  # noqa: E731
     li = sel(t["layer_inputs"])
@@ -44,6 +88,9 @@ def dataset_figures(ds: str, t: dict[str, pd.DataFrame], spectra: dict | None = 
     grads = grads[(grads["metric"] == "grad_norm") & (grads["run"] == "best")]
     grads = grads[grads["step"] == grads.groupby("variant")["step"].transform("max")]
     figs = _basic_figures(ds, t, sel, spread, grads) + _curvature_figures(ds, t, sel, spectra or {})
+    if grids and "contours" in t:
+        for tag in ("init", "end"):
+            figs += _lecture_panels(ds, t, grids, tag)
     return [{"caption": c, "alt": f"{ds}: {c}", "src": figures.data_uri(png)} for c, png in figs]
 
 
@@ -136,11 +183,12 @@ def load_spectra(paths) -> dict[str, list[dict]]:
 
 
 def build_report(table_paths: dict, provenance_paths: list, config: dict, out, benchmarks_dir="benchmarks",
-                 spectra_paths=()) -> None:
+                 spectra_paths=(), contour_paths=()) -> None:
     """Render the report to ``out`` from the tables (paths by kind), the datasets' provenance and the
     spectral densities."""
     t = load_tables(table_paths)
     spectra = load_spectra(spectra_paths)
+    grids = load_contour_grids(contour_paths)
     claims = verdict.all_claims(t)
     datasets = sorted(t["variants"]["dataset"].unique())
     provenance = {Path(p).stem: json.loads(Path(p).read_text()) for p in provenance_paths}
@@ -149,7 +197,8 @@ def build_report(table_paths: dict, provenance_paths: list, config: dict, out, b
     env.filters["fmt"] = fmt
     html = env.get_template("report.html.j2").render(
         title=config.get("report", {}).get("title", "normlab report"), claims=claims, datasets=datasets,
-        provenance=provenance, variants=t["variants"], figures={ds: dataset_figures(ds, t, spectra) for ds in datasets},
+        provenance=provenance, variants=t["variants"],
+        figures={ds: dataset_figures(ds, t, spectra, grids) for ds in datasets},
         methods=methods(config, t, Path(benchmarks_dir)), fmt=fmt,
     )
     io.write_text(out, html)

@@ -20,6 +20,9 @@ rule report:
         **{t: f"results/tables/{t}.csv" for t in TABLES},
         provenance=expand("data/raw/{dataset}.json", dataset=DATASETS),
         spectra=expand("results/{dataset}/{variant}/analysis/spectra.npz", dataset=DATASETS, variant=VARIANTS),
+        contour_grids=expand(
+            "results/{dataset}/{variant}/analysis/contours.npz", dataset=DATASETS, variant=VARIANTS
+        ),
     output:
         report(
             "reports/report.html",
