@@ -40,12 +40,22 @@ def _depth_axes(depths, height=2.8):
     return fig, axes[0]
 
 
+def no_data(message: str) -> bytes:
+    """A small figure that says why there is nothing to plot (e.g. every run diverged)."""
+    fig, ax = plt.subplots(figsize=(5.5, 1.2))
+    ax.axis("off")
+    ax.text(0.5, 0.5, message, ha="center", va="center", wrap=True)
+    return to_png(fig)
+
+
 def training_curves(training: pd.DataFrame, variants: pd.DataFrame) -> bytes:
     """Median (over seeds) training loss vs step at each variant's best LR; one panel per depth."""
     best = variants[["variant", "best_lr"]]
     d = training.merge(best, on="variant")
     d = d[np.isclose(d["lr"], d["best_lr"])].assign(arm=arm)
     depths = sorted(d["depth"].unique())
+    if not depths:
+        return no_data("No variant has a best learning rate: every run diverged or failed to converge.")
     fig, axes = _depth_axes(depths)
     for ax, depth in zip(axes, depths, strict=True):
         g = d[d["depth"] == depth].groupby(["arm", "step"])["train_loss"].agg(["median", "min", "max"]).reset_index()
@@ -82,12 +92,15 @@ def per_layer(df: pd.DataFrame, value: str, ylabel: str, log: bool = True) -> by
     depth. df: rows with input, norm, depth, layer and ``value``; seeds/runs already reduced."""
     d = df.assign(arm=arm)
     depths = sorted(d["depth"].unique())
+    if not depths:
+        return no_data(f"No data for {ylabel}.")
     fig, axes = _depth_axes(depths)
     for ax, depth in zip(axes, depths, strict=True):
         for name, h in d[d["depth"] == depth].groupby("arm"):
             h = h.sort_values("layer")
             ax.plot(h["layer"], h[value], "o-", label=name, color=PALETTE.get(name), ms=3)
-        if log:
+        panel = pd.to_numeric(d.loc[d["depth"] == depth, value], errors="coerce")
+        if log and (panel[np.isfinite(panel)] > 0).any():  # log scale needs a positive value (e.g. not all 0)
             ax.set_yscale("log")
         ax.set_title(f"depth {depth}")
         ax.set_xlabel("layer l (input A[l-1])")
@@ -131,4 +144,39 @@ def conditioning_scatter(df: pd.DataFrame) -> bytes:
     ax.set_xlabel("layer input E[a~a~^T]: lambda_max / mean lambda")
     ax.set_ylabel("layer's Gauss-Newton block: lambda_max / mean lambda")
     ax.legend(fontsize=7)
+    return to_png(fig)
+
+
+def contour_grid(panels: list[list[dict | None]], row_labels: list[str], col_labels: list[str]) -> bytes:
+    """A grid of contour slices: rows (e.g. variants) x columns (e.g. layers). Each panel dict holds
+    alphas (n_a,), betas (n_b,), loss (n_a, n_b), origin (2,), ratio (float, NaN if not reported) and
+    singular (bool); None leaves the panel empty. Colour = log10(J - min J) with one colour scale per
+    row (``landscape.shared_log_scale``); the axis ratio is printed on each panel."""
+    from normlab import landscape
+
+    n_rows, n_cols = len(panels), max(len(r) for r in panels)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(1.9 * n_cols + 0.8, 1.8 * n_rows + 0.3), squeeze=False)
+    for i, row in enumerate(panels):
+        vmin, vmax = landscape.shared_log_scale([p["loss"] for p in row if p is not None])
+        levels = np.linspace(vmin, vmax if vmax > vmin else vmin + 1, 12)
+        for j in range(n_cols):
+            ax = axes[i][j]
+            p = row[j] if j < len(row) else None
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if p is None:
+                ax.axis("off")
+                continue
+            x = p["origin"][0] + np.asarray(p["alphas"])
+            y = p["origin"][1] + np.asarray(p["betas"])
+            z = landscape.log_excess(p["loss"]).T
+            ax.contourf(x, y, np.clip(z, levels[0], levels[-1]), levels=levels, cmap="viridis")
+            ax.contour(x, y, np.clip(z, levels[0], levels[-1]), levels=levels[::2], colors="white", linewidths=0.3)
+            ax.set_aspect("equal", adjustable="box")
+            label = "singular" if p["singular"] else ("n/a" if not np.isfinite(p["ratio"]) else f"{p['ratio']:.3g}")
+            ax.set_title(f"ratio {label}", fontsize=7)
+            if i == 0:
+                ax.text(0.5, 1.25, col_labels[j], transform=ax.transAxes, ha="center", fontsize=8)
+            if j == 0:
+                ax.set_ylabel(row_labels[i], fontsize=7)
     return to_png(fig)
