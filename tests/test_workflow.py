@@ -1,0 +1,389 @@
+"""The Snakemake workflow end to end on config/quick.yaml, checked by content.
+
+One module-scoped fixture copies workflow/, scripts/ and config/ into a temporary folder and runs the
+quick DAG once through the ``snakemake`` command in a subprocess (DESIGN.md section 3). The tests then
+read the tables, checkpoints, processed data and report it wrote, and recompute what they can with
+their own numpy code: the checkpoints + model.json + data/processed npz must rebuild the logged loss.
+``test_lint`` lints the workflow as it is in the repository.
+"""
+
+import base64
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+IDS = ["dataset", "variant", "input", "norm", "depth"]
+RUNS, TAGS = ("common", "best"), ("init", "early", "end")
+TIMEOUT_S = 1800
+
+
+def snakemake_exe() -> str:
+    """The ``snakemake`` on PATH (the Makefile puts .venv/bin first), else the one beside this Python."""
+    exe = shutil.which("snakemake")
+    if exe is None:
+        exe = str(Path(sys.executable).parent / "snakemake")
+    if not Path(exe).exists():
+        pytest.skip("snakemake is not installed (run `make setup`)")
+    return exe
+
+
+def subprocess_env(tmp: Path) -> dict:
+    env = os.environ.copy()
+    env["PATH"] = f"{Path(snakemake_exe()).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["NORMLAB_JAX_CACHE"] = str(tmp / "jax-cache")  # isolated from the user's cache
+    return env
+
+
+def copy_workflow(dest: Path) -> None:
+    for d in ("workflow", "scripts", "config"):
+        shutil.copytree(REPO / d, dest / d, ignore=shutil.ignore_patterns("__pycache__", ".snakemake"))
+
+
+def say(pytestconfig, msg: str) -> None:
+    """Print past pytest's output capture (the wall time is wanted in every run's output)."""
+    capman = pytestconfig.pluginmanager.getplugin("capturemanager")
+    if capman is None:
+        print(msg, flush=True)
+        return
+    with capman.global_and_fixture_disabled():
+        print(f"\n{msg}", flush=True)
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory, pytestconfig):
+    """Run the quick DAG once; returns (root folder, config dict, wall seconds)."""
+    root = tmp_path_factory.mktemp("quick")
+    copy_workflow(root)
+    cmd = [snakemake_exe(), "--cores", "2", "--configfile", "config/quick.yaml"]
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=root, env=subprocess_env(root), capture_output=True, text=True,
+                          timeout=TIMEOUT_S, check=False)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        logs = "".join(f"\n--- {p}\n{p.read_text()[-3000:]}" for p in sorted((root / "logs").rglob("*.log")))
+        pytest.fail(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}{logs}")
+    say(pytestconfig, f"[workflow] quick DAG wall time: {wall:.1f} s with --cores 2 (goal <= 90 s on 2 idle cores; "
+                      f"1-min load average now {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")
+    config = yaml.safe_load((root / "config" / "quick.yaml").read_text())
+    return root, config, wall
+
+
+def table(root: Path, name: str) -> pd.DataFrame:
+    return pd.read_csv(root / "results" / "tables" / f"{name}.csv")
+
+
+def expected_variants(config) -> list[tuple[str, str, int]]:
+    v = config["variants"]
+    return [(i, n, int(d)) for i in v["inputs"] for n in v["norms"] for d in v["depths"]]
+
+
+def lr_grid(config) -> np.ndarray:
+    s = config["sweep"]
+    return np.geomspace(s["lr_min"], s["lr_max"], s["n_lr"])
+
+
+def logged_steps(config) -> np.ndarray:
+    s = config["sweep"]
+    return np.arange(0, s["steps"] + 1, s["log_every"])
+
+
+# ---------------------------------------------------------------- an independent numpy model
+
+
+def np_forward(spec: dict, arrays: dict, X: np.ndarray):
+    """(outputs, [A[0..L-1]], [Z[1..L]]) from model.json and the checkpoint arrays, written from the
+    contract in DESIGN.md section 5 (BN in training mode on X: batch mean, biased variance, eps)."""
+    sizes, eps = spec["sizes"], spec["eps"]
+    L = len(sizes) - 1
+    a, inputs, pre = X.astype(np.float64), [], []
+    for l in range(1, L + 1):
+        inputs.append(a)
+        z = a @ arrays[f"layer{l}.W"].astype(np.float64)
+        if f"layer{l}.b" in arrays:
+            z = z + arrays[f"layer{l}.b"]
+        pre.append(z)
+        if l == L:
+            return z, inputs, pre
+        if spec["norm"] in ("batchnorm", "layernorm"):
+            axis = 0 if spec["norm"] == "batchnorm" else 1
+            mean = z.mean(axis=axis, keepdims=True)
+            var = ((z - mean) ** 2).mean(axis=axis, keepdims=True)
+            z = (z - mean) / np.sqrt(var + eps) * arrays[f"layer{l}.gamma"] + arrays[f"layer{l}.beta"]
+        a = np.maximum(z, 0.0) if spec["activation"] == "relu" else np.tanh(z)
+
+
+def np_loss(spec: dict, arrays: dict, X: np.ndarray, y: np.ndarray) -> float:
+    out = np_forward(spec, arrays, X)[0]
+    if spec["loss"] == "mse":
+        return float(np.mean((out - y.reshape(out.shape)) ** 2))
+    out = out - out.max(axis=1, keepdims=True)
+    logp = out - np.log(np.exp(out).sum(axis=1, keepdims=True))
+    return float(-np.mean(logp[np.arange(len(y)), y]))
+
+
+def np_weight_grad_norms(spec: dict, arrays: dict, X: np.ndarray, y: np.ndarray) -> list[float]:
+    """||dJ/dW[l]||_F of a ReLU network without normalization, softmax cross-entropy, by hand backprop."""
+    assert spec["norm"] == "none" and spec["activation"] == "relu" and spec["loss"] == "softmax_cross_entropy"
+    out, inputs, pre = np_forward(spec, arrays, X)
+    p = np.exp(out - out.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    delta = p.copy()
+    delta[np.arange(len(y)), y] -= 1.0
+    delta /= len(y)
+    norms = []
+    for l in range(len(inputs), 0, -1):
+        norms.append(float(np.linalg.norm(inputs[l - 1].T @ delta)))
+        if l > 1:
+            delta = (delta @ arrays[f"layer{l}.W"].T) * (pre[l - 2] > 0)
+    return norms[::-1]
+
+
+def analysis_set(root: Path, config, dataset: str, inp: str):
+    with np.load(root / "data" / "processed" / dataset / f"{inp}.npz") as f:
+        data = {k: f[k] for k in f.files}
+    m = config["analysis"]["max_examples"]
+    return data, data["X_train"][:m], data["y_train"][:m]
+
+
+# ---------------------------------------------------------------- tables
+
+
+@pytest.mark.workflow
+def test_tables_have_the_contract_columns_and_row_counts(quick):
+    root, config, _ = quick
+    datasets = sorted(config["datasets"])
+    variants = expected_variants(config)
+    n_var = len(datasets) * len(variants)
+    n_lr, n_seeds = config["sweep"]["n_lr"], len(config["sweep"]["seeds"])
+    steps = logged_steps(config)
+    contract = {
+        "runs": ["lr", "seed", "diverged", "diverged_step", "final_train_loss", "test_accuracy", "steps_to_target"],
+        "variants": ["max_stable_lr", "best_lr", "common_lr"],
+        "training": ["lr", "seed", "step", "train_loss"],
+        "layer_inputs": ["run", "checkpoint", "layer", "metric", "value"],
+        "gradients": ["run", "step", "layer", "metric", "value"],
+    }
+    t = {name: table(root, name) for name in contract}
+    for name, cols in contract.items():
+        assert list(t[name].columns[:5]) == IDS, name
+        assert set(cols) <= set(t[name].columns), (name, set(cols) - set(t[name].columns))
+    assert len(t["runs"]) == n_var * n_lr * n_seeds
+    assert len(t["variants"]) == n_var
+    assert len(t["training"]) == n_var * n_lr * n_seeds * len(steps)
+    names = {f"{i}-{n}-d{d}" for i, n, d in variants}
+    for name in contract:
+        assert set(t[name]["dataset"]) == set(datasets), name
+        assert set(t[name]["variant"]) == names, name
+        # the id columns agree with the variant name
+        parsed = t[name]["variant"].str.extract(r"^([a-z]+)-([a-z]+)-d(\d+)$")
+        assert (parsed[0] == t[name]["input"]).all() and (parsed[1] == t[name]["norm"]).all()
+        assert (parsed[2].astype(int) == t[name]["depth"]).all()
+    runs = t["runs"]
+    np.testing.assert_allclose(np.sort(runs["lr"].unique()), lr_grid(config), rtol=1e-3)
+    assert sorted(runs["seed"].unique()) == sorted(config["sweep"]["seeds"])
+    assert not runs.duplicated(IDS + ["lr", "seed"]).any()
+    tr = t["training"]
+    assert (tr.groupby(IDS + ["lr", "seed"])["step"].apply(list).map(lambda s: s == steps.tolist())).all()
+
+    # layer_inputs: one value per (variant, run, checkpoint, layer) for each contract metric
+    li = t["layer_inputs"]
+    metrics = ["rms_spread", "dead_fraction", "cond", "eff_cond"]
+    assert set(metrics) <= set(li["metric"])
+    li = li[li["metric"].isin(metrics)]
+    assert set(li["run"]) == set(RUNS) and set(li["checkpoint"]) == set(TAGS)
+    expected_li = sum(len(RUNS) * len(TAGS) * (d + 1) * len(metrics) for _, _, d in variants) * len(datasets)
+    assert len(li) == expected_li
+    assert not li.duplicated(IDS + ["run", "checkpoint", "layer", "metric"]).any()
+    assert (li.groupby("variant")["layer"].max() == li.groupby("variant")["depth"].first() + 1).all()
+    dead = li[li["metric"] == "dead_fraction"]["value"]
+    assert ((dead >= 0) & (dead <= 1)).all()
+
+    g = t["gradients"]
+    assert set(g["metric"]) == {"grad_norm", "relative_grad_norm"} and set(g["run"]) == set(RUNS)
+    expected_g = sum(len(RUNS) * len(steps) * (d + 1) * 2 for _, _, d in variants) * len(datasets)
+    assert len(g) == expected_g
+    assert np.isfinite(g["value"]).all() and (g["value"] >= 0).all()
+
+
+@pytest.mark.workflow
+def test_runs_and_variants_are_consistent(quick):
+    root, config, _ = quick
+    runs, var, tr = table(root, "runs"), table(root, "variants"), table(root, "training")
+    div = runs["diverged"].astype(bool)
+    assert runs.loc[~div, "diverged_step"].isna().all()
+    ds = runs.loc[div, "diverged_step"]
+    assert ((ds >= 0) & (ds < config["sweep"]["steps"]) & (ds == ds.round())).all()
+    assert (runs["test_accuracy"].isna() == div).all()
+    assert (np.isfinite(runs["final_train_loss"]) | div).all()
+    acc = runs.loc[~div, "test_accuracy"]
+    assert ((acc >= 0) & (acc <= 1)).all()
+    # training.csv: first and last logged losses are the runs' initial and final losses
+    last = config["sweep"]["steps"]
+    keys = IDS + ["lr", "seed"]
+    merged = runs.merge(tr[tr["step"] == 0][keys + ["train_loss"]], on=keys).merge(
+        tr[tr["step"] == last][keys + ["train_loss"]], on=keys, suffixes=("_0", "_end"))
+    assert len(merged) == len(runs)
+    np.testing.assert_allclose(merged["final_train_loss"], merged["train_loss_end"], rtol=1e-6)
+    if "initial_train_loss" in runs:
+        np.testing.assert_allclose(merged["initial_train_loss"], merged["train_loss_0"], rtol=1e-6)
+    # variants.csv recomputed from runs.csv with the definitions (README / selection docstring)
+    converged = ~merged["diverged"].astype(bool) & (merged["final_train_loss"] < merged["train_loss_0"])
+    stable = merged.assign(ok=converged).groupby(["dataset", "variant", "lr"])["ok"].all().reset_index()
+    for (dataset, variant), grp in stable.groupby(["dataset", "variant"]):
+        row = var[(var["dataset"] == dataset) & (var["variant"] == variant)].iloc[0]
+        good = grp.loc[grp["ok"], "lr"]
+        if len(good):
+            assert row["max_stable_lr"] == pytest.approx(good.max())
+            assert row["best_lr"] in set(good)
+        else:
+            assert np.isnan(row["max_stable_lr"]) and np.isnan(row["best_lr"])
+    for dataset, grp in var.groupby("dataset"):
+        assert grp["common_lr"].nunique() == 1
+        if grp["max_stable_lr"].notna().all():
+            assert grp["common_lr"].iloc[0] == pytest.approx(grp["max_stable_lr"].min())
+        else:
+            assert grp["common_lr"].iloc[0] == pytest.approx(runs.loc[runs["dataset"] == dataset, "lr"].min())
+
+
+@pytest.mark.workflow
+def test_layer1_input_scales_on_the_lecture_dataset(quick):
+    """Layer 1's input is X itself: its RMS spread is a fixed number of the data, ~1000 raw (the
+    lecture's 1000:1 features) and ~1 standardized, recomputed here from the processed npz."""
+    root, config, _ = quick
+    assert "lecture" in config["datasets"]
+    li = table(root, "layer_inputs")
+    l1 = li[(li["dataset"] == "lecture") & (li["layer"] == 1)]
+    for inp in config["variants"]["inputs"]:
+        _, X, _ = analysis_set(root, config, "lecture", inp)
+        rms = np.sqrt(np.mean(X**2, axis=0))
+        spread = rms.max() / rms.min()
+        Xa = np.hstack([X, np.ones((len(X), 1))])
+        ev = np.linalg.eigvalsh(Xa.T @ Xa / len(X))
+        vals = l1[(l1["input"] == inp) & (l1["metric"] == "rms_spread")]["value"]
+        assert len(vals) > 0
+        np.testing.assert_allclose(vals, spread, rtol=1e-6)
+        cond = l1[(l1["input"] == inp) & (l1["metric"] == "cond")]["value"]
+        np.testing.assert_allclose(cond, ev.max() / ev.min(), rtol=1e-5)
+        dead = l1[(l1["input"] == inp) & (l1["metric"] == "dead_fraction")]["value"]
+        assert (dead == 0).all()
+        if inp == "raw":
+            assert 500 < vals.min() and vals.max() < 2000, vals.describe()
+        if inp == "standardize":
+            assert vals.max() < 1.5, vals.describe()
+
+
+@pytest.mark.workflow
+def test_checkpoints_rebuild_the_logged_loss(quick):
+    root, config, _ = quick
+    tr, var, grads = table(root, "training"), table(root, "variants"), table(root, "gradients")
+    seed0 = config["sweep"]["seeds"][0]
+    n_int = config["sweep"]["steps"] // config["sweep"]["log_every"]
+    early_step = min(n_int, max(1, round(config["sweep"]["early_fraction"] * n_int))) * config["sweep"]["log_every"]
+    tag_step = {"init": 0, "early": early_step, "end": config["sweep"]["steps"]}
+    lrs = lr_grid(config)
+    checked_grads = 0
+    for dataset in sorted(config["datasets"]):
+        for inp, norm, depth in expected_variants(config):
+            variant = f"{inp}-{norm}-d{depth}"
+            vdir = root / "results" / dataset / variant
+            spec = json.loads((vdir / "model.json").read_text())
+            assert spec["norm"] == norm and spec["input"] == inp and spec["depth"] == depth
+            assert len(spec["sizes"]) == depth + 2 and spec["loss"] == "softmax_cross_entropy"
+            data, X, y = analysis_set(root, config, dataset, inp)
+            assert spec["sizes"][0] == X.shape[1] and spec["sizes"][-1] == len(np.unique(data["y_train"]))
+            row = var[(var["dataset"] == dataset) & (var["variant"] == variant)].iloc[0]
+            L = depth + 1
+            for run in RUNS:
+                lr = row["common_lr"] if run == "common" else row["best_lr"]
+                lr = lrs.min() if not np.isfinite(lr) else lr
+                curve = tr[(tr["dataset"] == dataset) & (tr["variant"] == variant) & (tr["seed"] == seed0)
+                           & np.isclose(tr["lr"], lr, rtol=1e-9)].set_index("step")["train_loss"]
+                assert len(curve) == n_int + 1
+                for tag in TAGS:
+                    with np.load(vdir / "checkpoints" / f"{run}-{tag}.npz") as f:
+                        arrays = {k: f[k] for k in f.files}
+                    expected = {f"layer{l}.W" for l in range(1, L + 1)}
+                    expected |= {f"layer{l}.b" for l in range(1, L + 1) if not (norm == "batchnorm" and l < L)}
+                    expected |= {f"layer{l}.{n}" for l in range(1, L) for n in ("gamma", "beta") if norm != "none"}
+                    assert set(arrays) == expected, (variant, run, tag)
+                    for l in range(1, L + 1):
+                        assert arrays[f"layer{l}.W"].shape == (spec["sizes"][l - 1], spec["sizes"][l])
+                        for n in ("b", "gamma", "beta"):
+                            if f"layer{l}.{n}" in arrays:
+                                assert arrays[f"layer{l}.{n}"].shape == (spec["sizes"][l],)
+                    loss = np_loss(spec, arrays, X, y)
+                    assert np.isfinite(loss), (variant, run, tag)
+                    # the training log evaluated the same function (BN in training mode on the same rows)
+                    np.testing.assert_allclose(loss, curve.loc[tag_step[tag]], rtol=2e-3, atol=1e-5,
+                                               err_msg=f"{variant} {run}-{tag}")
+                    if tag != "init":
+                        continue
+                    # gradients.csv at step 0: relative = grad_norm / ||W[l]|| of the init checkpoint
+                    g = grads[(grads["dataset"] == dataset) & (grads["variant"] == variant) & (grads["run"] == run)
+                              & (grads["step"] == 0)].pivot(index="layer", columns="metric", values="value")
+                    w = [np.linalg.norm(arrays[f"layer{l}.W"]) for l in range(1, L + 1)]
+                    np.testing.assert_allclose(g["grad_norm"] / g["relative_grad_norm"], w, rtol=1e-4)
+                    if norm == "none":
+                        np.testing.assert_allclose(g["grad_norm"], np_weight_grad_norms(spec, arrays, X, y),
+                                                   rtol=2e-3)
+                        checked_grads += 1
+    assert checked_grads > 0
+
+
+# ---------------------------------------------------------------- report and rerun
+
+
+@pytest.mark.workflow
+def test_report_is_self_contained(quick):
+    root, config, _ = quick
+    html = (root / "reports" / "report.html").read_text()
+    for ds in config["datasets"]:
+        assert ds in html
+    srcs = re.findall(r"""\bsrc\s*=\s*["']?([^"'\s>]+)""", html, flags=re.I)
+    assert srcs and all(s.startswith("data:") for s in srcs), [s[:40] for s in srcs if not s.startswith("data:")]
+    assert not re.search(r"""<link[^>]+href\s*=\s*["']?(https?:)?//""", html, flags=re.I)
+    assert not re.search(r"""@import|url\(\s*["']?(https?:)?//""", html, flags=re.I)
+    images = re.findall(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)
+    assert len(images) >= 4
+    for b64 in images:
+        assert base64.b64decode(b64)[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.workflow
+def test_dry_run_after_completion_does_nothing(quick):
+    root, _, _ = quick
+    proc = subprocess.run([snakemake_exe(), "-n", "--configfile", "config/quick.yaml"], cwd=root,
+                          env=subprocess_env(root), capture_output=True, text=True, timeout=300, check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    assert "Nothing to be done" in out, out[-3000:]
+
+
+@pytest.mark.workflow
+def test_quick_dag_wall_time(quick, record_property):
+    _, _, wall = quick
+    record_property("quick_dag_wall_s", round(wall, 1))
+    print(f"quick DAG wall time: {wall:.1f} s")
+    assert wall > 0
+
+
+def test_lint(tmp_path):
+    """`snakemake --lint` on the repository's workflow with the quick config reports nothing."""
+    copy_workflow(tmp_path)
+    proc = subprocess.run([snakemake_exe(), "--lint", "--configfile", "config/quick.yaml"], cwd=tmp_path,
+                          env=subprocess_env(tmp_path), capture_output=True, text=True, timeout=300, check=False)
+    out = proc.stdout + proc.stderr
+    assert "Lints for" not in out, out
+    assert proc.returncode == 0, out
+    assert "Congratulations, your workflow is in a good condition!" in out, out
