@@ -17,6 +17,7 @@ Units: steps count parameter updates; ``train_loss`` is the loss on the *evaluat
 from __future__ import annotations
 
 import dataclasses
+import functools
 import sys
 import time
 from collections.abc import Callable
@@ -123,17 +124,17 @@ class Sweep:
         loss = lambda p, X_, y_: model.loss(spec, p, X_, y_)  # noqa: E731
         grad_fn = jax.value_and_grad(loss)
 
-        def init_one(lr, seed):
-            init_key, _ = run_keys(seed)
-            params = model.init_params(spec, init_key, dtype)
+        # The data are arguments of the compiled functions, not constants baked into them: XLA compiles
+        # much faster, and variants of the same shapes share the compiled program (and the disk cache).
+        def init_one(lr, params, X_eval, y_eval):
             opt_state = make_optimizer(cfg, lr).init(params)
-            init_loss = loss(params, self.X_eval, self.y_eval)
+            init_loss = loss(params, X_eval, y_eval)
             return dict(params=params, opt=opt_state, lr=jnp.asarray(lr, dtype),
                         init_loss=init_loss, diverged=jnp.zeros((), bool), diverged_step=jnp.full((), -1, jnp.int32))
 
-        def step_one(state, step_and_idx):
+        def step_one(X, y, state, step_and_idx):
             t, idx = step_and_idx
-            batch_loss, grads = grad_fn(state["params"], self.X[idx], self.y[idx])
+            batch_loss, grads = grad_fn(state["params"], X[idx], y[idx])
             bad = (~jnp.isfinite(batch_loss)) | (batch_loss > cfg.divergence_factor * state["init_loss"])
             bad = bad | ~_tree_all_finite(grads)
             frozen = state["diverged"] | bad
@@ -148,20 +149,35 @@ class Sweep:
                 diverged_step=jnp.where(bad & ~state["diverged"], t.astype(jnp.int32), state["diverged_step"]),
             ), None
 
-        def evaluate_one(state):
-            eval_loss, grads = grad_fn(state["params"], self.X_eval, self.y_eval)
+        def evaluate_one(state, X_eval, y_eval):
+            eval_loss, grads = grad_fn(state["params"], X_eval, y_eval)
             g, rel = per_layer_grad_norms(state["params"], grads)
             return dict(train_loss=eval_loss, grad_norm=g, relative_grad_norm=rel)
 
-        def interval_one(state, t0, idx_block):
+        def interval_one(state, t0, idx_block, X, y, X_eval, y_eval):
             """log_every steps from step t0; idx_block (log_every, batch_size) holds the batches' rows."""
             steps = t0 + jnp.arange(cfg.log_every, dtype=jnp.int32)
-            state, _ = jax.lax.scan(step_one, state, (steps, idx_block))
-            return state, evaluate_one(state)
+            state, _ = jax.lax.scan(functools.partial(step_one, X, y), state, (steps, idx_block))
+            return state, evaluate_one(state, X_eval, y_eval)
 
-        self.init = jax.jit(jax.vmap(init_one))
-        self.evaluate = jax.jit(jax.vmap(evaluate_one))
-        self.interval = jax.jit(jax.vmap(interval_one, in_axes=(0, None, 0)))
+        data = (None, None)
+        init = jax.jit(jax.vmap(init_one, in_axes=(0, 0, *data)))
+        init_params = jax.jit(lambda key: model.init_params(spec, key, dtype))
+        evaluate = jax.jit(jax.vmap(evaluate_one, in_axes=(0, *data)))
+        interval = jax.jit(jax.vmap(interval_one, in_axes=(0, None, 0, *data, *data)))
+        def init_runs(lr, seeds):
+            """Initial state of every run; the weights depend on the seed only, so they are drawn once per
+            distinct seed (one small compiled program) and shared by that seed's runs."""
+            seeds = np.asarray(seeds)
+            distinct, which = np.unique(seeds, return_inverse=True)
+            per_seed = [init_params(run_keys(int(s))[0]) for s in distinct]
+            stacked = jax.tree.map(lambda *a: jnp.stack(a), *per_seed)
+            params = jax.tree.map(lambda a: a[jnp.asarray(which)], stacked)
+            return init(lr, params, self.X_eval, self.y_eval)
+
+        self.init = init_runs
+        self.evaluate = lambda state: evaluate(state, self.X_eval, self.y_eval)
+        self.interval = lambda state, t0, block: interval(state, t0, block, self.X, self.y, self.X_eval, self.y_eval)
 
 
 def _test_metrics(spec: model.ModelSpec, params, X_eval, X_test, y_test):
