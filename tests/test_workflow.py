@@ -387,3 +387,50 @@ def test_lint(tmp_path):
     assert "Lints for" not in out, out
     assert proc.returncode == 0, out
     assert "Congratulations, your workflow is in a good condition!" in out, out
+
+
+@pytest.mark.workflow
+def test_curvature_table_contract_and_loss(quick):
+    """curvature.csv: every variant x run x curvature checkpoint has the model loss row, and lambda_max,
+    trace, eff_cond for the model and every layer, both matrices; the GGN is PSD (lambda_max >= 0) and
+    eff_cond equals lambda_max / (trace / n_params) where the trace is positive."""
+    root, config, _ = quick
+    cv = table(root, "curvature")
+    assert list(cv.columns[:12]) == ["dataset", "variant", "input", "norm", "depth", "run", "lr", "checkpoint",
+                                     "scope", "matrix", "metric", "value"]
+    tags = config["analysis"]["curvature"]["checkpoints"]
+    for (variant, _run, tag), g in cv.groupby(["variant", "run", "checkpoint"]):
+        assert tag in tags
+        depth = int(variant.rsplit("d", 1)[1])
+        assert len(g[(g["scope"] == "model") & (g["matrix"] == "none") & (g["metric"] == "loss")]) == 1
+        for scope in ["model"] + [f"layer{l}" for l in range(1, depth + 2)]:
+            for matrix in ("hessian", "ggn"):
+                m = g[(g["scope"] == scope) & (g["matrix"] == matrix)].set_index("metric")["value"]
+                assert {"lambda_max", "trace", "eff_cond", "n_params"} <= set(m.index), (variant, scope, matrix)
+                if matrix == "ggn":
+                    assert m["lambda_max"] >= -1e-9 * abs(m["trace"])
+                if m["trace"] > 0:
+                    assert m["eff_cond"] == pytest.approx(m["lambda_max"] / (m["trace"] / m["n_params"]), rel=1e-9)
+    assert set(cv["variant"]) == {f"{i}-{n}-d{d}" for i, n, d in expected_variants(config)}
+
+
+@pytest.mark.workflow
+def test_lecture_slide_effect_in_the_contour_table(quick):
+    """The slide: on the lecture dataset (features on scales 1000:1), the layer-1 lecture slice of a network
+    without normalization is clearly elongated on raw inputs and near round on standardized ones, at
+    initialization, for every depth (GGN axis ratio from contours.csv)."""
+    root, config, _ = quick
+    ct = table(root, "contours")
+    for col in ("slice", "scope", "axis_ratio_ggn", "axis_ratio_levelset", "singular"):
+        assert col in ct.columns
+    assert set(ct["slice"]) == {"lecture", "eig", "random"}
+    layer1 = ct[(ct["dataset"] == "lecture") & (ct["slice"] == "lecture") & (ct["scope"] == "layer1")
+                & (ct["checkpoint"] == "init") & (ct["norm"] == "none") & (ct["run"] == "best")]
+    for depth in config["variants"]["depths"]:
+        raw = layer1[(layer1["input"] == "raw") & (layer1["depth"] == depth)]["axis_ratio_ggn"].item()
+        std = layer1[(layer1["input"] == "standardize") & (layer1["depth"] == depth)]["axis_ratio_ggn"].item()
+        assert std < 2.5, (depth, std)
+        assert raw > 4 * std, (depth, raw, std)
+    # the slice picks the largest and smallest RMS inputs: x1 (scale ~1000) and x2 (scale ~1) on raw inputs
+    raw_rows = ct[(ct["slice"] == "lecture") & (ct["scope"] == "layer1") & (ct["input"] == "raw")]
+    assert (raw_rows["rms_hi"] / raw_rows["rms_lo"]).between(500, 2000).all()
