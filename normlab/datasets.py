@@ -1,13 +1,27 @@
 """Dataset sources: turn a config entry into a raw table (pandas DataFrame) plus its provenance.
 
-A dataset entry names exactly one source: ``sklearn: <bundled name>`` (offline), ``synthetic: lecture``
-(the lecture's slide, generated), or ``csv: <path>``. ``target`` names the label column.
+A dataset entry names exactly one source:
+
+* ``sklearn: <name>``: a dataset bundled with scikit-learn (offline);
+* ``synthetic: lecture``: the lecture's slide, generated;
+* ``csv: <path>`` or ``parquet: <path>``: a local file with a header row (paths relative to the directory
+  Snakemake runs in);
+* ``url: <address>`` with its ``sha256``: downloaded once into ``data/cache/url/`` and checked;
+* ``openml: <id>``: fetched from OpenML's public HTTP API once and cached under ``data/cache/openml/``.
+
+``target`` names the label column (default ``target``; for OpenML the dataset's default target).
+The optional keys ``task``, ``categorical`` and ``impute`` are used by :mod:`normlab.preprocess`.
+
+Every problem with a source raises :class:`DatasetError`, whose message says what is wrong, where, and
+how to fix it; the job then stops with that one line and leaves no output file behind.
 """
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -19,7 +33,12 @@ SKLEARN_LOADERS = {
     "iris": "load_iris",
     "diabetes": "load_diabetes",
 }
-SOURCE_KEYS = ("sklearn", "synthetic", "csv")
+SKLEARN_TASKS = {"diabetes": "regression"}
+SOURCE_KEYS = ("sklearn", "synthetic", "csv", "parquet", "url", "openml")
+FILE_FORMATS = ("csv", "parquet", "arff")
+TASKS = ("classification", "regression")
+IMPUTE = ("none", "mean")
+DEFAULT_CACHE = "data/cache"
 
 
 class DatasetError(ValueError):
@@ -34,6 +53,14 @@ def source_of(entry: dict) -> tuple[str, str]:
             f"a dataset entry needs exactly one source key out of {list(SOURCE_KEYS)}, found {found or 'none'}"
         )
     return found[0], str(entry[found[0]])
+
+
+def task_of(entry: dict) -> str:
+    """``classification`` or ``regression``: the entry's ``task``, else the bundled dataset's own task."""
+    task = entry.get("task") or SKLEARN_TASKS.get(str(entry.get("sklearn")), "classification")
+    if task not in TASKS:
+        raise DatasetError(f"unknown task {task!r}; choose one of {list(TASKS)}")
+    return task
 
 
 def load_sklearn(name: str, target: str = "target") -> pd.DataFrame:
@@ -59,8 +86,101 @@ def lecture_dataset(n: int = 1000, scale_ratio: float = 1000.0, seed: int = 0, t
     return pd.DataFrame({"x1": x1, "x2": x2, target: y})
 
 
-def load_source(entry: dict) -> pd.DataFrame:
-    """The raw table a dataset entry points to."""
+def _quoted_list(names, limit: int = 20) -> str:
+    names = [str(n) for n in names]
+    shown = ", ".join(repr(n) for n in names[:limit])
+    return shown + (f", ... ({len(names) - limit} more)" if len(names) > limit else "")
+
+
+def check_column_names(names, where: str) -> None:
+    """Column names must be unique and non-empty (a blank header cell is usually a saved index)."""
+    names = ["" if n is None or (isinstance(n, float) and np.isnan(n)) else str(n) for n in names]
+    blank = [i + 1 for i, n in enumerate(names) if not n.strip()]
+    if blank:
+        raise DatasetError(
+            f"{where}: column {blank[0]} has an empty name in the header row; give every column a name "
+            "(a blank first name is usually a saved row index: write the file without it)"
+        )
+    counts = collections.Counter(names)
+    dups = [f"{n!r} ({c} times)" for n, c in counts.items() if c > 1]
+    if dups:
+        raise DatasetError(
+            f"{where}: duplicate column names {', '.join(dups)}; rename the columns so that every name is unique"
+        )
+
+
+def read_csv_file(path, where: str) -> pd.DataFrame:
+    """A CSV file with a header row, its column names checked; pandas' parse errors become DatasetError."""
+    try:
+        header = pd.read_csv(path, header=None, nrows=1, dtype=str, keep_default_na=False).iloc[0].tolist()
+        check_column_names(header, where)
+        return pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        raise DatasetError(f"{where}: the file is empty; it needs a header row and at least two data rows") from None
+    except pd.errors.ParserError as exc:
+        raise DatasetError(f"{where}: not a valid CSV file ({' '.join(str(exc).split())}); "
+                           "fix the file (every row needs as many fields as the header)") from None
+    except UnicodeDecodeError:
+        raise DatasetError(f"{where}: the file is not UTF-8 text; save it as UTF-8") from None
+
+
+def read_parquet_file(path, where: str) -> pd.DataFrame:
+    """A Parquet file (needs pyarrow or fastparquet, which pandas uses to read it)."""
+    try:
+        df = pd.read_parquet(path)
+    except ImportError:
+        raise DatasetError(
+            f"{where}: reading Parquet needs the 'pyarrow' package, which is not installed; install it "
+            "(pip install pyarrow) or convert the file to CSV and use 'csv:'"
+        ) from None
+    except Exception as exc:  # noqa: BLE001  (pyarrow raises its own error types)
+        raise DatasetError(f"{where}: not a valid Parquet file ({exc}); check the file") from None
+    check_column_names(list(df.columns), where)
+    df.columns = [str(c) for c in df.columns]
+    return df
+
+
+def read_table_file(path, fmt: str, where: str) -> pd.DataFrame:
+    """A local table file of the given format (csv | parquet | arff)."""
+    if fmt == "csv":
+        return read_csv_file(path, where)
+    if fmt == "parquet":
+        return read_parquet_file(path, where)
+    if fmt == "arff":
+        from normlab.download import parse_arff
+
+        return parse_arff(Path(path).read_text(encoding="utf-8", errors="replace"), where)
+    raise DatasetError(f"{where}: unknown file format {fmt!r}; choose one of {list(FILE_FORMATS)}")
+
+
+def local_file(kind: str, value: str, name: str) -> Path:
+    """The path of a ``csv:`` / ``parquet:`` source, which must exist and be a file."""
+    path = Path(value)
+    if not path.exists():
+        raise DatasetError(
+            f"{kind} file {value!r} of dataset {name!r} does not exist (looked for {path.absolute()}); "
+            f"fix '{kind}' in its config entry (a relative path starts at the directory snakemake runs in)"
+        )
+    if not path.is_file():
+        raise DatasetError(f"{kind} path {value!r} of dataset {name!r} is not a file; point '{kind}' at the file")
+    return path
+
+
+def url_format(entry: dict) -> str:
+    """The file format of a ``url:`` source: its ``format`` key, else from the address's file ending."""
+    if entry.get("format"):
+        return str(entry["format"])
+    tail = str(entry["url"]).split("?", 1)[0].split("#", 1)[0].lower()
+    for suffix, fmt in ((".parquet", "parquet"), (".pq", "parquet"), (".arff", "arff"), (".csv", "csv"),
+                        (".csv.gz", "csv"), (".csv.bz2", "csv"), (".csv.zip", "csv"), (".csv.xz", "csv")):
+        if tail.endswith(suffix):
+            return fmt
+    return "csv"
+
+
+def load_source(entry: dict, name: str = "dataset", cache_dir=DEFAULT_CACHE, progress=None) -> pd.DataFrame:
+    """The raw table a dataset entry points to. ``cache_dir`` keeps downloads (url, openml) between runs;
+    ``progress`` (a callable taking one line) reports download progress (default: stderr)."""
     kind, value = source_of(entry)
     target = entry.get("target", "target")
     if kind == "sklearn":
@@ -72,10 +192,32 @@ def load_source(entry: dict) -> pd.DataFrame:
             n=int(entry.get("rows", 1000)), scale_ratio=float(entry.get("scale_ratio", 1000.0)),
             seed=int(entry.get("seed", 0)), target=target,
         )
-    try:
-        return pd.read_csv(value)
-    except FileNotFoundError:
-        raise DatasetError(f"csv file {value!r} does not exist; fix the path in the dataset entry") from None
+    if kind in ("csv", "parquet"):
+        path = local_file(kind, value, name)
+        return read_table_file(path, kind, f"{kind} file {value!r} of dataset {name!r}")
+    from normlab import download
+
+    if kind == "url":
+        if "sha256" not in entry:
+            raise DatasetError(f"dataset {name!r} has 'url' but no 'sha256'; add the file's sha256 checksum "
+                               "(sha256sum FILE) to its config entry")
+        path = download.fetch_url(value, str(entry["sha256"]), Path(cache_dir) / "url", name=name,
+                                  progress=progress)
+        return read_table_file(path, url_format(entry), f"file {value} of dataset {name!r}")
+    return download.fetch_openml(value, Path(cache_dir) / "openml", name=name, progress=progress)
+
+
+def resolved_target(entry: dict, cache_dir=DEFAULT_CACHE) -> str:
+    """The target column: the entry's ``target``; for OpenML without one, the dataset's default target."""
+    if "target" in entry:
+        return str(entry["target"])
+    if "openml" in entry:
+        from normlab import download
+
+        desc = download.openml_description_cached(str(entry["openml"]), Path(cache_dir) / "openml")
+        if desc and desc.get("default_target_attribute"):
+            return str(desc["default_target_attribute"]).split(",")[0]
+    return "target"
 
 
 def sha256_of(path) -> str:
@@ -86,14 +228,21 @@ def sha256_of(path) -> str:
     return h.hexdigest()
 
 
-def provenance(entry: dict, df: pd.DataFrame, csv_path) -> str:
-    """JSON text: source, sha256 of the written CSV, rows, columns. No timestamps (byte-deterministic)."""
+def provenance(entry: dict, df: pd.DataFrame, csv_path, cache_dir=DEFAULT_CACHE) -> str:
+    """JSON text: source, sha256 of the written CSV, rows, columns, target, task and the preprocessing
+    options. No timestamps (byte-deterministic)."""
     kind, value = source_of(entry)
+    source = {kind: value}
+    if kind == "url":
+        source["sha256"] = str(entry["sha256"]).lower()
     record = {
-        "source": {kind: value},
+        "source": source,
         "sha256": sha256_of(csv_path),
         "rows": int(len(df)),
         "columns": [str(c) for c in df.columns],
-        "target": entry.get("target", "target"),
+        "target": resolved_target(entry, cache_dir),
+        "task": task_of(entry),
+        "categorical": [str(c) for c in entry.get("categorical", [])],
+        "impute": str(entry.get("impute", "none")),
     }
     return json.dumps(record, indent=2, sort_keys=True) + "\n"

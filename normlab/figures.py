@@ -136,6 +136,10 @@ def conditioning_scatter(df: pd.DataFrame) -> bytes:
     """Per-layer Gauss-Newton eff_cond against the layer-input factor's eff_cond (log-log), one point per
     (variant, layer). df: input, norm, layer, input_eff_cond, ggn_eff_cond."""
     d = df.assign(arm=arm)
+    x, y = (pd.to_numeric(d[c], errors="coerce") for c in ("input_eff_cond", "ggn_eff_cond"))
+    d = d[np.isfinite(x) & np.isfinite(y) & (x > 0) & (y > 0)]  # log-log: e.g. a diverged run's NaN drops out
+    if d.empty:
+        return no_data("No finite, positive condition numbers to plot (e.g. every run diverged).")
     fig, ax = plt.subplots(figsize=(5.0, 3.6))
     for name, h in d.groupby("arm"):
         ax.scatter(h["input_eff_cond"], h["ggn_eff_cond"], s=14, label=name, color=PALETTE.get(name))

@@ -195,7 +195,14 @@ def build_report(table_paths: dict, provenance_paths: list, config: dict, out, b
     env = jinja2.Environment(loader=jinja2.PackageLoader("normlab", "templates"), autoescape=True,
                              undefined=jinja2.StrictUndefined)
     env.filters["fmt"] = fmt
-    html = env.get_template("report.html.j2").render(
+    runs = t["runs"]
+    divergence = {ds: {"diverged": int(g["diverged"].sum()), "runs": len(g),
+                       "by_variant": g.groupby("variant")["diverged"].sum().astype(int).to_dict()}
+                  for ds, g in runs.groupby("dataset")}
+    factor = config.get("sweep", {}).get("divergence_factor", 1000.0)
+    runs_per_variant = runs.groupby(["dataset", "variant"]).size().to_dict()
+    html = env.get_template("report.html.j2").render(divergence=divergence, divergence_factor=factor,
+        runs_per_variant=runs_per_variant,
         title=config.get("report", {}).get("title", "normlab report"), claims=claims, datasets=datasets,
         provenance=provenance, variants=t["variants"],
         figures={ds: dataset_figures(ds, t, spectra, grids) for ds in datasets},

@@ -139,9 +139,19 @@ def learning_rate_claim(variants: pd.DataFrame, lr_max: float) -> Claim:
                  f"{LR_RATIO:g}-fold in any of the {{n}} dataset/depth cases.",
          "mixed": f"With inputs already standardized, BN raised the largest stable learning rate at least "
                   f"{LR_RATIO:g}-fold in {{k}} of {{n}} dataset/depth cases; not in: {{failing}}.",
-         "missing": "Max stable learning rates could not be compared: without BN every run was already "
-                    "stable at the largest learning rate tried (extend sweep.lr_max)."},
+         "missing": _lr_missing_sentence(cases)},
     )
+
+
+def _lr_missing_sentence(cases: list[Case]) -> str:
+    """Why no dataset/depth case of the learning-rate claim could be decided."""
+    if not cases:
+        return "Max stable learning rates could not be compared: the study has no pair of standardized variants " \
+               "with and without BN."
+    if any(c.numbers.get("no_bn_stable_at_largest_lr_tried") for c in cases):
+        return "Max stable learning rates could not be compared: without BN every run was already stable at the " \
+               "largest learning rate tried (extend sweep.lr_max)."
+    return "Max stable learning rates could not be compared: a variant is missing from the study."
 
 
 def gradient_spread_claim(gradients: pd.DataFrame) -> Claim:

@@ -1,8 +1,12 @@
-"""Rule fetch: read one dataset from its source, write data/raw/<dataset>.csv and its provenance."""
+"""Rule fetch: read one dataset from its source, write data/raw/<dataset>.csv and its provenance.
+
+Downloads (url, openml) are kept in params.cache (data/cache/) and reused by later runs."""
 from normlab import datasets, io, runtime
 
-with runtime.job(snakemake.log[0], snakemake.threads, f"fetch {snakemake.wildcards.dataset}"):  # noqa: F821
-    entry = snakemake.params.entry  # noqa: F821
-    df = datasets.load_source(entry)
-    io.write_csv(snakemake.output.csv, df)  # noqa: F821
-    io.write_text(snakemake.output.provenance, datasets.provenance(entry, df, snakemake.output.csv))  # noqa: F821
+sm = snakemake  # noqa: F821
+name = sm.wildcards.dataset
+with runtime.job(sm.log[0], sm.threads, f"fetch {name}"):
+    entry = sm.params.entry
+    df = datasets.load_source(entry, name=name, cache_dir=sm.params.cache)
+    io.write_csv(sm.output.csv, df)
+    io.write_text(sm.output.provenance, datasets.provenance(entry, df, sm.output.csv, sm.params.cache))

@@ -1,14 +1,21 @@
-"""Rule preprocess: split once, write data/processed/<dataset>/<input>.npz for every input treatment."""
+"""Rule preprocess: check the table, split once, write data/processed/<dataset>/<input>.npz for every input
+treatment. A bad table stops here with one line naming the dataset, the columns and the fix."""
+import json
+from pathlib import Path
+
 import pandas as pd
 
-from normlab import io, preprocess, runtime
+from normlab import datasets, io, preprocess, runtime
 
 sm = snakemake  # noqa: F821
-with runtime.job(sm.log[0], sm.threads, f"preprocess {sm.wildcards.dataset}"):
-    df = pd.read_csv(sm.input.csv)
+name = sm.wildcards.dataset
+with runtime.job(sm.log[0], sm.threads, f"preprocess {name}"):
+    entry = sm.params.entry
+    target = json.loads(Path(sm.input.provenance).read_text())["target"]
     prepared = preprocess.prepare(
-        df, sm.params.entry.get("target", "target"), sm.params.split["test_fraction"], sm.params.split["seed"],
-        sm.params.inputs,
+        pd.read_csv(sm.input.csv), target, sm.params.split["test_fraction"], sm.params.split["seed"],
+        sm.params.inputs, task=datasets.task_of(entry), categorical=entry.get("categorical", []),
+        impute=entry.get("impute", "none"), batch_size=sm.params.batch_size, name=name,
     )
     for treatment, path in zip(sm.params.inputs, sm.output, strict=True):
         io.write_npz(path, prepared[treatment])

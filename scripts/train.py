@@ -11,8 +11,9 @@ with runtime.job(sm.log[0], sm.threads, f"train {sm.wildcards.dataset}/{sm.wildc
     with np.load(sm.input.data) as f:
         data = {k: f[k] for k in f.files}
     vc, sc = sm.params.variants, sm.params.sweep
-    spec = variants.model_spec(v, data["X_train"].shape[1], len(data["classes"]), vc["width"], vc["activation"],
-                               vc["eps"])
+    regression = str(data["task"]) == "regression" if "task" in data else len(data["classes"]) == 0
+    spec = variants.model_spec(v, data["X_train"].shape[1], 1 if regression else len(data["classes"]), vc["width"],
+                               vc["activation"], vc["eps"], loss="mse" if regression else "softmax_cross_entropy")
     fields = {f.name for f in dataclasses.fields(train.TrainConfig)}
     cfg = train.TrainConfig(**{k: sc[k] for k in fields if k in sc})
     lrs = variants.lr_grid(sc["lr_min"], sc["lr_max"], sc["n_lr"])

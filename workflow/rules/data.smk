@@ -1,13 +1,3 @@
-import os
-
-
-def source_file(wildcards):
-    """A local csv/parquet source is an input of fetch (so editing the file reruns the dataset); a
-    missing one is not, so that fetch itself reports it with a clear message."""
-    entry = config["datasets"][wildcards.dataset]
-    return [entry[k] for k in ("csv", "parquet") if k in entry and os.path.isfile(entry[k])]
-
-
 rule fetch:
     """Read a dataset from its source; write the raw table and its provenance (source, sha256, shape).
     Downloads (url, openml) are cached in data/cache/ and reused by later runs."""

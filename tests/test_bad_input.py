@@ -1,0 +1,390 @@
+"""Every bad input stops with one clear message (what, where, how to fix) and leaves no output behind.
+
+The messages are asserted word for word at the library level (``normlab.datasets`` / ``preprocess``,
+which the fetch and preprocess jobs call); the workflow-level tests check that the same lines reach the
+user through Snakemake (``<job> <dataset>: error: <message>`` on stderr and in the job's log) and that a
+failed job leaves no file, and that a study whose every run diverges still finishes with a report."""
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+from test_download import LocalServer
+from test_reruns import HTML_TARGET, TINY, new_workdir, snakemake, temp_files, tiny_config, tiny_csv, write_config
+
+from normlab import datasets as D
+from normlab import preprocess as P
+
+REPO = Path(__file__).resolve().parents[1]
+SCHEMA = str(REPO / "workflow" / "schemas" / "config.schema.yaml")
+
+
+def table(n=40, **extra) -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"a": rng.normal(size=n), "b": rng.normal(size=n), "y": np.where(np.arange(n) % 2, "yes", "no")})
+    for k, v in extra.items():
+        df[k] = v
+    return df[[c for c in df.columns if c != "y"] + ["y"]]
+
+
+def prepare_error(df, target="y", **kw) -> str:
+    kw.setdefault("name", "mydata")
+    with pytest.raises(D.DatasetError) as err:
+        P.prepare(df, target, 0.25, 0, **kw)
+    return str(err.value)
+
+
+def source_error(entry, name="mydata", **kw) -> str:
+    with pytest.raises(D.DatasetError) as err:
+        D.load_source(entry, name=name, **kw)
+    return str(err.value)
+
+
+# --- files ------------------------------------------------------------------------------------------------
+
+def test_missing_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert source_error({"csv": "data/nope.csv", "target": "y"}) == (
+        f"csv file 'data/nope.csv' of dataset 'mydata' does not exist (looked for {tmp_path}/data/nope.csv); "
+        "fix 'csv' in its config entry (a relative path starts at the directory snakemake runs in)"
+    )
+    assert source_error({"parquet": "/no/such.parquet"}) == (
+        "parquet file '/no/such.parquet' of dataset 'mydata' does not exist (looked for /no/such.parquet); "
+        "fix 'parquet' in its config entry (a relative path starts at the directory snakemake runs in)"
+    )
+    (tmp_path / "folder").mkdir()
+    assert source_error({"csv": "folder"}) == (
+        "csv path 'folder' of dataset 'mydata' is not a file; point 'csv' at the file")
+
+
+def test_duplicate_column_names(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("d.csv").write_text("a,b,a,y,b,b\n1,2,3,0,5,6\n4,5,6,1,7,8\n")
+    assert source_error({"csv": "d.csv"}) == (
+        "csv file 'd.csv' of dataset 'mydata': duplicate column names 'a' (2 times), 'b' (3 times); rename the "
+        "columns so that every name is unique"
+    )
+
+
+def test_unreadable_csv_files(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("empty.csv").write_text("")
+    assert source_error({"csv": "empty.csv"}) == (
+        "csv file 'empty.csv' of dataset 'mydata': the file is empty; it needs a header row and at least two data rows")
+    Path("index.csv").write_text(",a,y\n0,1.0,x\n1,2.0,y\n")
+    assert source_error({"csv": "index.csv"}) == (
+        "csv file 'index.csv' of dataset 'mydata': column 1 has an empty name in the header row; give every column "
+        "a name (a blank first name is usually a saved row index: write the file without it)"
+    )
+    Path("ragged.csv").write_text("a,y\n1,2\n3,4,5,6\n")
+    assert source_error({"csv": "ragged.csv"}) == (
+        "csv file 'ragged.csv' of dataset 'mydata': not a valid CSV file (Error tokenizing data. C error: Expected 2 "
+        "fields in line 3, saw 4); fix the file (every row needs as many fields as the header)"
+    )
+    Path("latin1.csv").write_bytes("a,y\n1,caf\xe9\n".encode("latin-1"))
+    assert source_error({"csv": "latin1.csv"}) == (
+        "csv file 'latin1.csv' of dataset 'mydata': the file is not UTF-8 text; save it as UTF-8")
+
+
+def test_checksum_mismatch_leaves_no_file(tmp_path):
+    server = LocalServer()
+    try:
+        body = b"a,y\n1,0\n2,1\n"
+        url = server.serve("/d.csv", body)
+        got = __import__("hashlib").sha256(body).hexdigest()
+        msg = source_error({"url": url, "sha256": "f" * 64}, cache_dir=tmp_path, progress=lambda m: None)
+    finally:
+        server.close()
+    assert msg == (f"dataset 'mydata': sha256 mismatch for {url}: expected {'f' * 64}, got {got}; the download "
+                   "was discarded. Check the address; if the file changed on purpose, set 'sha256' to the new checksum")
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
+
+
+# --- table contents ---------------------------------------------------------------------------------------
+
+def test_missing_target_column():
+    assert prepare_error(table(), target="label") == (
+        "dataset 'mydata': target column 'label' is not in the table; its columns are ['a', 'b', 'y']. "
+        "Set 'target' in its config entry to the label column"
+    )
+
+
+def test_non_numeric_feature_columns_are_named():
+    df = table(colour=["red", "blue"] * 20, size=["1,5"] * 40)
+    assert prepare_error(df) == (
+        "dataset 'mydata': feature columns ['colour', 'size'] are not numeric (e.g. 'colour' holds 'red'); list them "
+        "under 'categorical' in its config entry to one-hot encode them, or remove them from the data"
+    )
+    assert prepare_error(df, categorical=["colour"]) == (
+        "dataset 'mydata': feature columns ['size'] are not numeric (e.g. 'size' holds '1,5'); list them "
+        "under 'categorical' in its config entry to one-hot encode them, or remove them from the data"
+    )
+    P.prepare(df, "y", 0.25, 0, categorical=["colour", "size"])  # both declared: fine
+
+
+def test_missing_values_without_impute_are_counted_per_column():
+    df = table()
+    df.loc[[1, 5, 9], "a"] = np.nan
+    df.loc[[2], "b"] = np.nan
+    assert prepare_error(df) == (
+        "dataset 'mydata': 4 missing values (NaN) in 2 columns: 'a' (3), 'b' (1); set 'impute: mean' in its config "
+        "entry to fill them with the training-split mean, or remove those rows from the data"
+    )
+    one = table()
+    one.loc[3, "b"] = np.nan
+    assert prepare_error(one) == (
+        "dataset 'mydata': 1 missing value (NaN) in 1 column: 'b' (1); set 'impute: mean' in its config entry to fill "
+        "it with the training-split mean, or remove that row from the data"
+    )
+    out = P.prepare(df, "y", 0.25, 0, impute="mean")
+    assert all(np.isfinite(a["X_train"]).all() and np.isfinite(a["X_test"]).all() for a in out.values())
+
+
+def test_missing_values_read_from_a_csv(tmp_path, monkeypatch):
+    """Empty cells and NA markers are missing values too; a missing categorical value counts as well."""
+    monkeypatch.chdir(tmp_path)
+    Path("d.csv").write_text("a,c,y\n1.0,u,0\n,v,1\nNA,,0\n4.0,u,1\n5.0,v,0\n6.0,u,1\n")
+    df = D.load_source({"csv": "d.csv"}, name="mydata")
+    assert prepare_error(df, categorical=["c"]) == (
+        "dataset 'mydata': 3 missing values (NaN) in 2 columns: 'a' (2), 'c' (1); set 'impute: mean' in its config "
+        "entry to fill them with the training-split mean, or remove those rows from the data"
+    )
+
+
+def test_infinite_values():
+    df = table()
+    df.loc[0, "a"] = np.inf
+    df.loc[3, "a"] = -np.inf
+    msg = ("dataset 'mydata': 2 infinite values (inf) in 1 column: 'a' (2); replace them in the data ('impute' "
+           "fills only missing values)")
+    assert prepare_error(df) == msg
+    assert prepare_error(df, impute="mean") == msg
+
+
+def test_constant_column_is_allowed_and_stays_finite():
+    df = table(k=3.0, zero=0.0)
+    out = P.prepare(df, "y", 0.25, 0)
+    for arrays in out.values():
+        for key, v in arrays.items():
+            assert v.dtype.kind != "f" or np.isfinite(v).all(), key
+    std = out["standardize"]
+    assert std["input_scale"].tolist()[2:] == [1.0, 1.0] and not std["X_train"][:, 2:].any()
+
+
+def test_single_class():
+    df = table()
+    df["y"] = "yes"
+    assert prepare_error(df) == (
+        "dataset 'mydata': the target column 'y' has a single class ('yes'); classification needs at least two. "
+        "Use data with two or more classes, or set 'task: regression' for a numeric target"
+    )
+
+
+def test_fewer_training_rows_than_the_batch_size():
+    assert prepare_error(table(n=20), batch_size=32) == (
+        "dataset 'mydata': the training split has 15 rows (20 rows, test_fraction 0.25), fewer than "
+        "sweep.batch_size 32; lower sweep.batch_size to 15 or less, or use more rows"
+    )
+    P.prepare(table(n=20), "y", 0.25, 0, batch_size=15)
+
+
+def test_other_table_problems():
+    df = table()
+    df.loc[4, "y"] = None
+    assert prepare_error(df) == (
+        "dataset 'mydata': the target column 'y' has 1 missing value; remove those rows from the data ('impute' "
+        "fills feature columns only)"
+    )
+    assert prepare_error(table(), task="regression") == (
+        "dataset 'mydata': task is regression but the target column 'y' is not numeric (e.g. 'no'); use a numeric "
+        "target or set 'task: classification'"
+    )
+    reg = table().assign(y=np.arange(40.0))
+    reg.loc[2, "y"] = np.inf
+    assert prepare_error(reg, task="regression") == (
+        "dataset 'mydata': the target column 'y' has 1 infinite value; remove or fix those rows")
+    assert prepare_error(table(), categorical=["colour"]) == (
+        "dataset 'mydata': 'categorical' names ['colour'], not in the table; its columns are ['a', 'b', 'y']. "
+        "Fix 'categorical' in its config entry"
+    )
+    assert prepare_error(table(), categorical=["y"]) == (
+        "dataset 'mydata': the target column 'y' is listed under 'categorical'; remove it there (the target's "
+        "encoding follows 'task')"
+    )
+    assert prepare_error(table()[["y"]]) == (
+        "dataset 'mydata': the table has no feature columns besides the target 'y'; add feature columns")
+    assert prepare_error(table().iloc[:1]) == (
+        "dataset 'mydata': the table has 1 row; it needs at least 2 (rows to train on and rows to test on)")
+    ids = table(n=1200).assign(user=[f"u{i}" for i in range(1200)])
+    assert prepare_error(ids, categorical=["user"]) == (
+        "dataset 'mydata': categorical column 'user' has 1200 distinct values (more than 1000); it is probably an "
+        "identifier: remove it or bin its values"
+    )
+
+
+def test_html_in_names_is_kept_as_data():
+    """Names are data, never markup: they pass through unchanged (the report escapes them, see test_reruns)."""
+    df = table().rename(columns={"a": "<img src=x onerror=alert(1)>", "y": HTML_TARGET})
+    out = P.prepare(df, HTML_TARGET, 0.25, 0)["raw"]
+    assert out["feature_names"].tolist() == ["<img src=x onerror=alert(1)>", "b"]
+
+
+# --- configuration ----------------------------------------------------------------------------------------
+
+def schema_message(config) -> list[str]:
+    with pytest.raises(WorkflowError) as err:
+        validate(config, SCHEMA)
+    lines = str(err.value).splitlines()
+    return [lines[1]] + [ln for ln in lines if ln.startswith("On instance")]
+
+
+@pytest.mark.parametrize("name", ["../etc", "a;rm -rf x", "$(id)", "a b", "<b>x</b>", "x/y", "`x`", "d\nx", ""])
+def test_dataset_names_with_path_shell_or_html_characters_are_rejected(name):
+    assert schema_message({"datasets": {name: {"sklearn": "iris"}}}) == [
+        f"ValidationError: {name!r} does not match '^[A-Za-z0-9_-]+$'", "On instance['datasets']:"]
+
+
+def test_a_trailing_newline_in_a_dataset_name_is_rejected():
+    """(a regular expression's $ matches before a final newline, so the schema says 'no newline' as well)"""
+    assert schema_message({"datasets": {"d\n": {"sklearn": "iris"}}}) == [
+        "ValidationError: 'd\\n' should not be valid under {'pattern': '\\n'}", "On instance['datasets']:"]
+
+
+def test_unknown_keys_and_wrong_types_name_the_key():
+    base = {"datasets": {"d": {"sklearn": "iris"}}}
+    assert schema_message({**base, "sweeps": {}}) == [
+        "ValidationError: Additional properties are not allowed ('sweeps' was unexpected)", "On instance:"]
+    assert schema_message({**base, "sweep": {"stpes": 10}}) == [
+        "ValidationError: Additional properties are not allowed ('stpes' was unexpected)", "On instance['sweep']:"]
+    assert schema_message({**base, "sweep": {"steps": "many"}}) == [
+        "ValidationError: 'many' is not of type 'integer'", "On instance['sweep']['steps']:"]
+    assert schema_message({**base, "sweep": {"seeds": 0}}) == [
+        "ValidationError: 0 is not of type 'array'", "On instance['sweep']['seeds']:"]
+    assert schema_message({**base, "split": {"test_fraction": 1.5}}) == [
+        "ValidationError: 1.5 is greater than or equal to the maximum of 1", "On instance['split']['test_fraction']:"]
+    assert schema_message({"datasets": {"d": {"sklearn": "iris", "target": 3}}}) == [
+        "ValidationError: 3 is not of type 'string'", "On instance['datasets']['d']['target']:"]
+    assert schema_message({"datasets": {}}) == [
+        "ValidationError: {} should be non-empty", "On instance['datasets']:"]
+    long = "x" * 65
+    assert schema_message({"datasets": {long: {"sklearn": "iris"}}})[0] == f"ValidationError: {long!r} is too long"
+
+
+@pytest.mark.workflow
+def test_workflow_refuses_bad_names_before_running_anything(tmp_path):
+    root = new_workdir(tmp_path / "names")
+    cfg = tiny_config({"a;touch pwned": {"sklearn": "iris"}})
+    proc = snakemake(root, tmp_path / "jax", "--configfile", write_config(root, cfg), "--dry-run", check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "ValidationError: 'a;touch pwned' does not match '^[A-Za-z0-9_-]+$'" in out, out
+    assert "On instance['datasets']:" in out
+    # wildcard constraints: a target whose dataset part has path or shell characters matches no rule
+    cfg = tiny_config({"iris": {"sklearn": "iris"}})
+    for target in ("data/raw/a;b.csv", "data/processed/../x/standardize.npz", "data/raw/<b>.csv"):
+        proc = snakemake(root, tmp_path / "jax", "--configfile", write_config(root, cfg), "--dry-run", target,
+                         check=False)
+        out = proc.stdout + proc.stderr
+        assert proc.returncode != 0 and "MissingRuleException" in out, out
+    assert not (root / "pwned").exists() and not (root / "data").exists()
+
+
+# --- through Snakemake ------------------------------------------------------------------------------------
+
+@pytest.mark.workflow
+def test_bad_datasets_fail_with_their_message_and_leave_no_files(tmp_path):
+    root = new_workdir(tmp_path / "bad")
+    tiny_csv(root / "good.csv")
+    (root / "dup.csv").write_text("a,a,y\n1,2,0\n3,4,1\n")
+    text = pd.read_csv(root / "good.csv").assign(colour="red")
+    text.to_csv(root / "text.csv", index=False)
+    pd.read_csv(root / "good.csv").iloc[:20].to_csv(root / "few.csv", index=False)
+    server = LocalServer()
+    try:
+        url = server.serve("/good.csv", (root / "good.csv").read_bytes())
+        got = D.sha256_of(root / "good.csv")
+        datasets = {
+            "missing_file": {"csv": "nope.csv", "target": "y"},
+            "dup": {"csv": "dup.csv", "target": "y"},
+            "bad_sum": {"url": url, "sha256": "0" * 64, "target": HTML_TARGET},
+            "no_target": {"csv": "good.csv", "target": "label"},
+            "text": {"csv": "text.csv", "target": HTML_TARGET},
+            "few": {"csv": "few.csv", "target": HTML_TARGET},
+        }
+        cfg = write_config(root, tiny_config(datasets))
+        targets = [f"data/processed/{d}/standardize.npz" for d in datasets]
+        proc = snakemake(root, tmp_path / "jax", "--configfile", cfg, "--keep-going", *targets, check=False)
+    finally:
+        server.close()
+    assert proc.returncode != 0
+    expected = {
+        ("fetch", "missing_file"): f"csv file 'nope.csv' of dataset 'missing_file' does not exist (looked for "
+                                   f"{root}/nope.csv); fix 'csv' in its config entry (a relative path starts at the "
+                                   "directory snakemake runs in)",
+        ("fetch", "dup"): "csv file 'dup.csv' of dataset 'dup': duplicate column names 'a' (2 times); rename the "
+                          "columns so that every name is unique",
+        ("fetch", "bad_sum"): f"dataset 'bad_sum': sha256 mismatch for {url}: expected {'0' * 64}, got {got}; the "
+                              "download was discarded. Check the address; if the file changed on purpose, set "
+                              "'sha256' to the new checksum",
+        ("preprocess", "no_target"): "dataset 'no_target': target column 'label' is not in the table; its columns "
+                                     f"are ['x1', '<script>alert(1)</script>', 'const', '{HTML_TARGET}']. Set "
+                                     "'target' in its config entry to the label column",
+        ("preprocess", "text"): "dataset 'text': feature columns ['colour'] are not numeric (e.g. 'colour' holds "
+                                "'red'); list them under 'categorical' in its config entry to one-hot encode them, "
+                                "or remove them from the data",
+        ("preprocess", "few"): "dataset 'few': the training split has 15 rows (20 rows, test_fraction 0.25), fewer "
+                               "than sweep.batch_size 16; lower sweep.batch_size to 15 or less, or use more rows",
+    }
+    for (job, ds), msg in expected.items():
+        line = f"{job} {ds}: error: {msg}"
+        assert line in proc.stderr.splitlines(), (line, proc.stderr[-6000:])
+        assert (root / "logs" / job / f"{ds}.log").read_text().splitlines()[-1] == line
+        assert not list((root / "data" / "processed").glob(f"{ds}/*")), ds
+        if job == "fetch":
+            assert not list((root / "data" / "raw").glob(f"{ds}.*")), ds
+    assert [p for p in (root / "data" / "cache").rglob("*") if p.is_file()] == []  # the bad download was dropped
+    assert temp_files(root) == []
+
+
+@pytest.fixture(scope="module")
+def all_diverged(tmp_path_factory):
+    """The tiny study with learning rates so high that every run diverges (raw inputs on scales 100:1, no
+    norm, LR 100 and 1000): (folder, report text)."""
+    root = new_workdir(tmp_path_factory.mktemp("diverge"))
+    tiny_csv(root / "tiny.csv")
+    cfg = tiny_config({"tiny": TINY}, lr_min=100.0, lr_max=1000.0)
+    cfg["variants"] = {"inputs": ["raw"], "norms": ["none"], "depths": [1], "width": 8}
+    snakemake(root, root / "jax", "--configfile", write_config(root, cfg))
+    return root, (root / "reports" / "report.html").read_text()
+
+
+@pytest.mark.workflow
+def test_every_run_diverging_is_recorded_and_the_pipeline_finishes(all_diverged):
+    root, html = all_diverged
+    runs = pd.read_csv(root / "results" / "tables" / "runs.csv")
+    assert len(runs) == 2 and runs["diverged"].all() and (runs["diverged_step"] >= 0).all()
+    assert runs["test_accuracy"].isna().all()
+    variants = pd.read_csv(root / "results" / "tables" / "variants.csv")
+    assert variants["max_stable_lr"].isna().all() and variants["best_lr"].isna().all()
+    assert not variants["common_lr_stable_everywhere"].any() and (variants["n_lr_stable"] == 0).all()
+    training = pd.read_csv(root / "results" / "tables" / "training.csv")
+    assert training["frozen"].any()
+    row = re.search(r"<tr><td class=\"l\">raw-none-d1</td>(.*?)</tr>", html, re.S)
+    assert row is not None, "the variant's row is missing from the report"
+    cells = re.findall(r"<td>(.*?)</td>", row.group(1), re.S)
+    assert cells[0] == "2 of 2"  # runs diverged
+    assert cells[1] == "n/a" and cells[2] == "n/a"  # no stable and no best learning rate: shown, not hidden
+
+
+@pytest.mark.workflow
+def test_the_report_says_that_every_run_diverged(all_diverged):
+    _, html = all_diverged
+    text = re.sub(r"<pre>.*?</pre>", " ", html, flags=re.S)  # not the configuration (divergence_factor)
+    text = re.sub(r"<[^>]+>", " ", text)
+    assert "already stable" not in text
+    assert re.search(r"2 of 2 runs diverged", text), "the report does not say that the runs diverged"
+    assert "Every run of this dataset diverged" in text
