@@ -22,7 +22,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -30,6 +29,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from snakemake_cli import snakemake_exe, subprocess_env
 
 pytestmark = pytest.mark.workflow
 
@@ -40,21 +40,6 @@ HTML_TARGET = "<b>label</b>"
 HTML_COLUMN = "<script>alert(1)</script>"
 
 
-def snakemake_exe() -> str:
-    """The ``snakemake`` on PATH (the Makefile puts .venv/bin first), else the one beside this Python."""
-    exe = shutil.which("snakemake")
-    if exe is None:
-        exe = str(Path(sys.executable).parent / "snakemake")
-    if not Path(exe).exists():
-        pytest.skip("snakemake is not installed (run `make setup`)")
-    return exe
-
-
-def subprocess_env(jax_cache: Path) -> dict:
-    env = os.environ.copy()
-    env["PATH"] = f"{Path(snakemake_exe()).parent}{os.pathsep}{env.get('PATH', '')}"
-    env["NORMLAB_JAX_CACHE"] = str(jax_cache)  # shared by this module's runs, isolated from the user's cache
-    return env
 
 
 def new_workdir(root: Path) -> Path:

@@ -13,7 +13,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from snakemake_cli import snakemake_exe, subprocess_env
 
 REPO = Path(__file__).resolve().parents[1]
 IDS = ["dataset", "variant", "input", "norm", "depth"]
@@ -28,21 +28,6 @@ RUNS, TAGS = ("common", "best"), ("init", "early", "end")
 TIMEOUT_S = 1800
 
 
-def snakemake_exe() -> str:
-    """The ``snakemake`` on PATH (the Makefile puts .venv/bin first), else the one beside this Python."""
-    exe = shutil.which("snakemake")
-    if exe is None:
-        exe = str(Path(sys.executable).parent / "snakemake")
-    if not Path(exe).exists():
-        pytest.skip("snakemake is not installed (run `make setup`)")
-    return exe
-
-
-def subprocess_env(tmp: Path) -> dict:
-    env = os.environ.copy()
-    env["PATH"] = f"{Path(snakemake_exe()).parent}{os.pathsep}{env.get('PATH', '')}"
-    env["NORMLAB_JAX_CACHE"] = str(tmp / "jax-cache")  # isolated from the user's cache
-    return env
 
 
 def copy_workflow(dest: Path) -> None:
@@ -67,7 +52,7 @@ def quick(tmp_path_factory, pytestconfig):
     copy_workflow(root)
     cmd = [snakemake_exe(), "--cores", "2", "--configfile", "config/quick.yaml"]
     start = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=root, env=subprocess_env(root), capture_output=True, text=True,
+    proc = subprocess.run(cmd, cwd=root, env=subprocess_env(root / "jax-cache"), capture_output=True, text=True,
                           timeout=TIMEOUT_S, check=False)
     wall = time.perf_counter() - start
     if proc.returncode != 0:
@@ -364,7 +349,8 @@ def test_report_is_self_contained(quick):
 def test_dry_run_after_completion_does_nothing(quick):
     root, _, _ = quick
     proc = subprocess.run([snakemake_exe(), "-n", "--configfile", "config/quick.yaml"], cwd=root,
-                          env=subprocess_env(root), capture_output=True, text=True, timeout=300, check=False)
+                          env=subprocess_env(root / "jax-cache"), capture_output=True, text=True, timeout=300,
+                          check=False)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
     assert "Nothing to be done" in out, out[-3000:]
@@ -382,7 +368,8 @@ def test_lint(tmp_path):
     """`snakemake --lint` on the repository's workflow with the quick config reports nothing."""
     copy_workflow(tmp_path)
     proc = subprocess.run([snakemake_exe(), "--lint", "--configfile", "config/quick.yaml"], cwd=tmp_path,
-                          env=subprocess_env(tmp_path), capture_output=True, text=True, timeout=300, check=False)
+                          env=subprocess_env(tmp_path / "jax-cache"), capture_output=True, text=True, timeout=300,
+                          check=False)
     out = proc.stdout + proc.stderr
     assert "Lints for" not in out, out
     assert proc.returncode == 0, out
