@@ -189,7 +189,8 @@ def build_report(table_paths: dict, provenance_paths: list, config: dict, out, b
     t = load_tables(table_paths)
     spectra = load_spectra(spectra_paths)
     grids = load_contour_grids(contour_paths)
-    claims = verdict.all_claims(t)
+    by_question = verdict.claims_by_question(t)
+    claims = [c for cs in by_question.values() for c in cs]
     datasets = sorted(t["variants"]["dataset"].unique())
     provenance = {Path(p).stem: json.loads(Path(p).read_text()) for p in provenance_paths}
     env = jinja2.Environment(loader=jinja2.PackageLoader("normlab", "templates"), autoescape=True,
@@ -203,7 +204,8 @@ def build_report(table_paths: dict, provenance_paths: list, config: dict, out, b
     runs_per_variant = runs.groupby(["dataset", "variant"]).size().to_dict()
     html = env.get_template("report.html.j2").render(divergence=divergence, divergence_factor=factor,
         runs_per_variant=runs_per_variant,
-        title=config.get("report", {}).get("title", "normlab report"), claims=claims, datasets=datasets,
+        title=config.get("report", {}).get("title", "normlab report"), claims=claims,
+        by_question=by_question, questions=verdict.QUESTIONS, datasets=datasets,
         provenance=provenance, variants=t["variants"],
         figures={ds: dataset_figures(ds, t, spectra, grids) for ds in datasets},
         methods=methods(config, t, Path(benchmarks_dir)), fmt=fmt,

@@ -10,6 +10,8 @@ import dataclasses
 import numpy as np
 import pandas as pd
 
+PHASE = {"init": "At initialization", "early": "Early in training", "end": "At the end of training"}
+
 # Thresholds of the rules (documented in the report's methods section).
 SPREAD_ROUND = 2.0  # a layer's inputs are "on one scale" when max/min unit RMS is below this
 SPREAD_RATIO = 1.5  # BN "equalizes" when the no-BN spread is at least this multiple of the BN spread
@@ -93,7 +95,7 @@ def input_scale_claim(layer_inputs: pd.DataFrame) -> Claim:
 def hidden_spread_claim(layer_inputs: pd.DataFrame, checkpoint: str = "end") -> Claim:
     """Rule: with standardized inputs, the median over hidden layers l >= 2 of the layer-input RMS spread
     without BN is at least SPREAD_RATIO x the same with BN (best-LR run, given checkpoint)."""
-    phase = {"init": "At initialization", "early": "Early in training", "end": "At the end of training"}[checkpoint]
+    phase = PHASE[checkpoint]
     d = _metric(layer_inputs, "rms_spread")
     d = d[(d["layer"] >= 2) & (d["checkpoint"] == checkpoint) & (d["run"] == "best") & (d["input"] == "standardize")]
     cases = []
@@ -182,11 +184,129 @@ def gradient_spread_claim(gradients: pd.DataFrame) -> Claim:
     )
 
 
+LECTURE_ROUND = 2.5  # a lecture slice is "near round" when its GGN axis ratio is below this
+LECTURE_RATIO = 2.0  # raw is "clearly more elongated" when its ratio is at least this multiple of standardized
+LAYER_SHARPNESS_RATIO = 1.5
+STEPS_RATIO = 1.5
+
+
+def _pairs(df: pd.DataFrame, value_of, keys=("dataset", "depth")):
+    """Per (dataset, depth): (value without BN, value with BN), standardized inputs, via value_of(group)."""
+    d = df[df["input"] == "standardize"]
+    for (ds, depth), g in d.groupby(list(keys), sort=True):
+        none, bn = g[g["norm"] == "none"], g[g["norm"] == "batchnorm"]
+        yield ds, int(depth), (value_of(none) if len(none) else np.nan), (value_of(bn) if len(bn) else np.nan)
+
+
+def lecture_slice_claim(contours: pd.DataFrame, checkpoint: str = "init") -> Claim:
+    """Rule (Q2): without normalization layers, the layer-1 lecture slice (the slide's two weights) has
+    GGN axis ratio < LECTURE_ROUND on standardized inputs and >= LECTURE_RATIO x that on raw inputs
+    (best-LR run, given checkpoint), per dataset and depth."""
+    d = contours[(contours["slice"] == "lecture") & (contours["scope"] == "layer1") & (contours["norm"] == "none")
+                 & (contours["run"] == "best") & (contours["checkpoint"] == checkpoint)]
+    cases = []
+    for (ds, depth), g in d.groupby(["dataset", "depth"], sort=True):
+        raw = g[g["input"] == "raw"]["axis_ratio_ggn"].median()
+        std = g[g["input"] == "standardize"]["axis_ratio_ggn"].median()
+        ok = None if (np.isnan(raw) or np.isnan(std)) else bool(std < LECTURE_ROUND and raw >= LECTURE_RATIO * std)
+        cases.append(Case(ds, int(depth), ok, {"ratio_raw": raw, "ratio_standardized": std}))
+    return Claim(
+        f"lecture_slice_{checkpoint}", f"layer-1 lecture slice, no normalization layers, checkpoint {checkpoint}: "
+        f"GGN axis ratio standardized < {LECTURE_ROUND} and raw >= {LECTURE_RATIO} x standardized", cases,
+        {"all": PHASE[checkpoint] + ", the lecture's picture (the slice of J through two weights of layer 1) is "
+                "elongated on raw inputs and near round on standardized inputs, in all {n} dataset/depth cases.",
+         "none": PHASE[checkpoint] + ", the layer-1 slice was not near round on standardized inputs (or not "
+                 "clearly rounder than on raw inputs) in any of the {n} dataset/depth cases.",
+         "mixed": PHASE[checkpoint] + ", standardizing the inputs made the layer-1 slice near round in {k} of {n} "
+                  "dataset/depth cases; not in: {failing}.",
+         "missing": "The layer-1 lecture slices were not measured."},
+    )
+
+
+def layer_sharpness_claim(curvature: pd.DataFrame, checkpoint: str = "end") -> Claim:
+    """Rule (Q1): with standardized inputs, the spread over layers (max / min over l) of the top
+    Gauss-Newton eigenvalue of layer l's own (W[l], b[l]) block is >= LAYER_SHARPNESS_RATIO x larger
+    without BN than with BN (best-LR run, given checkpoint)."""
+    d = curvature[(curvature["matrix"] == "ggn") & (curvature["metric"] == "lambda_max")
+                  & curvature["scope"].str.startswith("layer") & (curvature["run"] == "best")
+                  & (curvature["checkpoint"] == checkpoint)]
+
+    def spread(g):
+        v = g["value"].to_numpy()
+        return float(v.max() / v.min()) if len(v) and v.min() > 0 else np.nan
+
+    cases = []
+    for ds, depth, none, bn in _pairs(d, spread):
+        ok = None if (np.isnan(none) or np.isnan(bn)) else bool(none >= LAYER_SHARPNESS_RATIO * bn)
+        cases.append(Case(ds, depth, ok, {"layer_sharpness_spread_no_bn": none, "layer_sharpness_spread_bn": bn}))
+    return Claim(
+        f"layer_sharpness_{checkpoint}", "standardized inputs, checkpoint " + checkpoint + ": spread over layers of "
+        f"the per-layer Gauss-Newton lambda_max without BN >= {LAYER_SHARPNESS_RATIO} x with BN", cases,
+        {"all": PHASE[checkpoint] + ", J is much sharper along some layers' weights than others without BN, and "
+                "BN evens out the per-layer sharpness, in all {n} dataset/depth cases.",
+         "none": PHASE[checkpoint] + ", BN did not even out the per-layer sharpness of J in any of the {n} "
+                 "dataset/depth cases.",
+         "mixed": PHASE[checkpoint] + ", BN evened out the per-layer sharpness of J in {k} of {n} dataset/depth "
+                  "cases; not in: {failing}.",
+         "missing": "Per-layer curvature was not measured."},
+    )
+
+
+def steps_claim(variants: pd.DataFrame) -> Claim:
+    """Rule (Q5): with standardized inputs, the median steps to the target loss at the best LR without BN
+    is >= STEPS_RATIO x with BN (a variant that never reaches the target counts as infinitely slow)."""
+    def steps(g):
+        v = g["steps_to_target_median"].astype(float)
+        return float(v.fillna(np.inf).min()) if len(v) else np.nan
+
+    cases = []
+    for ds, depth, none, bn in _pairs(variants, steps):
+        both_never = np.isinf(none) and np.isinf(bn)
+        ok = None if (np.isnan(none) or np.isnan(bn) or both_never) else bool(none >= STEPS_RATIO * bn)
+        cases.append(Case(ds, depth, ok, {"steps_to_target_no_bn": none, "steps_to_target_bn": bn}))
+    return Claim(
+        "steps_to_target", f"standardized inputs, best LR: median steps to the target loss without BN >= "
+        f"{STEPS_RATIO} x with BN", cases,
+        {"all": "With standardized inputs, BN reached the target loss at least " f"{STEPS_RATIO:g}" "x faster in "
+                "all {n} dataset/depth cases.",
+         "none": "With standardized inputs, BN did not reach the target loss " f"{STEPS_RATIO:g}" "x faster in any "
+                 "of the {n} dataset/depth cases: here its gains in speed were marginal.",
+         "mixed": "With standardized inputs, BN reached the target loss at least " f"{STEPS_RATIO:g}" "x faster in "
+                  "{k} of {n} dataset/depth cases; not in: {failing}.",
+         "missing": "No variant reached the target loss (sweep.target_loss), so speed could not be compared."},
+    )
+
+
+# The sub-questions of the thread (QUESTION.md) and the claims that answer each.
+QUESTIONS = {
+    "q1": "Are all W[l], b[l] independent variables of the optimization, and is J equally curved along all of them?",
+    "q2": "Which variables are in the input-normalization contour plots: W[1], b[1], or A[1]?",
+    "q3": "Once the inputs are normalized, what is left for batch norm to make rounder?",
+    "q4": "Does 'rounder' mean the gradient magnitudes are similar across all parameters?",
+    "q5": "If the inputs are normalized, does batch norm bring only marginal gains?",
+}
+
+
+def _checkpoints(df: pd.DataFrame) -> list[str]:
+    order = ("init", "early", "end")
+    return sorted(set(df["checkpoint"]), key=order.index)
+
+
+def claims_by_question(tables: dict[str, pd.DataFrame]) -> dict[str, list[Claim]]:
+    """The claims, grouped by the sub-question (QUESTIONS) they answer; a claim whose table is absent is
+    left out."""
+    t = tables
+    out: dict[str, list[Claim]] = {q: [] for q in QUESTIONS}
+    if "curvature" in t:
+        out["q1"] += [layer_sharpness_claim(t["curvature"], c) for c in _checkpoints(t["curvature"])]
+    out["q2"].append(input_scale_claim(t["layer_inputs"]))
+    if "contours" in t:
+        out["q2"] += [lecture_slice_claim(t["contours"], c) for c in _checkpoints(t["contours"])]
+    out["q3"] += [hidden_spread_claim(t["layer_inputs"], "init"), hidden_spread_claim(t["layer_inputs"], "end")]
+    out["q4"].append(gradient_spread_claim(t["gradients"]))
+    out["q5"] += [learning_rate_claim(t["variants"], float(t["runs"]["lr"].max())), steps_claim(t["variants"])]
+    return out
+
+
 def all_claims(tables: dict[str, pd.DataFrame]) -> list[Claim]:
-    return [
-        input_scale_claim(tables["layer_inputs"]),
-        hidden_spread_claim(tables["layer_inputs"], "init"),
-        hidden_spread_claim(tables["layer_inputs"], "end"),
-        gradient_spread_claim(tables["gradients"]),
-        learning_rate_claim(tables["variants"], float(tables["runs"]["lr"].max())),
-    ]
+    return [c for claims in claims_by_question(tables).values() for c in claims]
