@@ -83,3 +83,36 @@ def contours_at(spec: model.ModelSpec, params: model.Params, X, y, cfg: dict, de
     layers = {k: tuple(v) for k, v in top2.items() if k != "model"}
     eig_model = tuple(top2["model"]) if "model" in top2 else None
     return landscape.contour_slices(spec, params, X, y, settings, eig_model=eig_model, eig_layers=layers or None)
+
+
+def measure_checkpoint(spec: model.ModelSpec, params: model.Params, X, y, cfg: dict, tag: str,
+                       progress=None) -> dict:
+    """Every measurement of one checkpoint on the analysis batch (X, y), as configured by ``cfg`` (the
+    ``analysis`` config): layer-input scales always; curvature if ``tag`` is in
+    ``cfg['curvature']['checkpoints']``; contour slices if it is in ``cfg['contours']['checkpoints']``
+    (eigenvector slices when curvature was measured too). Returns a dict of tidy row lists
+    (layer_inputs, layer_units, curvature, contours) and arrays (spectra: "<scope>/<matrix>/<grid|density>",
+    grids: contour grids by landscape's keys)."""
+    import time
+
+    progress = progress or (lambda msg: None)
+    start = time.perf_counter()
+    params64 = {k: {n: np.asarray(a, np.float64) for n, a in p.items()} for k, p in params.items()}
+    summary, units = layer_input_rows(spec, params64, np.asarray(X, np.float64), cfg["dead_threshold"])
+    out = {"layer_inputs": summary, "layer_units": units, "curvature": [], "contours": [], "spectra": {},
+           "grids": {}}
+    dtype = np.dtype(cfg["curvature"]["dtype"])
+    p_c = {k: {n: np.asarray(a, dtype) for n, a in p.items()} for k, p in params.items()}
+    Xc = np.asarray(X, dtype)
+    top2 = None
+    if tag in cfg["curvature"]["checkpoints"]:
+        rows, densities, top2 = curvature_at(spec, p_c, Xc, y, cfg["curvature"])
+        out["curvature"] = rows
+        for d in densities:
+            for field in ("grid", "density"):
+                out["spectra"][f"{d['scope']}/{d['matrix']}/{field}"] = d[field]
+        progress(f"curvature done ({time.perf_counter() - start:.1f} s)")
+    if tag in cfg["contours"]["checkpoints"]:
+        out["contours"], out["grids"] = contours_at(spec, p_c, Xc, y, cfg["contours"], cfg["dead_threshold"], top2)
+        progress(f"contours done ({time.perf_counter() - start:.1f} s)")
+    return out
