@@ -1,67 +1,27 @@
 """The Snakemake workflow end to end on config/quick.yaml, checked by content.
 
-One module-scoped fixture copies workflow/, scripts/ and config/ into a temporary folder and runs the
-quick DAG once through the ``snakemake`` command in a subprocess (DESIGN.md section 3). The tests then
-read the tables, checkpoints, processed data and report it wrote, and recompute what they can with
-their own numpy code: the checkpoints + model.json + data/processed npz must rebuild the logged loss.
+The session-scoped ``quick`` fixture (tests/conftest.py, shared with tests/test_browser.py) copies workflow/,
+scripts/ and config/ into a temporary folder and runs the quick DAG once through the ``snakemake`` command in
+a subprocess (DESIGN.md section 3). The tests then read the tables, checkpoints, processed data and report it
+wrote, and recompute what they can with their own numpy code: the checkpoints + model.json + data/processed npz
+must rebuild the logged loss.
 ``test_lint`` lints the workflow as it is in the repository.
 """
 
 import base64
 import json
-import os
 import re
-import shutil
 import subprocess
-import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
+from conftest import copy_workflow
 from snakemake_cli import snakemake_exe, subprocess_env
 
-REPO = Path(__file__).resolve().parents[1]
 IDS = ["dataset", "variant", "input", "norm", "depth"]
 RUNS, TAGS = ("common", "best"), ("init", "early", "end")
-TIMEOUT_S = 1800
-
-
-
-
-def copy_workflow(dest: Path) -> None:
-    for d in ("workflow", "scripts", "config"):
-        shutil.copytree(REPO / d, dest / d, ignore=shutil.ignore_patterns("__pycache__", ".snakemake"))
-
-
-def say(pytestconfig, msg: str) -> None:
-    """Print past pytest's output capture (the wall time is wanted in every run's output)."""
-    capman = pytestconfig.pluginmanager.getplugin("capturemanager")
-    if capman is None:
-        print(msg, flush=True)
-        return
-    with capman.global_and_fixture_disabled():
-        print(f"\n{msg}", flush=True)
-
-
-@pytest.fixture(scope="module")
-def quick(tmp_path_factory, pytestconfig):
-    """Run the quick DAG once; returns (root folder, config dict, wall seconds)."""
-    root = tmp_path_factory.mktemp("quick")
-    copy_workflow(root)
-    cmd = [snakemake_exe(), "--cores", "2", "--configfile", "config/quick.yaml"]
-    start = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=root, env=subprocess_env(root / "jax-cache"), capture_output=True, text=True,
-                          timeout=TIMEOUT_S, check=False)
-    wall = time.perf_counter() - start
-    if proc.returncode != 0:
-        logs = "".join(f"\n--- {p}\n{p.read_text()[-3000:]}" for p in sorted((root / "logs").rglob("*.log")))
-        pytest.fail(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}{logs}")
-    say(pytestconfig, f"[workflow] quick DAG wall time: {wall:.1f} s with --cores 2 (goal <= 90 s on 2 idle cores; "
-                      f"1-min load average now {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")
-    config = yaml.safe_load((root / "config" / "quick.yaml").read_text())
-    return root, config, wall
 
 
 def table(root: Path, name: str) -> pd.DataFrame:
