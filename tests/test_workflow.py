@@ -381,3 +381,18 @@ def test_lecture_slide_effect_in_the_contour_table(quick):
     # the slice picks the largest and smallest RMS inputs: x1 (scale ~1000) and x2 (scale ~1) on raw inputs
     raw_rows = ct[(ct["slice"] == "lecture") & (ct["scope"] == "layer1") & (ct["input"] == "raw")]
     assert (raw_rows["rms_hi"] / raw_rows["rms_lo"]).between(500, 2000).all()
+
+
+@pytest.mark.workflow
+def test_snakemake_report_builds(quick, tmp_path):
+    """Snakemake's own report (`snakemake --report`) builds from the finished quick study and carries normlab's
+    report as its marked result."""
+    root, _, _ = quick
+    out = root / "reports" / "snakemake-report.html"
+    proc = subprocess.run([snakemake_exe(), "--configfile", "config/quick.yaml", "--report", str(out)], cwd=root,
+                          env=subprocess_env(root / "jax-cache"), capture_output=True, text=True, timeout=600,
+                          check=False)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    text = out.read_text(errors="replace")
+    assert len(text) > 10_000
+    assert "report.html" in text
