@@ -130,13 +130,15 @@ def format_table(rows: Sequence[Mapping[str, object]]) -> str:
     return "\n".join(lines)
 
 
-def write_csv(rows: Sequence[Mapping[str, object]], path: str) -> None:
+def write_csv(rows: Sequence[Mapping[str, object]], path: str, columns: Sequence[str] = COLUMNS,
+              float_format: str = ".6g") -> None:
+    """Benchmark rows as CSV (the given columns, floats with ``float_format``); bench_pyhessian reuses it."""
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=COLUMNS, lineterminator="\n")
+        w = csv.DictWriter(f, fieldnames=list(columns), lineterminator="\n")
         w.writeheader()
         for r in rows:
-            w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
+            w.writerow({k: (format(r[k], float_format) if isinstance(r[k], float) else r[k]) for k in columns})
 
 
 def main(argv: Sequence[str] | None = None) -> list[dict[str, object]]:

@@ -44,7 +44,6 @@ If bench/.venv-peer is missing, it says how to create it and returns without a r
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
 import importlib.util
 import json
@@ -410,12 +409,7 @@ def format_table(rows: Sequence[Mapping[str, object]], columns) -> str:
 
 
 def write_csv(rows: Sequence[Mapping[str, object]], path: str) -> None:
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=COLUMNS, lineterminator="\n")
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: (f"{r[k]:.8g}" if isinstance(r[k], float) else r[k]) for k in COLUMNS})
+    _load_bench_curvature().write_csv(rows, path, COLUMNS, ".8g")
 
 
 def main(argv: Sequence[str] | None = None) -> list[dict[str, object]]:
