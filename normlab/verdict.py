@@ -310,3 +310,17 @@ def claims_by_question(tables: dict[str, pd.DataFrame]) -> dict[str, list[Claim]
 
 def all_claims(tables: dict[str, pd.DataFrame]) -> list[Claim]:
     return [c for claims in claims_by_question(tables).values() for c in claims]
+
+
+def edge_of_stability(curvature: pd.DataFrame) -> pd.DataFrame:
+    """Sharpness at the end of training against the stability limit of gradient descent: per dataset and
+    variant, the best-LR run's whole-model Hessian lambda_max at checkpoint ``end``, 2 / lr, and their ratio
+    lambda_max * lr / 2 (about 1: training sits at the edge of stability; well below 1: it does not).
+    Columns dataset, variant, lr, lambda_max, two_over_lr, ratio; empty if not measured."""
+    d = curvature[(curvature["run"] == "best") & (curvature["checkpoint"] == "end") & (curvature["scope"] == "model")
+                  & (curvature["matrix"] == "hessian") & (curvature["metric"] == "lambda_max")]
+    out = d[["dataset", "variant", "lr"]].copy()
+    out["lambda_max"] = d["value"].to_numpy()
+    out["two_over_lr"] = 2.0 / out["lr"]
+    out["ratio"] = out["lambda_max"] / out["two_over_lr"]
+    return out.sort_values(["dataset", "variant"]).reset_index(drop=True)

@@ -126,3 +126,13 @@ def test_claims_by_question_covers_q1_to_q5():
     by_q = V.claims_by_question(t)
     assert list(by_q) == ["q1", "q2", "q3", "q4", "q5"]
     assert all(by_q[q] for q in by_q)
+
+
+def test_edge_of_stability_ratio():
+    cv = pd.DataFrame([{**ids("a", "standardize", "none", 2), "run": "best", "lr": 0.5, "checkpoint": "end",
+                        "scope": "model", "matrix": "hessian", "metric": "lambda_max", "value": 3.0},
+                       {**ids("a", "standardize", "none", 2), "run": "best", "lr": 0.5, "checkpoint": "init",
+                        "scope": "model", "matrix": "hessian", "metric": "lambda_max", "value": 99.0}])
+    eos = V.edge_of_stability(cv)
+    assert len(eos) == 1
+    assert eos.loc[0, "two_over_lr"] == 4.0 and eos.loc[0, "ratio"] == pytest.approx(0.75)
