@@ -92,18 +92,24 @@ def input_scale_claim(layer_inputs: pd.DataFrame) -> Claim:
     )
 
 
+def _pairs(df: pd.DataFrame, value_of, keys=("dataset", "depth")):
+    """Per (dataset, depth): (value without BN, value with BN), standardized inputs, via value_of(group)."""
+    d = df[df["input"] == "standardize"]
+    for (ds, depth), g in d.groupby(list(keys), sort=True):
+        none, bn = g[g["norm"] == "none"], g[g["norm"] == "batchnorm"]
+        yield ds, int(depth), (value_of(none) if len(none) else np.nan), (value_of(bn) if len(bn) else np.nan)
+
+
 def hidden_spread_claim(layer_inputs: pd.DataFrame, checkpoint: str = "end") -> Claim:
     """Rule: with standardized inputs, the median over hidden layers l >= 2 of the layer-input RMS spread
     without BN is at least SPREAD_RATIO x the same with BN (best-LR run, given checkpoint)."""
     phase = PHASE[checkpoint]
     d = _metric(layer_inputs, "rms_spread")
-    d = d[(d["layer"] >= 2) & (d["checkpoint"] == checkpoint) & (d["run"] == "best") & (d["input"] == "standardize")]
+    d = d[(d["layer"] >= 2) & (d["checkpoint"] == checkpoint) & (d["run"] == "best")]
     cases = []
-    for (ds, depth), g in d.groupby(["dataset", "depth"], sort=True):
-        none = g[g["norm"] == "none"]["value"].median()
-        bn = g[g["norm"] == "batchnorm"]["value"].median()
+    for ds, depth, none, bn in _pairs(d, lambda g: g["value"].median()):
         ok = None if (np.isnan(none) or np.isnan(bn)) else bool(none >= SPREAD_RATIO * bn)
-        cases.append(Case(ds, int(depth), ok, {"spread_no_bn": none, "spread_bn": bn}))
+        cases.append(Case(ds, depth, ok, {"spread_no_bn": none, "spread_bn": bn}))
     return Claim(
         f"hidden_spread_{checkpoint}",
         f"standardized inputs, layers >= 2, checkpoint {checkpoint}: median RMS spread without BN >= "
@@ -123,15 +129,12 @@ def learning_rate_claim(variants: pd.DataFrame, lr_max: float) -> Claim:
     """Rule: with standardized inputs, max stable LR with BN >= LR_RATIO x without BN (a variant with no
     stable LR counts as 0). Undecided (n/a) when the no-BN variant is stable up to ``lr_max``, the
     largest LR tried: the grid cannot show a larger one for BN."""
-    d = variants[variants["input"] == "standardize"]
     cases = []
-    for (ds, depth), g in d.groupby(["dataset", "depth"], sort=True):
-        none = g[g["norm"] == "none"]["max_stable_lr"].fillna(0).max()
-        bn = g[g["norm"] == "batchnorm"]["max_stable_lr"].fillna(0).max()
-        missing = (g["norm"] == "none").sum() == 0 or (g["norm"] == "batchnorm").sum() == 0
+    for ds, depth, none, bn in _pairs(variants, lambda g: g["max_stable_lr"].fillna(0).max()):
+        missing = np.isnan(none) or np.isnan(bn)
         censored = bool(np.isclose(none, lr_max))
         ok = None if missing or censored else bool(bn >= LR_RATIO * none)
-        cases.append(Case(ds, int(depth), ok, {"max_stable_lr_no_bn": none, "max_stable_lr_bn": bn,
+        cases.append(Case(ds, depth, ok, {"max_stable_lr_no_bn": none, "max_stable_lr_bn": bn,
                                                "no_bn_stable_at_largest_lr_tried": censored}))
     return Claim(
         "learning_rate", f"standardized inputs: max stable LR with BN >= {LR_RATIO} x without BN", cases,
@@ -159,18 +162,17 @@ def _lr_missing_sentence(cases: list[Case]) -> str:
 def gradient_spread_claim(gradients: pd.DataFrame) -> Claim:
     """Rule: with standardized inputs, at the end of the best-LR run the spread (max/min over layers) of
     ||dJ/dW[l]|| / ||W[l]|| without BN is >= GRAD_SPREAD_RATIO x the spread with BN."""
-    d = gradients[(gradients["metric"] == "relative_grad_norm") & (gradients["run"] == "best")
-                  & (gradients["input"] == "standardize")]
+    d = gradients[(gradients["metric"] == "relative_grad_norm") & (gradients["run"] == "best")]
     d = d[d["step"] == d.groupby("variant")["step"].transform("max")]
+
+    def spread(g):
+        v = g["value"].to_numpy()
+        return float(v.max() / v.min()) if v.min() > 0 else np.inf
+
     cases = []
-    for (ds, depth), g in d.groupby(["dataset", "depth"], sort=True):
-        spreads = {}
-        for norm, h in g.groupby("norm"):
-            v = h["value"].to_numpy()
-            spreads[norm] = float(v.max() / v.min()) if v.min() > 0 else np.inf
-        none, bn = spreads.get("none", np.nan), spreads.get("batchnorm", np.nan)
+    for ds, depth, none, bn in _pairs(d, spread):
         ok = None if (np.isnan(none) or np.isnan(bn)) else bool(none >= GRAD_SPREAD_RATIO * bn)
-        cases.append(Case(ds, int(depth), ok, {"grad_spread_no_bn": none, "grad_spread_bn": bn}))
+        cases.append(Case(ds, depth, ok, {"grad_spread_no_bn": none, "grad_spread_bn": bn}))
     return Claim(
         "gradient_spread", "standardized inputs, end of training: spread over layers of ||dJ/dW[l]||/||W[l]|| "
         f"without BN >= {GRAD_SPREAD_RATIO} x with BN", cases,
@@ -188,14 +190,6 @@ LECTURE_ROUND = 2.5  # a lecture slice is "near round" when its GGN axis ratio i
 LECTURE_RATIO = 2.0  # raw is "clearly more elongated" when its ratio is at least this multiple of standardized
 LAYER_SHARPNESS_RATIO = 1.5
 STEPS_RATIO = 1.5
-
-
-def _pairs(df: pd.DataFrame, value_of, keys=("dataset", "depth")):
-    """Per (dataset, depth): (value without BN, value with BN), standardized inputs, via value_of(group)."""
-    d = df[df["input"] == "standardize"]
-    for (ds, depth), g in d.groupby(list(keys), sort=True):
-        none, bn = g[g["norm"] == "none"], g[g["norm"] == "batchnorm"]
-        yield ds, int(depth), (value_of(none) if len(none) else np.nan), (value_of(bn) if len(bn) else np.nan)
 
 
 def lecture_slice_claim(contours: pd.DataFrame, checkpoint: str = "init") -> Claim:
