@@ -750,11 +750,11 @@ def model_grid(spec: ModelSpec, params: Params, X, y, d1, d2, alphas, betas, *,
                            int(chunk_size), first_touched_layer(d1, d2))
 
 
-@functools.partial(jax.jit, static_argnames=("spec", "chunk_size", "l0"))
-def _direction_slice_jit(spec: ModelSpec, params: Params, X, y, d1, d2, alphas, betas, chunk_size: int,
-                         l0: int):
-    loss = _model_grid(spec, params, X, y, d1, d2, alphas, betas, chunk_size, l0)
-    return loss, _model_ggn_jit(spec, params, X, y, [d1, d2]), model.loss(spec, params, X, y)
+@functools.partial(jax.jit, static_argnames=("spec",))
+def _ggn_and_loss_jit(spec: ModelSpec, params: Params, X, y, d1, d2):
+    # apart from the grid: this program does not depend on the first touched layer, so one compile
+    # serves every direction slice of a model (the grid is compiled once per first touched layer)
+    return _model_ggn_jit(spec, params, X, y, [d1, d2]), model.loss(spec, params, X, y)
 
 
 def direction_slice(spec: ModelSpec, params: Params, X, y, d1, d2, *, slice: str, scope: str,
@@ -763,7 +763,7 @@ def direction_slice(spec: ModelSpec, params: Params, X, y, d1, d2, *, slice: str
     """J on the plane spanned by two given directions (pytrees as in ``embed_direction``; scope
     ``layer<l>`` zeroes them outside that layer). ``normalize``: scale each to unit norm, so the
     coordinates are parameter-space distances (eigenvector slices); False keeps them as given
-    (filter-normalized random directions, where 1 = the weights' own scale). One compiled call; the grid
+    (filter-normalized random directions, where 1 = the weights' own scale). Two compiled calls: the grid
     by ``model_grid`` (the layers below the first one the directions touch run once)."""
     X, y = _as_data(params, X, y)
     layer = None if scope == "model" else scope
@@ -773,8 +773,8 @@ def direction_slice(spec: ModelSpec, params: Params, X, y, d1, d2, *, slice: str
         d1, d2 = normalize_direction(d1), normalize_direction(d2)
     alphas, betas = grid_axes(n_points, extent, X.dtype)
     chunk = chunk_size or auto_chunk_size(spec, X.shape[0], n_points * n_points)
-    loss, ggn, loss_center = _direction_slice_jit(spec, params, X, y, d1, d2, alphas, betas, int(chunk),
-                                                  first_touched_layer(d1, d2))
+    loss = _model_grid_jit(spec, params, X, y, d1, d2, alphas, betas, int(chunk), first_touched_layer(d1, d2))
+    ggn, loss_center = _ggn_and_loss_jit(spec, params, X, y, d1, d2)
     return ContourSlice(
         slice=slice, scope=scope, alphas=np.asarray(alphas), betas=np.asarray(betas), loss=np.asarray(loss),
         origin=np.zeros(2), ggn=np.asarray(ggn), loss_center=float(loss_center),
