@@ -614,8 +614,7 @@ def model_loss_fn(spec: ModelSpec) -> Callable:
     return fn
 
 
-@functools.partial(jax.jit, static_argnames=("spec",))
-def _model_ggn_jit(spec: ModelSpec, params: Params, X, y, directions):
+def _model_ggn(spec: ModelSpec, params: Params, X, y, directions):
     def f(p):
         return model.forward(spec, p, X)
 
@@ -623,6 +622,9 @@ def _model_ggn_jit(spec: ModelSpec, params: Params, X, y, directions):
         return model.loss_from_outputs(spec, o, y)
 
     return projected_ggn(f, outer, params, directions)
+
+
+_model_ggn_jit = jax.jit(_model_ggn, static_argnames=("spec",))
 
 
 def model_ggn(spec: ModelSpec, params: Params, X, y, directions: Sequence) -> np.ndarray:
@@ -647,9 +649,8 @@ def _as_data(params: Params, X, y):
     return jnp.asarray(X, dtype), jnp.asarray(y)
 
 
-@functools.partial(jax.jit, static_argnames=("spec", "l", "chunk_size"))
-def _lecture_slice_jit(spec: ModelSpec, params: Params, X, y, l: int, unit, dead_threshold, alphas, betas,
-                       chunk_size: int):
+def _lecture_slice_body(spec: ModelSpec, params: Params, X, y, l: int, unit, dead_threshold, alphas, betas,
+                        chunk_size: int):
     out, inputs, _ = model.forward_with_inputs(spec, params, X)
     rms = input_rms(inputs[l - 1])
     hi, lo = pick_hi_lo(rms, dead_threshold)
@@ -660,6 +661,27 @@ def _lecture_slice_jit(spec: ModelSpec, params: Params, X, y, l: int, unit, dead
     return {"rms": rms, "live": live_mask(rms, dead_threshold), "hi": hi, "lo": lo, "j": j, "ggn": blocks[j],
             "loss": grid, "loss_center": model.loss_from_outputs(spec, out, y),
             "origin": jnp.stack([W[hi, j], W[lo, j]])}
+
+
+_lecture_slice_jit = jax.jit(_lecture_slice_body, static_argnames=("spec", "l", "chunk_size"))
+
+
+@functools.partial(jax.jit, static_argnames=("spec", "chunk_size"))
+def _lecture_slices_jit(spec: ModelSpec, params: Params, X, y, dead_threshold, alphas, betas, chunk_size: int):
+    # every layer's slice in ONE program: XLA compiles one program of L parts in well under half the time
+    # of L programs (measured: 26 s vs 61 s for depth 8 on a loaded CPU), and the forward pass is shared
+    return [_lecture_slice_body(spec, params, X, y, l, -1, dead_threshold, alphas, betas, chunk_size)
+            for l in range(1, spec.n_layers + 1)]
+
+
+def _lecture_contour(l: int, r: dict, alphas, betas) -> ContourSlice:
+    r = jax.tree_util.tree_map(np.asarray, r)
+    return ContourSlice(
+        slice="lecture", scope=f"layer{l}", alphas=np.asarray(alphas), betas=np.asarray(betas),
+        loss=r["loss"], origin=r["origin"], ggn=r["ggn"], loss_center=float(r["loss_center"]),
+        info={"unit": int(r["j"]), "input_hi": int(r["hi"]), "input_lo": int(r["lo"]), "input_rms": r["rms"],
+              "live": r["live"]},
+    )
 
 
 def lecture_slice(spec: ModelSpec, params: Params, X, y, l: int, *, n_points: int = 41, extent: float = 1.0,
@@ -674,13 +696,17 @@ def lecture_slice(spec: ModelSpec, params: Params, X, y, l: int, *, n_points: in
     chunk = chunk_size or auto_chunk_size(spec, X.shape[0], n_points * n_points)
     r = _lecture_slice_jit(spec, params, X, y, l, -1 if unit is None else int(unit), dead_threshold, alphas,
                            betas, int(chunk))
-    r = jax.tree_util.tree_map(np.asarray, r)
-    return ContourSlice(
-        slice="lecture", scope=f"layer{l}", alphas=np.asarray(alphas), betas=np.asarray(betas),
-        loss=r["loss"], origin=r["origin"], ggn=r["ggn"], loss_center=float(r["loss_center"]),
-        info={"unit": int(r["j"]), "input_hi": int(r["hi"]), "input_lo": int(r["lo"]), "input_rms": r["rms"],
-              "live": r["live"]},
-    )
+    return _lecture_contour(l, r, alphas, betas)
+
+
+def lecture_slices(spec: ModelSpec, params: Params, X, y, *, n_points: int = 41, extent: float = 1.0,
+                   dead_threshold: float = 1e-6, chunk_size: int | None = None) -> list[ContourSlice]:
+    """``lecture_slice`` of every layer 1..L (unit by ``choose_unit``), all in one compiled call."""
+    X, y = _as_data(params, X, y)
+    alphas, betas = grid_axes(n_points, extent, X.dtype)
+    chunk = chunk_size or auto_chunk_size(spec, X.shape[0], n_points * n_points)
+    rs = _lecture_slices_jit(spec, params, X, y, dead_threshold, alphas, betas, int(chunk))
+    return [_lecture_contour(l, r, alphas, betas) for l, r in enumerate(rs, start=1)]
 
 
 @jax.jit
@@ -750,11 +776,38 @@ def model_grid(spec: ModelSpec, params: Params, X, y, d1, d2, alphas, betas, *,
                            int(chunk_size), first_touched_layer(d1, d2))
 
 
-@functools.partial(jax.jit, static_argnames=("spec",))
-def _ggn_and_loss_jit(spec: ModelSpec, params: Params, X, y, d1, d2):
-    # apart from the grid: this program does not depend on the first touched layer, so one compile
-    # serves every direction slice of a model (the grid is compiled once per first touched layer)
-    return _model_ggn_jit(spec, params, X, y, [d1, d2]), model.loss(spec, params, X, y)
+@functools.partial(jax.jit, static_argnames=("spec", "chunk_size", "l0s"))
+def _direction_slices_jit(spec: ModelSpec, params: Params, X, y, planes, chunk_size: int, l0s: tuple[int, ...]):
+    # all planes in ONE program (see _lecture_slices_jit); planes: [(d1, d2, alphas, betas)], l0s: the first
+    # layer each plane touches (static: the layers below it run once, outside the grid)
+    out = [(_model_grid(spec, params, X, y, d1, d2, a, b, chunk_size, l0), _model_ggn(spec, params, X, y, [d1, d2]))
+           for (d1, d2, a, b), l0 in zip(planes, l0s, strict=True)]
+    return out, model.loss(spec, params, X, y)
+
+
+def direction_slices(spec: ModelSpec, params: Params, X, y, planes: Sequence[Mapping], *, n_points: int = 41,
+                     chunk_size: int | None = None) -> list[ContourSlice]:
+    """Several ``direction_slice``s in one compiled call. planes: mappings with keys d1, d2 (as
+    ``direction_slice`` takes them), slice, scope, extent, and optionally normalize (default True)."""
+    X, y = _as_data(params, X, y)
+    prepared, l0s, axes = [], [], []
+    for pl in planes:
+        layer = None if pl["scope"] == "model" else pl["scope"]
+        d1, d2 = embed_direction(pl["d1"], params, layer), embed_direction(pl["d2"], params, layer)
+        if pl.get("normalize", True):
+            d1, d2 = normalize_direction(d1), normalize_direction(d2)
+        alphas, betas = grid_axes(n_points, float(pl["extent"]), X.dtype)
+        prepared.append((d1, d2, alphas, betas))
+        l0s.append(first_touched_layer(d1, d2))
+        axes.append((alphas, betas))
+    if not prepared:
+        return []
+    chunk = chunk_size or auto_chunk_size(spec, X.shape[0], n_points * n_points)
+    out, loss_center = _direction_slices_jit(spec, params, X, y, prepared, int(chunk), tuple(l0s))
+    return [ContourSlice(slice=pl["slice"], scope=pl["scope"], alphas=np.asarray(a), betas=np.asarray(b),
+                         loss=np.asarray(loss), origin=np.zeros(2), ggn=np.asarray(ggn),
+                         loss_center=float(loss_center))
+            for pl, (a, b), (loss, ggn) in zip(planes, axes, out, strict=True)]
 
 
 def direction_slice(spec: ModelSpec, params: Params, X, y, d1, d2, *, slice: str, scope: str,
@@ -763,22 +816,11 @@ def direction_slice(spec: ModelSpec, params: Params, X, y, d1, d2, *, slice: str
     """J on the plane spanned by two given directions (pytrees as in ``embed_direction``; scope
     ``layer<l>`` zeroes them outside that layer). ``normalize``: scale each to unit norm, so the
     coordinates are parameter-space distances (eigenvector slices); False keeps them as given
-    (filter-normalized random directions, where 1 = the weights' own scale). Two compiled calls: the grid
-    by ``model_grid`` (the layers below the first one the directions touch run once)."""
-    X, y = _as_data(params, X, y)
-    layer = None if scope == "model" else scope
-    d1 = embed_direction(d1, params, layer)
-    d2 = embed_direction(d2, params, layer)
-    if normalize:
-        d1, d2 = normalize_direction(d1), normalize_direction(d2)
-    alphas, betas = grid_axes(n_points, extent, X.dtype)
-    chunk = chunk_size or auto_chunk_size(spec, X.shape[0], n_points * n_points)
-    loss = _model_grid_jit(spec, params, X, y, d1, d2, alphas, betas, int(chunk), first_touched_layer(d1, d2))
-    ggn, loss_center = _ggn_and_loss_jit(spec, params, X, y, d1, d2)
-    return ContourSlice(
-        slice=slice, scope=scope, alphas=np.asarray(alphas), betas=np.asarray(betas), loss=np.asarray(loss),
-        origin=np.zeros(2), ggn=np.asarray(ggn), loss_center=float(loss_center),
-    )
+    (filter-normalized random directions, where 1 = the weights' own scale). One compiled call; the grid
+    by ``model_grid``'s method (the layers below the first one the directions touch run once)."""
+    return direction_slices(spec, params, X, y, [{"d1": d1, "d2": d2, "slice": slice, "scope": scope,
+                                                  "extent": extent, "normalize": normalize}],
+                            n_points=n_points, chunk_size=chunk_size)[0]
 
 
 def slice_row(s: ContourSlice, *, delta: float = 0.05, rel_tol: float | None = None,
@@ -879,27 +921,22 @@ def contour_slices(spec: ModelSpec, params: Params, X, y, config: ContourConfig 
     """
     cfg = config if isinstance(config, ContourConfig) else ContourConfig.from_mapping(config)
     n = cfg.grid_points
-    slices: list[ContourSlice] = []
-    for l in range(1, spec.n_layers + 1):
-        slices.append(lecture_slice(spec, params, X, y, l, n_points=n, extent=cfg.extent_for("lecture"),
-                                    dead_threshold=cfg.dead_threshold, chunk_size=cfg.chunk_size))
-    eig_dirs = []
+    slices = lecture_slices(spec, params, X, y, n_points=n, extent=cfg.extent_for("lecture"),
+                            dead_threshold=cfg.dead_threshold, chunk_size=cfg.chunk_size)
+    planes = []
     if eig_model is not None:
-        eig_dirs.append(("model", eig_model))
-    for scope, dirs in sorted((eig_layers or {}).items(), key=lambda kv: int(kv[0][5:])):
-        eig_dirs.append((scope, dirs))
-    for scope, (d1, d2) in eig_dirs:
-        slices.append(direction_slice(spec, params, X, y, d1, d2, slice="eig", scope=scope, n_points=n,
-                                      extent=cfg.extent_for("eig"), chunk_size=cfg.chunk_size))
+        planes.append({"d1": eig_model[0], "d2": eig_model[1], "slice": "eig", "scope": "model",
+                       "extent": cfg.extent_for("eig")})
+    for scope, (d1, d2) in sorted((eig_layers or {}).items(), key=lambda kv: int(kv[0][5:])):
+        planes.append({"d1": d1, "d2": d2, "slice": "eig", "scope": scope, "extent": cfg.extent_for("eig")})
     key = jax.random.PRNGKey(cfg.seed)
-    scopes = ["model"] + (model.layer_names(spec) if cfg.random_per_layer else [])
-    for scope in scopes:
+    for scope in ["model"] + (model.layer_names(spec) if cfg.random_per_layer else []):
         layers = None if scope == "model" else [scope]
         d1, d2 = random_directions(params, jax.random.fold_in(key, 0 if layers is None else int(scope[5:])),
                                    layers)
-        slices.append(direction_slice(spec, params, X, y, d1, d2, slice="random", scope=scope, n_points=n,
-                                      extent=cfg.extent_for("random"), normalize=False,
-                                      chunk_size=cfg.chunk_size))
+        planes.append({"d1": d1, "d2": d2, "slice": "random", "scope": scope, "extent": cfg.extent_for("random"),
+                       "normalize": False})
+    slices += direction_slices(spec, params, X, y, planes, n_points=n, chunk_size=cfg.chunk_size)
     rows = [slice_row(s, delta=cfg.delta, rel_tol=cfg.rel_tol, max_misfit=cfg.max_misfit,
                       max_rel_err=cfg.max_rel_err) for s in slices]
     grids: dict[str, np.ndarray] = {}

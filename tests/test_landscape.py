@@ -279,3 +279,32 @@ def test_levelset_reports_nan_when_not_resolved():
     assert math.isnan(flat.ratio) and flat.rel_err > 0.2
     saddle = ls.levelset_axis_ratio(axis, axis, A**2 - 0.5 * B**2)
     assert math.isnan(saddle.ratio)
+
+
+def test_batched_slices_equal_one_slice_at_a_time():
+    """lecture_slices / direction_slices (one compiled program for all slices) give the same grids, 2x2
+    GGNs and unit choices as lecture_slice / model_grid + model_ggn called per slice."""
+    spec = model.ModelSpec(sizes=(3, 5, 4, 2), norm="batchnorm", activation="relu")
+    params = _init(spec, 21)
+    X, y = _normal(22, (24, 3), 2.0), _labels(23, 24, 2)
+    batched = ls.lecture_slices(spec, params, X, y, n_points=5, extent=0.3)
+    assert [s.scope for s in batched] == ["layer1", "layer2", "layer3"]
+    for l, s in enumerate(batched, start=1):
+        one = ls.lecture_slice(spec, params, X, y, l, n_points=5, extent=0.3)
+        assert s.info["unit"] == one.info["unit"]
+        np.testing.assert_allclose(s.loss, one.loss, rtol=1e-12)
+        np.testing.assert_allclose(s.ggn, one.ggn, rtol=1e-12, atol=1e-15)
+    d = ls.random_directions(params, jax.random.PRNGKey(24))
+    e = ls.random_directions(params, jax.random.PRNGKey(25), layers=["layer2"])
+    planes = [{"d1": d[0], "d2": d[1], "slice": "random", "scope": "model", "extent": 0.5, "normalize": False},
+              {"d1": e[0], "d2": e[1], "slice": "eig", "scope": "layer2", "extent": 1.0}]
+    slices = ls.direction_slices(spec, params, X, y, planes, n_points=5)
+    for pl, s in zip(planes, slices, strict=True):
+        d1 = ls.embed_direction(pl["d1"], params, None if pl["scope"] == "model" else pl["scope"])
+        d2 = ls.embed_direction(pl["d2"], params, None if pl["scope"] == "model" else pl["scope"])
+        if pl.get("normalize", True):
+            d1, d2 = ls.normalize_direction(d1), ls.normalize_direction(d2)
+        a, b = ls.grid_axes(5, pl["extent"])
+        np.testing.assert_allclose(s.loss, ls.model_grid(spec, params, X, y, d1, d2, a, b), rtol=1e-12)
+        np.testing.assert_allclose(s.ggn, ls.model_ggn(spec, params, X, y, [d1, d2]), rtol=1e-10, atol=1e-14)
+        assert (s.slice, s.scope) == (pl["slice"], pl["scope"])
