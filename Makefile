@@ -3,18 +3,21 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.normlab-installed
+STAMP := $(VENV)/.normlab-installed$(if $(ACCEL),-$(ACCEL))
 CORES ?= all
 CONFIG ?= config/config.yaml
+# ACCEL=cuda12: also install JAX's CUDA 12 build (requirements-cuda12.lock) for the GPU path
+ACCEL ?=
 
 .PHONY: setup report test test-fast bench lint clean
 
 setup: $(STAMP)
 
-$(STAMP): requirements.lock pyproject.toml
+$(STAMP): requirements.lock pyproject.toml $(if $(ACCEL),requirements-$(ACCEL).lock)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements.lock
+	$(if $(ACCEL),$(BIN)/python -m pip install --quiet -r requirements-$(ACCEL).lock)
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 

@@ -190,7 +190,7 @@ def build_report(table_paths: dict, provenance_paths: list, config: dict, out, b
     spectra = load_spectra(spectra_paths)
     grids = load_contour_grids(contour_paths)
     by_question = verdict.claims_by_question(t)
-    claims = [c for cs in by_question.values() for c in cs]
+    answer = [(q, c) for q, cs in by_question.items() for c in cs]
     datasets = sorted(t["variants"]["dataset"].unique())
     provenance = {Path(p).stem: json.loads(Path(p).read_text()) for p in provenance_paths}
     env = jinja2.Environment(loader=jinja2.PackageLoader("normlab", "templates"), autoescape=True,
@@ -204,7 +204,7 @@ def build_report(table_paths: dict, provenance_paths: list, config: dict, out, b
     runs_per_variant = runs.groupby(["dataset", "variant"]).size().to_dict()
     html = env.get_template("report.html.j2").render(divergence=divergence, divergence_factor=factor,
         runs_per_variant=runs_per_variant,
-        title=config.get("report", {}).get("title", "normlab report"), claims=claims,
+        title=config.get("report", {}).get("title", "normlab report"), answer=answer,
         by_question=by_question, questions=verdict.QUESTIONS,
         edge=verdict.edge_of_stability(t["curvature"]) if "curvature" in t else pd.DataFrame(), datasets=datasets,
         provenance=provenance, variants=t["variants"],

@@ -35,6 +35,21 @@ def enable_compilation_cache(path: str | None = None) -> None:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
 
 
+def fail_once(marker: str) -> None:
+    """Test hook (config ``testing.fail_once_marker``): on the first call with a marker path, create
+    the file and fail; once the file exists, do nothing. An empty path disables it. Lets a test check
+    that a retried job (Snakemake's ``--retries``) completes the study."""
+    if not marker:
+        return
+    if os.path.exists(marker):
+        print(f"fail_once: {marker} exists, running normally", file=sys.stderr)
+        return
+    os.makedirs(os.path.dirname(os.path.abspath(marker)), exist_ok=True)
+    with open(marker, "w") as f:
+        f.write("failed once\n")
+    raise RuntimeError(f"failing on purpose, once (testing.fail_once_marker = {marker}); a retry will pass")
+
+
 @contextlib.contextmanager
 def job(log_path: str | None, threads: int = 1, name: str = "normlab"):
     """Run a job body with its progress going to ``log_path`` (and stderr). An exception ends the

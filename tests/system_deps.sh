@@ -2,6 +2,8 @@
 # System packages that some tests need and that pip cannot provide. Installs only what is missing, so a
 # second run (or a machine that has them) returns at once without touching apt.
 #   chromium, chromium-driver: tests/test_browser.py drives headless Chromium through Selenium.
+#   slurm-wlm, munge: tests/test_slurm.py runs the quick study on a one-node SLURM cluster (the packages'
+#   daemons are not started here: the test starts and stops its own).
 set -euo pipefail
 
 # command that must be on PATH -> Debian packages to install when it is not (installed without Recommends;
@@ -9,6 +11,11 @@ set -euo pipefail
 declare -A NEEDED=(
     [chromium]="chromium fonts-liberation"
     [chromedriver]="chromium-driver"
+    [slurmctld]="slurm-wlm"
+    [slurmd]="slurm-wlm"
+    [sbatch]="slurm-wlm"
+    [munged]="munge"
+    [mungekey]="munge"
 )
 
 missing=()

@@ -17,7 +17,11 @@ rule analyze:
         contour_grids="results/{dataset}/{variant}/analysis/contours.npz",
     params:
         analysis=config["analysis"],
-    threads: 1
+    threads: ANALYZE_THREADS
+    resources:
+        mem_mb=mem_mb(1148, analyze_scale),
+        runtime=runtime_minutes(471, analyze_scale),
+        slurm_partition=SLURM_PARTITION,
     log:
         "logs/analyze/{dataset}/{variant}.log",
     benchmark:

@@ -1,4 +1,5 @@
-# Shared helpers: the variant grid from the config, and wildcard constraints.
+# Shared helpers: the variant grid from the config, wildcard constraints, and each job's resources.
+import math
 import os
 
 from normlab.variants import variant_grid
@@ -49,3 +50,59 @@ def source_file(wildcards):
     missing one is not, so that fetch itself reports it with a clear message."""
     entry = config["datasets"][wildcards.dataset]
     return [entry[k] for k in ("csv", "parquet") if k in entry and os.path.isfile(entry[k])]
+
+
+# ----------------------------------------------------------------------------------------------------
+# Resources. Measured in the default study's benchmark files (benchmarks/<rule>/...tsv, 2 cores shared
+# with other work): fetch, preprocess and select <= 10 s and <= 290 MB; train <= 75 s and 642 MB (the
+# depth-8 variants); analyze <= 471 s and 1148 MB (depth-8 batch norm, curvature in float64). Requests
+# add head room (x3 runtime, +1 GB memory), scale with the study for train and analyze, grow with each
+# retry (attempt), and are multiplied by config["resources"]'s factors. runtime in minutes, mem_mb in MB.
+# ----------------------------------------------------------------------------------------------------
+RESOURCES = config.get("resources", {})
+TRAIN_THREADS = RESOURCES.get("train_threads", 1)
+ANALYZE_THREADS = RESOURCES.get("analyze_threads", 1)
+# The SLURM partition of every job ("" = the cluster's default partition); ignored by a local run.
+SLURM_PARTITION = os.environ.get("NORMLAB_SLURM_PARTITION", RESOURCES.get("slurm_partition", ""))
+
+
+def variant_depth(wildcards):
+    return int(wildcards.variant.rsplit("-d", 1)[1])
+
+
+def train_scale(wildcards):
+    """Training cost of a variant relative to the default study's deepest one: steps x runs x layers x
+    width^2 (600 steps, 13 LRs x 3 seeds, 9 layers, width 64)."""
+    s, v = config["sweep"], config["variants"]
+    runs = s["n_lr"] * len(s["seeds"])
+    return s["steps"] * runs * (variant_depth(wildcards) + 1) * v["width"] ** 2 / (600 * 39 * 9 * 64**2)
+
+
+def analyze_scale(wildcards):
+    """Analysis cost relative to the default study's deepest variant: examples x layers^2 (each of the
+    L + 1 curvature scopes and per-layer slices runs the whole network) x width^2 x Lanczos steps."""
+    a, v = config["analysis"], config["variants"]
+    layers = variant_depth(wildcards) + 1
+    steps = a["curvature"]["lanczos_steps"]
+    return a["max_examples"] * layers**2 * v["width"] ** 2 * steps / (512 * 81 * 64**2 * 30)
+
+
+def study_scale(wildcards):
+    """Size of the whole study relative to the quick one (1 dataset x 8 variants), for the rules that read
+    every variant (tables: measured 10 s and 280 MB on the quick study; report: 16 s and 418 MB)."""
+    return len(DATASETS) * len(VARIANTS) / 8
+
+
+def _request(base, factor_key):
+    return int(math.ceil(base * RESOURCES.get(factor_key, 1.0)))
+
+
+def runtime_minutes(measured_s, scale=lambda wc: 1.0, floor=10):
+    """A runtime request: 3x the measured seconds at the default scale, times the variant's scale, at
+    least ``floor`` minutes, times the attempt (a retried job gets more time)."""
+    return lambda wc, attempt: _request(max(floor, 3 * measured_s * scale(wc) / 60) * attempt, "runtime_factor")
+
+
+def mem_mb(measured_mb, scale=lambda wc: 1.0):
+    """A memory request: 1 GB above the measured peak at the default scale (scaled beyond it)."""
+    return lambda wc: _request(1000 + measured_mb * max(1.0, scale(wc)), "mem_factor")

@@ -9,6 +9,11 @@ rule fetch:
     params:
         entry=lambda wc: config["datasets"][wc.dataset],
         cache="data/cache",
+    threads: 1
+    resources:
+        mem_mb=mem_mb(290),
+        runtime=runtime_minutes(10),
+        slurm_partition=SLURM_PARTITION,
     log:
         "logs/fetch/{dataset}.log",
     benchmark:
@@ -32,6 +37,11 @@ rule preprocess:
         split=config["split"],
         inputs=INPUTS,
         batch_size=config["sweep"]["batch_size"],
+    threads: 1
+    resources:
+        mem_mb=mem_mb(290),
+        runtime=runtime_minutes(10),
+        slurm_partition=SLURM_PARTITION,
     log:
         "logs/preprocess/{dataset}.log",
     benchmark:

@@ -4,6 +4,11 @@ rule tables:
         unpack(table_inputs),
     output:
         **{t: f"results/tables/{t}.csv" for t in TABLES},
+    threads: 1
+    resources:
+        mem_mb=mem_mb(280, study_scale),
+        runtime=runtime_minutes(10, study_scale),
+        slurm_partition=SLURM_PARTITION,
     log:
         "logs/tables.log",
     benchmark:
@@ -31,6 +36,11 @@ rule report:
         ),
     params:
         config=config,
+    threads: 1
+    resources:
+        mem_mb=mem_mb(418, study_scale),
+        runtime=runtime_minutes(16, study_scale),
+        slurm_partition=SLURM_PARTITION,
     log:
         "logs/report.log",
     benchmark:

@@ -12,7 +12,11 @@ rule train:
         variants=config["variants"],
         sweep=config["sweep"],
         analysis=config["analysis"],
-    threads: 1
+    threads: TRAIN_THREADS
+    resources:
+        mem_mb=mem_mb(642, train_scale),
+        runtime=runtime_minutes(75, train_scale),
+        slurm_partition=SLURM_PARTITION,
     log:
         "logs/train/{dataset}/{variant}.log",
     benchmark:
@@ -29,6 +33,13 @@ rule select:
         runs=expand("results/{{dataset}}/{variant}/runs.csv", variant=VARIANTS),
     output:
         variants="results/{dataset}/variants.csv",
+    params:
+        fail_once_marker=config.get("testing", {}).get("fail_once_marker", ""),
+    threads: 1
+    resources:
+        mem_mb=mem_mb(290),
+        runtime=runtime_minutes(10),
+        slurm_partition=SLURM_PARTITION,
     log:
         "logs/select/{dataset}.log",
     benchmark:
