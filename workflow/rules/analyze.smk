@@ -19,8 +19,8 @@ rule analyze:
         analysis=config["analysis"],
     threads: ANALYZE_THREADS
     resources:
-        mem_mb=mem_mb(1148, analyze_scale),
-        runtime=runtime_minutes(471, analyze_scale),
+        mem_mb=mem_mb(1039, analyze_scale),
+        runtime=runtime_minutes(159, analyze_scale),
         slurm_partition=SLURM_PARTITION,
     log:
         "logs/analyze/{dataset}/{variant}.log",

@@ -53,11 +53,12 @@ def source_file(wildcards):
 
 
 # ----------------------------------------------------------------------------------------------------
-# Resources. Measured in the default study's benchmark files (benchmarks/<rule>/...tsv, 2 cores shared
-# with other work): fetch, preprocess and select <= 10 s and <= 290 MB; train <= 75 s and 642 MB (the
-# depth-8 variants); analyze <= 471 s and 1148 MB (depth-8 batch norm, curvature in float64). Requests
-# add head room (x3 runtime, +1 GB memory), scale with the study for train and analyze, grow with each
-# retry (attempt), and are multiplied by config["resources"]'s factors. runtime in minutes, mem_mb in MB.
+# Resources. Measured in the default study's benchmark files (benchmarks/<rule>/...tsv; commit 7788641,
+# 2 cores): fetch, preprocess and select <= 14 s and <= 306 MB; train <= 88 s and 647 MB (the depth-8
+# variants); analyze <= 159 s and 1039 MB (depth-8 batch norm); tables 5 s, report 70 s and 447 MB.
+# Requests add head room (x3 runtime, at least 10 minutes, +1 GB memory), scale with the study for
+# train, analyze, tables and report, grow with each retry (attempt), and are multiplied by
+# config["resources"]'s factors. runtime in minutes, mem_mb in MB.
 # ----------------------------------------------------------------------------------------------------
 RESOURCES = config.get("resources", {})
 TRAIN_THREADS = RESOURCES.get("train_threads", 1)

@@ -11,8 +11,8 @@ rule fetch:
         cache="data/cache",
     threads: 1
     resources:
-        mem_mb=mem_mb(290),
-        runtime=runtime_minutes(10),
+        mem_mb=mem_mb(306),
+        runtime=runtime_minutes(14),
         slurm_partition=SLURM_PARTITION,
     log:
         "logs/fetch/{dataset}.log",
@@ -39,8 +39,8 @@ rule preprocess:
         batch_size=config["sweep"]["batch_size"],
     threads: 1
     resources:
-        mem_mb=mem_mb(290),
-        runtime=runtime_minutes(10),
+        mem_mb=mem_mb(306),
+        runtime=runtime_minutes(14),
         slurm_partition=SLURM_PARTITION,
     log:
         "logs/preprocess/{dataset}.log",

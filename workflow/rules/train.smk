@@ -14,8 +14,8 @@ rule train:
         analysis=config["analysis"],
     threads: TRAIN_THREADS
     resources:
-        mem_mb=mem_mb(642, train_scale),
-        runtime=runtime_minutes(75, train_scale),
+        mem_mb=mem_mb(647, train_scale),
+        runtime=runtime_minutes(88, train_scale),
         slurm_partition=SLURM_PARTITION,
     log:
         "logs/train/{dataset}/{variant}.log",
@@ -37,8 +37,8 @@ rule select:
         fail_once_marker=config.get("testing", {}).get("fail_once_marker", ""),
     threads: 1
     resources:
-        mem_mb=mem_mb(290),
-        runtime=runtime_minutes(10),
+        mem_mb=mem_mb(306),
+        runtime=runtime_minutes(14),
         slurm_partition=SLURM_PARTITION,
     log:
         "logs/select/{dataset}.log",
