@@ -17,13 +17,13 @@ import re
 import signal
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
 import yaml
 from conftest import copy_workflow, say
 from slurm_cluster import OneNodeCluster, missing_commands
 from snakemake_cli import snakemake_exe, subprocess_env
+from test_reruns import outputs
 
 pytestmark = [pytest.mark.slurm, pytest.mark.workflow]
 
@@ -32,7 +32,7 @@ RULES = ("fetch", "preprocess", "train", "select", "analyze", "tables", "report"
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
+def cluster(tmp_path_factory, pytestconfig):
     if os.geteuid() != 0:
         pytest.skip("the one-node SLURM cluster runs its daemons as root")
     missing = missing_commands()
@@ -40,17 +40,13 @@ def cluster(tmp_path_factory):
         pytest.fail(f"missing SLURM/munge commands {missing}: run `bash tests/system_deps.sh` as root")
     c = OneNodeCluster(tmp_path_factory.mktemp("slurm"))
     try:
+        start = time.perf_counter()
         c.start()
+        say(pytestconfig, f"[slurm] one-node cluster up (munged, slurmctld, slurmd; node idle) in "
+                          f"{time.perf_counter() - start:.1f} s")
         yield c
     finally:
         c.stop()
-
-
-def deterministic_outputs(root: Path) -> dict[str, bytes]:
-    """data/raw, data/processed and results/: everything but the report and the benchmark files."""
-    return {str(p.relative_to(root)): p.read_bytes()
-            for top in ("data/raw", "data/processed", "results") for p in sorted((root / top).rglob("*"))
-            if p.is_file()}
 
 
 def report_without_run_details(html: str) -> str:
@@ -109,8 +105,8 @@ def test_quick_study_on_slurm_retries_a_failed_job_and_matches_the_local_run(qui
     slurm_logs = root / ".snakemake" / "slurm_logs"
     assert sorted(p.name for p in slurm_logs.glob("rule_*")) == sorted(f"rule_{r}" for r in RULES)
 
-    local = deterministic_outputs(local_root)
-    remote = deterministic_outputs(root)
+    local = outputs(local_root)  # data/raw, data/processed, results/: all but the report and benchmarks
+    remote = outputs(root)
     assert sorted(remote) == sorted(local)
     assert [k for k in local if local[k] != remote[k]] == []
     html_local = (local_root / "reports" / "report.html").read_text()

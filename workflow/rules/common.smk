@@ -2,7 +2,7 @@
 import math
 import os
 
-from normlab.variants import variant_grid
+from normlab.variants import Variant, variant_grid
 
 DATASETS = sorted(config["datasets"])
 VARIANTS = [
@@ -22,7 +22,7 @@ wildcard_constraints:
 
 
 def variant_input(wildcards):
-    return wildcards.variant.split("-")[0]
+    return Variant.parse(wildcards.variant).input
 
 
 # The tables the report reads, and the per-variant files each one concatenates.
@@ -67,23 +67,20 @@ ANALYZE_THREADS = RESOURCES.get("analyze_threads", 1)
 SLURM_PARTITION = os.environ.get("NORMLAB_SLURM_PARTITION", RESOURCES.get("slurm_partition", ""))
 
 
-def variant_depth(wildcards):
-    return int(wildcards.variant.rsplit("-d", 1)[1])
-
-
 def train_scale(wildcards):
     """Training cost of a variant relative to the default study's deepest one: steps x runs x layers x
     width^2 (600 steps, 13 LRs x 3 seeds, 9 layers, width 64)."""
     s, v = config["sweep"], config["variants"]
     runs = s["n_lr"] * len(s["seeds"])
-    return s["steps"] * runs * (variant_depth(wildcards) + 1) * v["width"] ** 2 / (600 * 39 * 9 * 64**2)
+    layers = Variant.parse(wildcards.variant).depth + 1
+    return s["steps"] * runs * layers * v["width"] ** 2 / (600 * 39 * 9 * 64**2)
 
 
 def analyze_scale(wildcards):
     """Analysis cost relative to the default study's deepest variant: examples x layers^2 (each of the
     L + 1 curvature scopes and per-layer slices runs the whole network) x width^2 x Lanczos steps."""
     a, v = config["analysis"], config["variants"]
-    layers = variant_depth(wildcards) + 1
+    layers = Variant.parse(wildcards.variant).depth + 1
     steps = a["curvature"]["lanczos_steps"]
     return a["max_examples"] * layers**2 * v["width"] ** 2 * steps / (512 * 81 * 64**2 * 30)
 
