@@ -260,18 +260,21 @@ def wait_for_training(proc: subprocess.Popen, root: Path, timeout: float = 600) 
     pytest.fail("training did not start in time")
 
 
-def _default_sigint() -> None:
-    # a shell's background job starts with SIGINT ignored, and children inherit that: restore the
-    # default so that the Ctrl-C below reaches Snakemake and its jobs as it does from a terminal
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
 def start(root: Path, jax_cache: Path, cfg: str) -> subprocess.Popen:
-    """Snakemake in its own process group (as a terminal's foreground job), output to a file."""
+    """Snakemake in its own process group (as a terminal's foreground job), output to a file.
+
+    A shell's background job starts with SIGINT ignored and children inherit that, so pytest run that way
+    would start a Snakemake that no Ctrl-C reaches. While starting it, SIGINT gets a handler here: a
+    handled signal is reset to its default in the child at exec (no preexec_fn, which forks a threaded
+    process)."""
     out = open(root / "snakemake.out", "a")  # noqa: SIM115
-    return subprocess.Popen([snakemake_exe(), "--cores", "2", "--configfile", cfg], cwd=root,
-                            env=subprocess_env(jax_cache), stdout=out, stderr=subprocess.STDOUT,
-                            start_new_session=True, preexec_fn=_default_sigint)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        return subprocess.Popen([snakemake_exe(), "--cores", "2", "--configfile", cfg], cwd=root,
+                                env=subprocess_env(jax_cache), stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def assert_nothing_truncated(root: Path) -> None:
