@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import time
 import traceback
 
 
@@ -48,6 +49,20 @@ def fail_once(marker: str) -> None:
     with open(marker, "w") as f:
         f.write("failed once\n")
     raise RuntimeError(f"failing on purpose, once (testing.fail_once_marker = {marker}); a retry will pass")
+
+
+def hold_while_exists(path: str, poll_s: float = 0.05, timeout_s: float = 900.0) -> None:
+    """Test hook (config ``testing.hold_train_while_exists``): while the file ``path`` exists, wait here,
+    having said so once on stderr (``holding: ...``). Lets a test interrupt a job at a known point instead
+    of racing it. An empty path disables it; a file left for ``timeout_s`` seconds is an error."""
+    if not path or not os.path.exists(path):
+        return
+    print(f"holding: {path} exists; waiting until it is removed", file=sys.stderr, flush=True)
+    deadline = time.monotonic() + timeout_s
+    while os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"held for {timeout_s:.0f} s: remove {path} (testing.hold_train_while_exists)")
+        time.sleep(poll_s)
 
 
 @contextlib.contextmanager

@@ -24,6 +24,7 @@ with runtime.job(sm.log[0], sm.threads, f"train {sm.wildcards.dataset}/{sm.wildc
     ids = {"dataset": sm.wildcards.dataset, "variant": v.name, "input": v.input, "norm": v.norm, "depth": v.depth}
     io.write_text(sm.output.model, spec.to_json())
     io.write_npz(sm.output.sweep, train.sweep_arrays(result))
+    runtime.hold_while_exists(sm.params.hold_while_exists)
     io.write_npz(sm.output.checkpoints, train.seed_checkpoint_arrays(result, sc["seeds"][0]))
     io.write_csv(sm.output.runs, tables.runs_table(ids, result))
     io.write_csv(sm.output.training, tables.training_table(ids, result))

@@ -5,8 +5,10 @@
   tables and report): checked on the dry-run job list, then by running it (a regression dataset with a
   categorical column and missing values) and finding the first dataset's files untouched;
 * two runs from scratch with the same config write bitwise-identical tables and arrays (same machine);
-* Ctrl-C (SIGINT to Snakemake and its jobs) in the middle of training, then a rerun, completes; so does
-  a kill -9 of everything in the middle of training followed by ``snakemake --unlock`` and a rerun.
+* Ctrl-C (SIGINT to Snakemake and its jobs) in the middle of the train job (held, by the test-only config
+  key ``testing.hold_train_while_exists``, after writing two of its five outputs), then a rerun, completes;
+  so does a kill -9 of everything at the same point followed by ``snakemake --unlock`` and a rerun, which
+  must redo the partial job rather than trust the two outputs it left.
   Between the attempts no output is truncated; at the end no temporary file is left and every output is
   bitwise identical to the uninterrupted run's (nothing stale).
 
@@ -247,17 +249,18 @@ def test_adding_a_dataset_runs_only_its_jobs(first_run, tmp_path, jax_cache):
         f"dataset=prices, variant={VARIANT}"]), edited.stdout
 
 
-def wait_for_training(proc: subprocess.Popen, root: Path, timeout: float = 600) -> None:
-    """Until the train job has written its first line, i.e. it is compiling or training."""
+def wait_for_hold(proc: subprocess.Popen, root: Path, timeout: float = 600) -> None:
+    """Until the train job is held (config ``testing.hold_train_while_exists``): it has trained and written
+    two of its five outputs, and waits while the hold file exists. Interrupting it there is not a race."""
     log = root / "logs" / "train" / "tiny" / f"{VARIANT}.log"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            pytest.fail(f"snakemake ended ({proc.returncode}) before training started:{logs_text(root)}")
-        if log.exists() and "training tiny/" in log.read_text():
+            pytest.fail(f"snakemake ended ({proc.returncode}) before training was held:{logs_text(root)}")
+        if log.exists() and "holding:" in log.read_text():
             return
         time.sleep(0.05)
-    pytest.fail("training did not start in time")
+    pytest.fail("training was not held in time")
 
 
 def start(root: Path, jax_cache: Path, cfg: str) -> subprocess.Popen:
@@ -298,25 +301,30 @@ def test_killed_in_training_then_rerun_completes_with_nothing_stale(first_run, t
     _, _, files1 = first_run
     root = new_workdir(tmp_path / "killed")
     tiny_csv(root / "tiny.csv")
-    cfg = write_config(root, tiny_config({"tiny": TINY}))
-    train_out = root / "results" / "tiny" / VARIANT / "runs.csv"
+    hold = root / "hold-train"
+    hold.write_text("the train job waits while this file exists\n")
+    cfg = write_config(root, dict(tiny_config({"tiny": TINY}), testing={"hold_train_while_exists": str(hold)}))
+    out_dir = root / "results" / "tiny" / VARIANT
+    written_first, written_last = out_dir / "sweep.npz", out_dir / "runs.csv"
 
-    # 1. Ctrl-C: SIGINT to Snakemake and its jobs, in the middle of training
+    # 1. Ctrl-C: SIGINT to Snakemake and its jobs, while the train job has written two of its outputs
     proc = start(root, jax_cache, cfg)
-    wait_for_training(proc, root)
+    wait_for_hold(proc, root)
+    assert written_first.exists() and not written_last.exists()
     os.killpg(proc.pid, signal.SIGINT)
     assert proc.wait(300) != 0
-    assert not train_out.exists(), "training finished before the interrupt: the test did not interrupt it"
+    assert not written_last.exists()
     assert_nothing_truncated(root)
 
-    # 2. the rerun is killed too, harder: kill -9 of Snakemake and its jobs, again in training
+    # 2. the rerun is killed too, harder: kill -9 of Snakemake and its jobs, held at the same point
     (root / "logs" / "train" / "tiny" / f"{VARIANT}.log").unlink()
     proc = start(root, jax_cache, cfg)
-    wait_for_training(proc, root)
+    wait_for_hold(proc, root)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(60)
-    assert not train_out.exists()
+    assert written_first.exists() and not written_last.exists()  # a partial job's outputs are left behind
     assert_nothing_truncated(root)
+    hold.unlink()
 
     # 3. after a kill -9 Snakemake's lock remains: --unlock (as its message says), then the rerun completes
     locked = snakemake(root, jax_cache, "--configfile", cfg, check=False)

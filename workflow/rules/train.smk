@@ -12,6 +12,7 @@ rule train:
         variants=config["variants"],
         sweep=config["sweep"],
         analysis=config["analysis"],
+        hold_while_exists=config.get("testing", {}).get("hold_train_while_exists", ""),
     threads: TRAIN_THREADS
     resources:
         mem_mb=mem_mb(647, train_scale),
