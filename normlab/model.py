@@ -21,7 +21,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-NORMS = ("none", "batchnorm", "layernorm")
+from normlab.variants import NORMS
+
 ACTIVATIONS = ("relu", "tanh")
 LOSSES = ("softmax_cross_entropy", "mse")
 

@@ -31,8 +31,8 @@ import numpy as np
 import pandas as pd
 
 from normlab.datasets import IMPUTE, TASKS, DatasetError
+from normlab.variants import INPUTS
 
-INPUTS = ("raw", "standardize")
 MAX_CATEGORIES = 1000
 
 

@@ -7,8 +7,11 @@ import dataclasses
 import itertools
 import re
 
-from normlab.model import NORMS
-from normlab.preprocess import INPUTS
+# The two axes a variant sets besides its depth (normlab.preprocess and normlab.model implement them).
+# This module imports neither numpy nor JAX: the workflow imports it to name its jobs, and every Snakemake
+# process (one per job on a cluster, two per SLURM job) pays for what it imports.
+INPUTS = ("raw", "standardize")
+NORMS = ("none", "batchnorm", "layernorm")
 
 VARIANT_RE = re.compile(r"^(?P<input>[a-z]+)-(?P<norm>[a-z]+)-d(?P<depth>[0-9]+)$")
 

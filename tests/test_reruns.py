@@ -4,7 +4,8 @@
 * adding a dataset to the config and rerunning executes only the new dataset's jobs (plus the study-wide
   tables and report): checked on the dry-run job list, then by running it (a regression dataset with a
   categorical column and missing values) and finding the first dataset's files untouched;
-* two runs from scratch with the same config write bitwise-identical tables and arrays (same machine);
+* two runs from scratch with the same config, in two folders, write bitwise-identical tables and arrays
+  (same machine): the interrupted-then-rerun study below is compared file by file with the first run;
 * Ctrl-C (SIGINT to Snakemake and its jobs) in the middle of the train job (held, by the test-only config
   key ``testing.hold_train_while_exists``, after writing two of its five outputs), then a rerun, completes;
   so does a kill -9 of everything at the same point followed by ``snakemake --unlock`` and a rerun, which
@@ -183,19 +184,6 @@ def test_outputs_are_complete_escaped_and_finite(first_run):
     assert len(li) and np.isfinite(li["value"].astype(float)).all()
     runs = pd.read_csv(root / "results" / "tables" / "runs.csv")
     assert np.isfinite(runs["final_train_loss"]).all() and not runs["diverged"].any()
-
-
-def test_two_fresh_runs_write_bitwise_identical_outputs(first_run, tmp_path, jax_cache):
-    _, _, files1 = first_run
-    root = new_workdir(tmp_path / "run2")
-    tiny_csv(root / "tiny.csv")
-    cfg = write_config(root, tiny_config({"tiny": TINY}))
-    snakemake(root, jax_cache, "--configfile", cfg)
-    files2 = outputs(root)
-    assert sorted(files2) == sorted(files1)
-    different = [k for k in files1 if files1[k] != files2[k]]
-    assert different == []
-    assert any(k.startswith("results/tables/") for k in files1)
 
 
 def test_adding_a_dataset_runs_only_its_jobs(first_run, tmp_path, jax_cache):
