@@ -54,7 +54,6 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.flatten_util import ravel_pytree
 
 from normlab import model
 from normlab.model import ModelSpec, Params
@@ -344,24 +343,31 @@ def embed_direction(direction, params: Params, layer: str | None = None) -> Para
     zero), or a flat vector in ``jax.flatten_util.ravel_pytree`` order of ``params`` (layer None) or of
     ``params[layer]`` (a direction restricted to that layer). With ``layer`` given, entries outside that
     layer are set to zero whatever the input holds; with ``layer`` given, a mapping of that layer's array
-    names (``{"W": ..., "b": ...}``) is accepted too. Cast to the params' dtype.
+    names (``{"W": ..., "b": ...}``) is accepted too. Cast to the params' dtype. Built on the host (numpy
+    arrays): no device program per call.
     """
     if layer is not None and isinstance(direction, Mapping) and layer not in direction \
             and set(direction) <= set(params[layer]):
         direction = {layer: direction}
     if not isinstance(direction, Mapping):
-        vec = jnp.asarray(direction).ravel()
+        vec = np.asarray(direction).ravel()
         target = params if layer is None else params[layer]
-        flat, unravel = ravel_pytree(target)
-        if vec.shape != flat.shape:
-            raise ValueError(f"flat direction has {vec.size} entries, expected {flat.size}")
-        direction = unravel(vec.astype(flat.dtype))
+        leaves, treedef = jax.tree_util.tree_flatten(target)  # ravel_pytree's order
+        total = sum(int(np.size(x)) for x in leaves)
+        if vec.size != total:
+            raise ValueError(f"flat direction has {vec.size} entries, expected {total}")
+        parts, offset = [], 0
+        for x in leaves:
+            parts.append(vec[offset:offset + np.size(x)].reshape(np.shape(x)))
+            offset += int(np.size(x))
+        direction = jax.tree_util.tree_unflatten(treedef, parts)
         if layer is not None:
             direction = {layer: direction}
     out: Params = {}
     for name, p in params.items():
         given = direction.get(name, {}) if (layer is None or name == layer) else {}
-        out[name] = {k: (jnp.asarray(given[k], v.dtype).reshape(v.shape) if k in given else jnp.zeros_like(v))
+        out[name] = {k: (np.asarray(given[k], np.dtype(v.dtype)).reshape(np.shape(v)) if k in given
+                         else np.zeros(np.shape(v), np.dtype(v.dtype)))
                      for k, v in p.items()}
     return out
 
@@ -371,6 +377,15 @@ def normalize_direction(direction):
     n = tree_norm(direction)
     scale = jnp.where(n > 0, 1.0 / jnp.where(n > 0, n, 1.0), 1.0)
     return jax.tree_util.tree_map(lambda x: x * scale.astype(x.dtype), direction)
+
+
+def _normalize_host(direction):
+    """``normalize_direction`` in numpy (the norm accumulated in float64), for directions on the host."""
+    leaves = jax.tree_util.tree_leaves(direction)
+    n = math.sqrt(sum(float(np.sum(np.square(np.asarray(x, np.float64)))) for x in leaves))
+    scale = 1.0 / n if n > 0 else 1.0
+    return jax.tree_util.tree_map(lambda x: (np.asarray(x, np.float64) * scale).astype(np.asarray(x).dtype),
+                                  direction)
 
 
 def lecture_directions(params: Params, l: int, j: int, hi: int, lo: int) -> tuple[Params, Params]:
@@ -391,29 +406,6 @@ def _layer_order(params: Params) -> list[str]:
     return sorted(params, key=lambda name: (len(name), name))  # layer1, layer2, ..., layer10
 
 
-@functools.partial(jax.jit, static_argnames=("layers", "count"))
-def _filter_normalized_jit(params: Params, key: jax.Array, layers: tuple[str, ...], count: int):
-    order = _layer_order(params)
-    sizes = [params[name]["W"].size for name in order]
-    dtype = params[order[0]]["W"].dtype
-    g_all = jax.random.normal(key, (count, sum(sizes)), dtype)  # one draw: one random kernel to compile
-    outs = []
-    for c in range(count):
-        out: Params = {}
-        offset = 0
-        for name, size in zip(order, sizes, strict=True):
-            p = params[name]
-            out[name] = {n: jnp.zeros_like(v) for n, v in p.items()}
-            if name in layers:
-                W = p["W"]
-                g = g_all[c, offset:offset + size].reshape(W.shape)
-                gn = jnp.linalg.norm(g, axis=0, keepdims=True)
-                out[name]["W"] = g / jnp.where(gn > 0, gn, 1.0) * jnp.linalg.norm(W, axis=0, keepdims=True)
-            offset += size
-        outs.append(out)
-    return outs
-
-
 def filter_normalized_direction(params: Params, key: jax.Array,
                                 layers: Sequence[str] | None = None) -> Params:
     """Filter-normalized Gaussian direction (Li et al. 2018), deterministic from ``key``.
@@ -431,9 +423,30 @@ def filter_normalized_direction(params: Params, key: jax.Array,
 def random_directions(params: Params, key: jax.Array, layers: Sequence[str] | None = None,
                       count: int = 2) -> tuple[Params, ...]:
     """``count`` (default 2) independent filter-normalized directions from one ``key``, as
-    ``filter_normalized_direction`` (row c of a single (count, total) Gaussian draw gives direction c)."""
+    ``filter_normalized_direction`` (row c of a single (count, total) Gaussian draw gives direction c).
+    Numpy arrays in the params' dtype: the draw is one device call, the rescaling runs on the host."""
     layers = tuple(params) if layers is None else tuple(layers)
-    return tuple(_filter_normalized_jit(params, key, layers, int(count)))
+    order = _layer_order(params)
+    shapes = [np.shape(params[name]["W"]) for name in order]
+    sizes = [math.prod(shape) for shape in shapes]
+    dtype = np.dtype(params[order[0]]["W"].dtype)
+    g_all = np.asarray(jax.random.normal(key, (int(count), sum(sizes)), dtype))
+    outs = []
+    for c in range(int(count)):
+        out: Params = {}
+        offset = 0
+        for name, shape, size in zip(order, shapes, sizes, strict=True):
+            p = params[name]
+            out[name] = {n: np.zeros(np.shape(v), dtype) for n, v in p.items()}
+            if name in layers:
+                W = np.asarray(p["W"])
+                g = g_all[c, offset:offset + size].reshape(shape)
+                gn = np.linalg.norm(g, axis=0, keepdims=True)
+                out[name]["W"] = (g / np.where(gn > 0, gn, 1.0) * np.linalg.norm(W, axis=0, keepdims=True)
+                                  ).astype(dtype)
+            offset += size
+        outs.append(out)
+    return tuple(outs)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -666,12 +679,22 @@ def _lecture_slice_body(spec: ModelSpec, params: Params, X, y, l: int, unit, dea
 _lecture_slice_jit = jax.jit(_lecture_slice_body, static_argnames=("spec", "l", "chunk_size"))
 
 
-@functools.partial(jax.jit, static_argnames=("spec", "chunk_size"))
-def _lecture_slices_jit(spec: ModelSpec, params: Params, X, y, dead_threshold, alphas, betas, chunk_size: int):
-    # every layer's slice in ONE program: XLA compiles one program of L parts in well under half the time
-    # of L programs (measured: 26 s vs 61 s for depth 8 on a loaded CPU), and the forward pass is shared
-    return [_lecture_slice_body(spec, params, X, y, l, -1, dead_threshold, alphas, betas, chunk_size)
-            for l in range(1, spec.n_layers + 1)]
+def _lecture_setup(spec: ModelSpec, params: Params, X, y, dead_threshold):
+    # per layer: the lecture unit and weights (hi, lo, j), their 2x2 GGN block, and the layer input's RMS
+    out, inputs, _ = model.forward_with_inputs(spec, params, X)
+    layers = []
+    for l in range(1, spec.n_layers + 1):
+        rms = input_rms(inputs[l - 1])
+        hi, lo = pick_hi_lo(rms, dead_threshold)
+        blocks = _lecture_ggn_blocks(spec, params, X, y, l, hi, lo)
+        j = choose_unit(blocks)
+        W = params[f"layer{l}"]["W"]
+        layers.append({"rms": rms, "live": live_mask(rms, dead_threshold), "hi": hi, "lo": lo, "j": j,
+                       "ggn": blocks[j], "origin": jnp.stack([W[hi, j], W[lo, j]])})
+    return layers, model.loss_from_outputs(spec, out, y)
+
+
+_lecture_setup_jit = jax.jit(_lecture_setup, static_argnames=("spec",))
 
 
 def _lecture_contour(l: int, r: dict, alphas, betas) -> ContourSlice:
@@ -701,12 +724,30 @@ def lecture_slice(spec: ModelSpec, params: Params, X, y, l: int, *, n_points: in
 
 def lecture_slices(spec: ModelSpec, params: Params, X, y, *, n_points: int = 41, extent: float = 1.0,
                    dead_threshold: float = 1e-6, chunk_size: int | None = None) -> list[ContourSlice]:
-    """``lecture_slice`` of every layer 1..L (unit by ``choose_unit``), all in one compiled call."""
+    """``lecture_slice`` of every layer 1..L (unit by ``choose_unit``): one compiled call picks every
+    layer's unit and weights, then each grid is a plane of ``direction_slices``' program (the same compiled
+    program for every slice of every kind; the whole model runs per grid point, without
+    ``lecture_grid``'s shortcut, so that one program serves all)."""
     X, y = _as_data(params, X, y)
-    alphas, betas = grid_axes(n_points, extent, X.dtype)
-    chunk = chunk_size or auto_chunk_size(spec, X.shape[0], n_points * n_points)
-    rs = _lecture_slices_jit(spec, params, X, y, dead_threshold, alphas, betas, int(chunk))
-    return [_lecture_contour(l, r, alphas, betas) for l, r in enumerate(rs, start=1)]
+    layers, loss_center = jax.device_get(_lecture_setup_jit(spec, params, X, y, dead_threshold))
+    planes = [(*_unit_pair(params, l, int(r["j"]), int(r["hi"]), int(r["lo"])), float(extent))
+              for l, r in enumerate(layers, start=1)]
+    out = []
+    for l, (r, (alphas, betas, loss, _, _)) in enumerate(
+            zip(layers, _run_planes(spec, params, X, y, planes, n_points, chunk_size), strict=True), start=1):
+        r = {**r, "loss": loss, "loss_center": loss_center}
+        out.append(_lecture_contour(l, r, alphas, betas))
+    return out
+
+
+def _unit_pair(params: Params, l: int, j: int, hi: int, lo: int) -> tuple[Params, Params]:
+    # lecture_directions on the host (numpy): unit vectors on W[l][hi, j] and W[l][lo, j]
+    def unit(row):
+        d = {name: {k: np.zeros(np.shape(v), np.dtype(v.dtype)) for k, v in p.items()} for name, p in params.items()}
+        d[f"layer{l}"]["W"][row, j] = 1
+        return d
+
+    return unit(hi), unit(lo)
 
 
 @jax.jit
@@ -776,38 +817,50 @@ def model_grid(spec: ModelSpec, params: Params, X, y, d1, d2, alphas, betas, *,
                            int(chunk_size), first_touched_layer(d1, d2))
 
 
-@functools.partial(jax.jit, static_argnames=("spec", "chunk_size", "l0s"))
-def _direction_slices_jit(spec: ModelSpec, params: Params, X, y, planes, chunk_size: int, l0s: tuple[int, ...]):
-    # all planes in ONE program (see _lecture_slices_jit); planes: [(d1, d2, alphas, betas)], l0s: the first
-    # layer each plane touches (static: the layers below it run once, outside the grid)
-    out = [(_model_grid(spec, params, X, y, d1, d2, a, b, chunk_size, l0), _model_ggn(spec, params, X, y, [d1, d2]))
-           for (d1, d2, a, b), l0 in zip(planes, l0s, strict=True)]
-    return out, model.loss(spec, params, X, y)
+def _plane(spec: ModelSpec, params: Params, X, y, d1, d2, alphas, betas, chunk_size: int):
+    # every slice's grid and 2x2 GGN with the same program: the whole model runs per grid point (l0 = 1;
+    # the layers a direction does not touch are shifted by zero), so the program depends only on the shapes
+    return (_model_grid(spec, params, X, y, d1, d2, alphas, betas, chunk_size, 1),
+            _model_ggn(spec, params, X, y, [d1, d2]), model.loss(spec, params, X, y))
+
+
+# One compilation per model shape serves every slice of every checkpoint: one program per slice kind and
+# layer (or all slices unrolled into one program) took 3-10 s to compile per analyze job (measured: 3.0 +
+# 2.9 s for depth 3, 9.9 + 8.0 s for depth 8 with batch norm), most of its first checkpoint.
+_plane_jit = jax.jit(_plane, static_argnames=("spec", "chunk_size"))
+
+
+def _run_planes(spec: ModelSpec, params: Params, X, y, planes: Sequence, n_points: int,
+                chunk_size: int | None) -> list[tuple]:
+    """planes: [(d1, d2, extent)] with full direction pytrees in params' dtype. Returns per plane
+    (alphas, betas, loss (n, n), ggn (2, 2), loss_center) as numpy, all planes dispatched before any is
+    read back."""
+    params = jax.tree_util.tree_map(jnp.asarray, params)
+    chunk = int(chunk_size or auto_chunk_size(spec, X.shape[0], n_points * n_points))
+    pending = []
+    for d1, d2, extent in planes:
+        alphas, betas = (np.asarray(a) for a in grid_axes(n_points, float(extent), X.dtype))
+        pending.append((alphas, betas, _plane_jit(spec, params, X, y, d1, d2, alphas, betas, chunk)))
+    return [(a, b, *(np.asarray(x) for x in res[:2]), float(res[2])) for a, b, res in pending]
 
 
 def direction_slices(spec: ModelSpec, params: Params, X, y, planes: Sequence[Mapping], *, n_points: int = 41,
                      chunk_size: int | None = None) -> list[ContourSlice]:
-    """Several ``direction_slice``s in one compiled call. planes: mappings with keys d1, d2 (as
-    ``direction_slice`` takes them), slice, scope, extent, and optionally normalize (default True)."""
+    """Several ``direction_slice``s, all by one compiled program (one call per slice). planes: mappings
+    with keys d1, d2 (as ``direction_slice`` takes them), slice, scope, extent, and optionally normalize
+    (default True)."""
     X, y = _as_data(params, X, y)
-    prepared, l0s, axes = [], [], []
+    prepared = []
     for pl in planes:
         layer = None if pl["scope"] == "model" else pl["scope"]
         d1, d2 = embed_direction(pl["d1"], params, layer), embed_direction(pl["d2"], params, layer)
         if pl.get("normalize", True):
-            d1, d2 = normalize_direction(d1), normalize_direction(d2)
-        alphas, betas = grid_axes(n_points, float(pl["extent"]), X.dtype)
-        prepared.append((d1, d2, alphas, betas))
-        l0s.append(first_touched_layer(d1, d2))
-        axes.append((alphas, betas))
-    if not prepared:
-        return []
-    chunk = chunk_size or auto_chunk_size(spec, X.shape[0], n_points * n_points)
-    out, loss_center = _direction_slices_jit(spec, params, X, y, prepared, int(chunk), tuple(l0s))
-    return [ContourSlice(slice=pl["slice"], scope=pl["scope"], alphas=np.asarray(a), betas=np.asarray(b),
-                         loss=np.asarray(loss), origin=np.zeros(2), ggn=np.asarray(ggn),
-                         loss_center=float(loss_center))
-            for pl, (a, b), (loss, ggn) in zip(planes, axes, out, strict=True)]
+            d1, d2 = _normalize_host(d1), _normalize_host(d2)
+        prepared.append((d1, d2, pl["extent"]))
+    results = _run_planes(spec, params, X, y, prepared, n_points, chunk_size)
+    return [ContourSlice(slice=pl["slice"], scope=pl["scope"], alphas=a, betas=b, loss=loss, origin=np.zeros(2),
+                         ggn=ggn, loss_center=center)
+            for pl, (a, b, loss, ggn, center) in zip(planes, results, strict=True)]
 
 
 def direction_slice(spec: ModelSpec, params: Params, X, y, d1, d2, *, slice: str, scope: str,
@@ -816,8 +869,8 @@ def direction_slice(spec: ModelSpec, params: Params, X, y, d1, d2, *, slice: str
     """J on the plane spanned by two given directions (pytrees as in ``embed_direction``; scope
     ``layer<l>`` zeroes them outside that layer). ``normalize``: scale each to unit norm, so the
     coordinates are parameter-space distances (eigenvector slices); False keeps them as given
-    (filter-normalized random directions, where 1 = the weights' own scale). One compiled call; the grid
-    by ``model_grid``'s method (the layers below the first one the directions touch run once)."""
+    (filter-normalized random directions, where 1 = the weights' own scale). One compiled call (the
+    program every slice shares: the whole model runs per grid point)."""
     return direction_slices(spec, params, X, y, [{"d1": d1, "d2": d2, "slice": slice, "scope": scope,
                                                   "extent": extent, "normalize": normalize}],
                             n_points=n_points, chunk_size=chunk_size)[0]
