@@ -69,7 +69,7 @@ def _lecture_panels(ds: str, t: dict, grids: dict, tag: str) -> list[dict]:
                             "origin": arr[key + "origin"], "ratio": float(r["axis_ratio_ggn"].iloc[0]),
                             "singular": bool(r["singular"].iloc[0])})
             rows.append(row)
-        png = figures.contour_grid(rows, variants, [f"layer {l}" for l in range(1, n_layers + 1)])
+        png = (figures.contour_grid, (rows, variants, [f"layer {l}" for l in range(1, n_layers + 1)]))
         out.append((f"The lecture's picture for every layer, depth {depth}, checkpoint {tag} of the best-LR run: J "
                     "against the two incoming weights of one unit of layer l whose inputs (units of A[l-1]) have the "
                     "largest and the smallest RMS, everything else fixed. Colour: log10(J - min J), one scale per "
@@ -78,9 +78,10 @@ def _lecture_panels(ds: str, t: dict, grids: dict, tag: str) -> list[dict]:
     return out
 
 
-def dataset_figures(ds: str, t: dict[str, pd.DataFrame], spectra: dict | None = None,
-                    grids: dict | None = None) -> list[dict]:
-    """The per-dataset figures with their captions and alt texts."""
+def dataset_figure_tasks(ds: str, t: dict[str, pd.DataFrame], spectra: dict | None = None,
+                         grids: dict | None = None) -> list[tuple[str, tuple]]:
+    """The per-dataset figures, not yet drawn: [(caption, (figure function, its arguments))], the function
+    returning PNG bytes (``normlab.figures``)."""
     sel = lambda df: df[df["dataset"] == ds]  # noqa: E731
     li = sel(t["layer_inputs"])
     spread = li[(li["metric"] == "rms_spread") & (li["run"] == "best") & (li["checkpoint"] == "end")]
@@ -91,20 +92,49 @@ def dataset_figures(ds: str, t: dict[str, pd.DataFrame], spectra: dict | None = 
     if grids and "contours" in t:
         for tag in ("init", "end"):
             figs += _lecture_panels(ds, t, grids, tag)
-    return [{"caption": c, "alt": f"{ds}: {c}", "src": figures.data_uri(png)} for c, png in figs]
+    return figs
+
+
+def _draw(task: tuple) -> bytes:
+    fn, args = task
+    return fn(*args)
+
+
+def render_figures(tasks: list[tuple], workers: int = 1) -> list[bytes]:
+    """PNG bytes of each (figure function, arguments) task, in order. ``workers`` > 1 draws them in that
+    many processes (matplotlib draws in one thread; the report's figures are independent). The bytes do
+    not depend on ``workers``."""
+    workers = max(1, min(int(workers), len(tasks)))
+    if workers == 1:
+        return [_draw(task) for task in tasks]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else None)
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        return list(pool.map(_draw, tasks))
+
+
+def dataset_figures(ds: str, t: dict[str, pd.DataFrame], spectra: dict | None = None,
+                    grids: dict | None = None, workers: int = 1) -> list[dict]:
+    """The per-dataset figures with their captions and alt texts (``src``: a PNG data URI)."""
+    tasks = dataset_figure_tasks(ds, t, spectra, grids)
+    pngs = render_figures([task for _, task in tasks], workers)
+    return [{"caption": c, "alt": f"{ds}: {c}", "src": figures.data_uri(png)}
+            for (c, _), png in zip(tasks, pngs, strict=True)]
 
 
 def _basic_figures(ds, t, sel, spread, grads):
     return [
         ("Training loss at each variant's best learning rate (median and range over seeds).",
-         figures.training_curves(sel(t["training"]), sel(t["variants"]))),
+         (figures.training_curves, (sel(t["training"]), sel(t["variants"])))),
         ("Largest learning rate at which every seed converged (x: no stable learning rate on the grid).",
-         figures.max_stable_lr(sel(t["variants"]))),
+         (figures.max_stable_lr, (sel(t["variants"]),))),
         ("Spread of the layer inputs' scales: max/min RMS over live units of A[l-1], end of the best-LR run. "
          "1 means every input of layer l is on one scale (round contours in the W[l] directions).",
-         figures.per_layer(spread, "value", "RMS spread of A[l-1]")),
+         (figures.per_layer, (spread, "value", "RMS spread of A[l-1]"))),
         ("Gradient norm ||dJ/dW[l]|| per layer at the end of the best-LR run.",
-         figures.per_layer(grads, "value", "||dJ/dW[l]||")),
+         (figures.per_layer, (grads, "value", "||dJ/dW[l]||"))),
     ]
 
 
@@ -120,7 +150,7 @@ def _curvature_figures(ds, t, sel, spectra):
     lmax = layers[(layers["matrix"] == "ggn") & (layers["metric"] == "lambda_max")]
     caption = (f"Top Gauss-Newton eigenvalue of each layer's (W[l], b[l]) block, best-LR run, checkpoint {tag}: "
                "how sharp J is along that layer's own weights.")
-    out = [(caption, figures.per_layer(lmax, "value", "lambda_max (GGN block)"))]
+    out = [(caption, (figures.per_layer, (lmax, "value", "lambda_max (GGN block)")))]
     li = sel(t["layer_inputs"])
     li = li[(li["run"] == "best") & (li["checkpoint"] == tag) & (li["metric"] == "eff_cond")]
     ggn = layers[(layers["matrix"] == "ggn") & (layers["metric"] == "eff_cond")]
@@ -129,12 +159,12 @@ def _curvature_figures(ds, t, sel, spectra):
     if len(both):
         out.append(("Per-layer conditioning of J (Gauss-Newton block, lambda_max / mean lambda) against the "
                     f"conditioning of that layer's inputs E[a~a~^T], best-LR run, checkpoint {tag}.",
-                    figures.conditioning_scatter(both)))
+                    (figures.conditioning_scatter, (both,))))
     dens = [d for d in spectra.get(ds, []) if d["run"] == "best" and d["checkpoint"] == tag
             and d["scope"] == "model" and d["matrix"] == "hessian"]
     if dens:
         out.append((f"Hessian eigenvalue density of the whole model (stochastic Lanczos quadrature), best-LR run, "
-                    f"checkpoint {tag}.", figures.spectral_densities(dens)))
+                    f"checkpoint {tag}.", (figures.spectral_densities, (dens,))))
     return out
 
 
@@ -183,9 +213,9 @@ def load_spectra(paths) -> dict[str, list[dict]]:
 
 
 def build_report(table_paths: dict, provenance_paths: list, config: dict, out, benchmarks_dir="benchmarks",
-                 spectra_paths=(), contour_paths=()) -> None:
+                 spectra_paths=(), contour_paths=(), workers: int = 1) -> None:
     """Render the report to ``out`` from the tables (paths by kind), the datasets' provenance and the
-    spectral densities."""
+    spectral densities; ``workers`` processes draw the figures (``render_figures``)."""
     t = load_tables(table_paths)
     spectra = load_spectra(spectra_paths)
     grids = load_contour_grids(contour_paths)
@@ -208,7 +238,16 @@ def build_report(table_paths: dict, provenance_paths: list, config: dict, out, b
         by_question=by_question, questions=verdict.QUESTIONS,
         edge=verdict.edge_of_stability(t["curvature"]) if "curvature" in t else pd.DataFrame(), datasets=datasets,
         provenance=provenance, variants=t["variants"],
-        figures={ds: dataset_figures(ds, t, spectra, grids) for ds in datasets},
+        figures=_all_figures(datasets, t, spectra, grids, workers),
         methods=methods(config, t, Path(benchmarks_dir)), fmt=fmt,
     )
     io.write_text(out, html)
+
+
+def _all_figures(datasets: list[str], t: dict, spectra: dict, grids: dict, workers: int) -> dict[str, list[dict]]:
+    # every dataset's figures drawn in one pool, so the workers stay busy across datasets
+    tasks = {ds: dataset_figure_tasks(ds, t, spectra, grids) for ds in datasets}
+    flat = [task for ds in datasets for _, task in tasks[ds]]
+    pngs = iter(render_figures(flat, workers))
+    return {ds: [{"caption": c, "alt": f"{ds}: {c}", "src": figures.data_uri(next(pngs))} for c, _ in tasks[ds]]
+            for ds in datasets}

@@ -396,3 +396,21 @@ def test_snakemake_report_builds(quick, tmp_path):
     text = out.read_text(errors="replace")
     assert len(text) > 10_000
     assert "report.html" in text
+
+
+def test_report_figures_are_the_same_drawn_in_parallel(quick):
+    """The report draws its figures in a process pool (rule report's threads); the PNG bytes must be those
+    drawn one by one in this process, in the same order."""
+    from normlab import report
+
+    root, _, _ = quick
+    names = ["runs", "variants", "training", "layer_inputs", "layer_units", "gradients", "curvature", "contours"]
+    t = report.load_tables({k: root / "results" / "tables" / f"{k}.csv" for k in names})
+    spectra = report.load_spectra(sorted(root.glob("results/*/*/analysis/spectra.npz")))
+    grids = report.load_contour_grids(sorted(root.glob("results/*/*/analysis/contours.npz")))
+    tasks = [task for _, task in report.dataset_figure_tasks("lecture", t, spectra, grids)]
+    assert len(tasks) >= 8
+    tasks = tasks[:4]  # the four cheapest to draw (curves, stable LRs, two per-layer plots): enough to compare
+    one_by_one = report.render_figures(tasks, workers=1)
+    assert report.render_figures(tasks, workers=2) == one_by_one
+    assert all(png.startswith(b"\x89PNG\r\n\x1a\n") for png in one_by_one)

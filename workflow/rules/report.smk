@@ -36,7 +36,7 @@ rule report:
         ),
     params:
         config=config,
-    threads: 1
+    threads: 4  # figures drawn in parallel (Snakemake lowers it to --cores)
     resources:
         mem_mb=mem_mb(418, study_scale),
         runtime=runtime_minutes(16, study_scale),
