@@ -194,14 +194,14 @@ class CurvatureOperator:
 
     matvec: ``jax.tree_util.Partial``, (N,) -> (N,), the block's matrix embedded in the full flat
     parameter space (zero outside the block), jit-compatible. mask: (N,) 1 on the block, 0 elsewhere.
-    x0: (n,) the block's parameters, flat. names: the block's leaf names. indices: (n,) int, position of
+    x0: (n,) the block's parameters, flat (numpy). names: the block's leaf names. indices: (n,) int, position of
     each block coordinate in ``ravel_pytree(params)`` (N,). Calling the operator works in block
     coordinates: v (n,) -> (n,).
     """
 
     matvec: Partial
     mask: jax.Array
-    x0: jax.Array
+    x0: np.ndarray
     names: tuple[str, ...]
     indices: np.ndarray
     treedef: Any
@@ -229,14 +229,16 @@ class CurvatureOperator:
         """Products with a batch of block vectors, V (b, n) -> (b, n) (rows are vectors); vmapped."""
         return _matmat(self.matvec, _embed(self.mask, self.indices, jnp.asarray(V)))[:, self.indices]
 
-    def embed(self, v: jax.Array) -> jax.Array:
-        """Block vector (n,) -> full flat vector (N,), zeros outside the block."""
-        return _embed(self.mask, self.indices, jnp.asarray(v)[None])[0]
+    def embed(self, v: jax.Array) -> np.ndarray:
+        """Block vector (n,) -> full flat vector (N,), zeros outside the block (numpy, on the host)."""
+        w = np.zeros(self.N, self.dtype)
+        w[self.indices] = np.asarray(v)
+        return w
 
     def to_tree(self, v: jax.Array):
         """Block vector (n,) -> pytree shaped like params, zeros outside the block (a direction in the
         full parameter space, e.g. an eigenvector for a contour slice)."""
-        w = np.asarray(self.embed(v))
+        w = self.embed(v)
         offsets = np.concatenate([[0], np.cumsum([math.prod(s) for s in self.leaf_shapes])])
         bounds = zip(offsets[:-1], offsets[1:], self.leaf_shapes, strict=True)
         leaves = [jnp.asarray(w[lo:hi].reshape(s)) for lo, hi, s in bounds]
@@ -257,10 +259,13 @@ def _operator(kernel, params, block, args, outer_args) -> CurvatureOperator:
     leaves = jax.tree_util.tree_leaves(params)
     _check_dtype(leaves)
     mask_leaves = block_mask(params, block)
-    flat, _ = ravel_pytree(leaves)
+    dtype = np.dtype(jnp.result_type(*leaves))
+    # the flat vector and the mask are built on the host: as device operations they were a dozen small
+    # programs per block size (gather, select, concatenate ...) to compile or load in every analyze job
+    flat = np.concatenate([np.asarray(x, dtype).ravel() for x in leaves])
     mask_np = np.concatenate(
-        [np.full(np.size(x), float(m)) for x, m in zip(leaves, mask_leaves, strict=True)])
-    mask = jnp.asarray(mask_np, flat.dtype)
+        [np.full(np.size(x), float(m)) for x, m in zip(leaves, mask_leaves, strict=True)]).astype(dtype)
+    mask = jnp.asarray(mask_np)
     indices = np.flatnonzero(mask_np)
     names = tuple(n for n, m in zip(leaf_names(params), mask_leaves, strict=True) if m)
     return CurvatureOperator(
@@ -646,12 +651,13 @@ def dense_matrix(matvec, *, batch_size: int = 8, n: int | None = None, dtype=Non
     sp = _space(matvec, n, dtype)
     N, b = sp.mask.shape[0], max(1, min(batch_size, sp.n))
     idx = np.resize(sp.indices, _pad_rows(sp.n, b))
-    A = np.empty((idx.size, sp.n), np.dtype(sp.dtype))
-    for i in range(0, idx.size, b):
-        E = np.zeros((b, N), A.dtype)
+    dtype = np.dtype(sp.dtype)
+    products = []
+    for i in range(0, idx.size, b):  # all products dispatched before any is read back
+        E = np.zeros((b, N), dtype)
         E[np.arange(b), idx[i:i + b]] = 1
-        A[i:i + b] = np.asarray(_matmat(sp.matvec, jnp.asarray(E)))[:, sp.indices]
-    A = A[: sp.n]
+        products.append(_matmat(sp.matvec, E))
+    A = np.concatenate([np.asarray(P)[:, sp.indices] for P in products])[: sp.n]
     return 0.5 * (A + A.T)
 
 
@@ -769,8 +775,9 @@ def spectrum(op: CurvatureOperator, key: jax.Array, top_k: int = 5, dense_max_pa
                         np.full((1, n), 1.0 / n, vals_np.dtype))
     q = slq(op, key, slq_probes, num_steps, batch_size=b, top_k=top_k)
     tr = hutchinson_trace(op, key, trace_probes, batch_size=b)
-    return Spectrum(n, False, float(q.top.values[0]), float(tr.trace), float(tr.stderr),
-                    np.asarray(q.top.values), np.asarray(q.top.vectors), negative_mass(q.nodes, q.weights),
+    top = np.asarray(q.top.values)
+    return Spectrum(n, False, float(top[0]), float(tr.trace), float(tr.stderr),
+                    top, np.asarray(q.top.vectors), negative_mass(q.nodes, q.weights),
                     np.asarray(q.nodes), np.asarray(q.weights))
 
 

@@ -74,12 +74,16 @@ ROW_KEYS = (
 def grid_axes(n_points: int, extent: float, dtype=jnp.float64) -> tuple[jax.Array, jax.Array]:
     """Symmetric grid coordinates: ``alphas = betas = linspace(-extent, extent, n_points)``, each
     (n_points,), in parameter units. An odd ``n_points`` puts a grid point exactly on the centre."""
+    _check_grid(n_points, extent)
+    axis = jnp.linspace(-extent, extent, n_points, dtype=dtype)
+    return axis, axis
+
+
+def _check_grid(n_points: int, extent: float) -> None:
     if n_points < 2:
         raise ValueError(f"n_points must be >= 2, got {n_points}")
     if not extent > 0:
         raise ValueError(f"extent must be > 0, got {extent}")
-    axis = jnp.linspace(-extent, extent, n_points, dtype=dtype)
-    return axis, axis
 
 
 def _map_grid(point_fn: Callable, alphas: jax.Array, betas: jax.Array, chunk_size: int) -> jax.Array:
@@ -839,7 +843,8 @@ def _run_planes(spec: ModelSpec, params: Params, X, y, planes: Sequence, n_point
     chunk = int(chunk_size or auto_chunk_size(spec, X.shape[0], n_points * n_points))
     pending = []
     for d1, d2, extent in planes:
-        alphas, betas = (np.asarray(a) for a in grid_axes(n_points, float(extent), X.dtype))
+        _check_grid(n_points, float(extent))
+        alphas = betas = np.linspace(-float(extent), float(extent), n_points, dtype=np.dtype(X.dtype))
         pending.append((alphas, betas, _plane_jit(spec, params, X, y, d1, d2, alphas, betas, chunk)))
     return [(a, b, *(np.asarray(x) for x in res[:2]), float(res[2])) for a, b, res in pending]
 

@@ -8,6 +8,9 @@ the input-normalization picture. All statistics are over the rows of one batch (
 
 from __future__ import annotations
 
+import functools
+
+import jax
 import numpy as np
 
 from normlab import model
@@ -74,6 +77,12 @@ def layer_input_stats(A: np.ndarray, dead_threshold: float) -> dict[str, float]:
 
 
 def network_layer_inputs(spec: model.ModelSpec, params: model.Params, X) -> list[np.ndarray]:
-    """A[0..L-1] on the batch X (BN in training mode on X), as float64 numpy arrays."""
-    _, inputs, _ = model.forward_with_inputs(spec, params, X)
-    return [np.asarray(a, np.float64) for a in inputs]
+    """A[0..L-1] on the batch X (BN in training mode on X), as float64 numpy arrays. One compiled forward
+    pass per model shape (run eagerly, each of its operations was a program of its own: about 10 per layer
+    to trace, compile or load from the cache in every analyze job)."""
+    return [np.asarray(a, np.float64) for a in _layer_inputs_jit(spec, params, X)]
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _layer_inputs_jit(spec: model.ModelSpec, params: model.Params, X):
+    return model.forward_with_inputs(spec, params, X)[1]
