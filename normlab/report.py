@@ -108,9 +108,13 @@ def render_figures(tasks: list[tuple], workers: int = 1) -> list[bytes]:
     if workers == 1:
         return [_draw(task) for task in tasks]
     import multiprocessing
+    import sys
     from concurrent.futures import ProcessPoolExecutor
 
-    context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else None)
+    # fork (workers start at once, matplotlib already imported) unless JAX is loaded: JAX runs threads, and
+    # forking a threaded process can deadlock; the report job never imports JAX
+    fork = "fork" in multiprocessing.get_all_start_methods() and "jax" not in sys.modules
+    context = multiprocessing.get_context("fork" if fork else "spawn")
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
         return list(pool.map(_draw, tasks))
 

@@ -12,6 +12,7 @@ import base64
 import json
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -400,17 +401,26 @@ def test_snakemake_report_builds(quick, tmp_path):
 
 def test_report_figures_are_the_same_drawn_in_parallel(quick):
     """The report draws its figures in a process pool (rule report's threads); the PNG bytes must be those
-    drawn one by one in this process, in the same order."""
-    from normlab import report
-
+    drawn one by one, in the same order. Run in a fresh Python without JAX, as the report job runs (forked
+    workers)."""
     root, _, _ = quick
-    names = ["runs", "variants", "training", "layer_inputs", "layer_units", "gradients", "curvature", "contours"]
-    t = report.load_tables({k: root / "results" / "tables" / f"{k}.csv" for k in names})
-    spectra = report.load_spectra(sorted(root.glob("results/*/*/analysis/spectra.npz")))
-    grids = report.load_contour_grids(sorted(root.glob("results/*/*/analysis/contours.npz")))
-    tasks = [task for _, task in report.dataset_figure_tasks("lecture", t, spectra, grids)]
-    assert len(tasks) >= 8
-    tasks = tasks[:4]  # the four cheapest to draw (curves, stable LRs, two per-layer plots): enough to compare
-    one_by_one = report.render_figures(tasks, workers=1)
-    assert report.render_figures(tasks, workers=2) == one_by_one
-    assert all(png.startswith(b"\x89PNG\r\n\x1a\n") for png in one_by_one)
+    code = f"""
+import sys
+from pathlib import Path
+from normlab import report
+root = Path({str(root)!r})
+names = ["runs", "variants", "training", "layer_inputs", "layer_units", "gradients", "curvature", "contours"]
+t = report.load_tables({{k: root / "results" / "tables" / f"{{k}}.csv" for k in names}})
+spectra = report.load_spectra(sorted(root.glob("results/*/*/analysis/spectra.npz")))
+grids = report.load_contour_grids(sorted(root.glob("results/*/*/analysis/contours.npz")))
+tasks = [task for _, task in report.dataset_figure_tasks("lecture", t, spectra, grids)]
+assert len(tasks) >= 8, len(tasks)
+tasks = tasks[:4]  # the four cheapest to draw (curves, stable LRs, two per-layer plots): enough to compare
+one_by_one = report.render_figures(tasks, workers=1)
+assert "jax" not in sys.modules
+assert report.render_figures(tasks, workers=2) == one_by_one, "parallel figures differ"
+assert all(png.startswith(b"\\x89PNG\\r\\n\\x1a\\n") for png in one_by_one)
+print("ok", len(one_by_one))
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok 4", proc.stdout + proc.stderr
