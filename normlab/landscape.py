@@ -71,19 +71,15 @@ ROW_KEYS = (
 # ----------------------------------------------------------------------------------------------------
 
 
-def grid_axes(n_points: int, extent: float, dtype=jnp.float64) -> tuple[jax.Array, jax.Array]:
+def grid_axes(n_points: int, extent: float, dtype=np.float64) -> tuple[np.ndarray, np.ndarray]:
     """Symmetric grid coordinates: ``alphas = betas = linspace(-extent, extent, n_points)``, each
-    (n_points,), in parameter units. An odd ``n_points`` puts a grid point exactly on the centre."""
-    _check_grid(n_points, extent)
-    axis = jnp.linspace(-extent, extent, n_points, dtype=dtype)
-    return axis, axis
-
-
-def _check_grid(n_points: int, extent: float) -> None:
+    (n_points,) numpy, in parameter units. An odd ``n_points`` puts a grid point exactly on the centre."""
     if n_points < 2:
         raise ValueError(f"n_points must be >= 2, got {n_points}")
     if not extent > 0:
         raise ValueError(f"extent must be > 0, got {extent}")
+    axis = np.linspace(-extent, extent, n_points, dtype=np.dtype(dtype))
+    return axis, axis
 
 
 def _map_grid(point_fn: Callable, alphas: jax.Array, betas: jax.Array, chunk_size: int) -> jax.Array:
@@ -377,14 +373,8 @@ def embed_direction(direction, params: Params, layer: str | None = None) -> Para
 
 
 def normalize_direction(direction):
-    """The direction divided by its Euclidean norm (unchanged if the norm is zero)."""
-    n = tree_norm(direction)
-    scale = jnp.where(n > 0, 1.0 / jnp.where(n > 0, n, 1.0), 1.0)
-    return jax.tree_util.tree_map(lambda x: x * scale.astype(x.dtype), direction)
-
-
-def _normalize_host(direction):
-    """``normalize_direction`` in numpy (the norm accumulated in float64), for directions on the host."""
+    """The direction divided by its Euclidean norm (unchanged if the norm is zero); numpy arrays in the
+    direction's dtype, the norm accumulated in float64 on the host."""
     leaves = jax.tree_util.tree_leaves(direction)
     n = math.sqrt(sum(float(np.sum(np.square(np.asarray(x, np.float64)))) for x in leaves))
     scale = 1.0 / n if n > 0 else 1.0
@@ -393,14 +383,11 @@ def _normalize_host(direction):
 
 
 def lecture_directions(params: Params, l: int, j: int, hi: int, lo: int) -> tuple[Params, Params]:
-    """Unit directions on the weights ``W[l][hi, j]`` (d1) and ``W[l][lo, j]`` (d2), zero elsewhere."""
-    zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
-    name = f"layer{l}"
-
+    """Unit directions on the weights ``W[l][hi, j]`` (d1) and ``W[l][lo, j]`` (d2), zero elsewhere
+    (numpy arrays in the params' dtypes)."""
     def unit(row):
-        d = dict(zeros)
-        d[name] = dict(zeros[name])
-        d[name]["W"] = zeros[name]["W"].at[row, j].set(1)
+        d = {name: {k: np.zeros(np.shape(v), np.dtype(v.dtype)) for k, v in p.items()} for name, p in params.items()}
+        d[f"layer{l}"]["W"][row, j] = 1
         return d
 
     return unit(hi), unit(lo)
@@ -734,7 +721,7 @@ def lecture_slices(spec: ModelSpec, params: Params, X, y, *, n_points: int = 41,
     ``lecture_grid``'s shortcut, so that one program serves all)."""
     X, y = _as_data(params, X, y)
     layers, loss_center = jax.device_get(_lecture_setup_jit(spec, params, X, y, dead_threshold))
-    planes = [(*_unit_pair(params, l, int(r["j"]), int(r["hi"]), int(r["lo"])), float(extent))
+    planes = [(*lecture_directions(params, l, int(r["j"]), int(r["hi"]), int(r["lo"])), float(extent))
               for l, r in enumerate(layers, start=1)]
     out = []
     for l, (r, (alphas, betas, loss, _, _)) in enumerate(
@@ -742,16 +729,6 @@ def lecture_slices(spec: ModelSpec, params: Params, X, y, *, n_points: int = 41,
         r = {**r, "loss": loss, "loss_center": loss_center}
         out.append(_lecture_contour(l, r, alphas, betas))
     return out
-
-
-def _unit_pair(params: Params, l: int, j: int, hi: int, lo: int) -> tuple[Params, Params]:
-    # lecture_directions on the host (numpy): unit vectors on W[l][hi, j] and W[l][lo, j]
-    def unit(row):
-        d = {name: {k: np.zeros(np.shape(v), np.dtype(v.dtype)) for k, v in p.items()} for name, p in params.items()}
-        d[f"layer{l}"]["W"][row, j] = 1
-        return d
-
-    return unit(hi), unit(lo)
 
 
 @jax.jit
@@ -843,8 +820,7 @@ def _run_planes(spec: ModelSpec, params: Params, X, y, planes: Sequence, n_point
     chunk = int(chunk_size or auto_chunk_size(spec, X.shape[0], n_points * n_points))
     pending = []
     for d1, d2, extent in planes:
-        _check_grid(n_points, float(extent))
-        alphas = betas = np.linspace(-float(extent), float(extent), n_points, dtype=np.dtype(X.dtype))
+        alphas, betas = grid_axes(n_points, float(extent), X.dtype)
         pending.append((alphas, betas, _plane_jit(spec, params, X, y, d1, d2, alphas, betas, chunk)))
     return [(a, b, *(np.asarray(x) for x in res[:2]), float(res[2])) for a, b, res in pending]
 
@@ -860,7 +836,7 @@ def direction_slices(spec: ModelSpec, params: Params, X, y, planes: Sequence[Map
         layer = None if pl["scope"] == "model" else pl["scope"]
         d1, d2 = embed_direction(pl["d1"], params, layer), embed_direction(pl["d2"], params, layer)
         if pl.get("normalize", True):
-            d1, d2 = _normalize_host(d1), _normalize_host(d2)
+            d1, d2 = normalize_direction(d1), normalize_direction(d2)
         prepared.append((d1, d2, pl["extent"]))
     results = _run_planes(spec, params, X, y, prepared, n_points, chunk_size)
     return [ContourSlice(slice=pl["slice"], scope=pl["scope"], alphas=a, betas=b, loss=loss, origin=np.zeros(2),
