@@ -119,15 +119,6 @@ def render_figures(tasks: list[tuple], workers: int = 1) -> list[bytes]:
         return list(pool.map(_draw, tasks))
 
 
-def dataset_figures(ds: str, t: dict[str, pd.DataFrame], spectra: dict | None = None,
-                    grids: dict | None = None, workers: int = 1) -> list[dict]:
-    """The per-dataset figures with their captions and alt texts (``src``: a PNG data URI)."""
-    tasks = dataset_figure_tasks(ds, t, spectra, grids)
-    pngs = render_figures([task for _, task in tasks], workers)
-    return [{"caption": c, "alt": f"{ds}: {c}", "src": figures.data_uri(png)}
-            for (c, _), png in zip(tasks, pngs, strict=True)]
-
-
 def _basic_figures(ds, t, sel, spread, grads):
     return [
         ("Training loss at each variant's best learning rate (median and range over seeds).",
