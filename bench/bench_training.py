@@ -125,8 +125,8 @@ def vmapped_execution(spec, cfg, data, lrs, seeds, ev) -> tuple[float, np.ndarra
               for t0 in range(0, cfg.steps, cfg.log_every)]
 
     def one_pass():
-        state = sweep.init(jnp.asarray(lr_runs), jnp.asarray(seed_runs))
-        logs = [sweep.evaluate(state)]
+        state, log0 = sweep.init(jnp.asarray(lr_runs), jnp.asarray(seed_runs))
+        logs = [log0]
         for i, block in enumerate(blocks):
             state, log = sweep.interval(state, jnp.asarray(i * cfg.log_every, jnp.int32), block)
             logs.append(log)
