@@ -56,6 +56,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from normlab import model
+from normlab.curvature import host_rng
 from normlab.model import ModelSpec, Params
 
 SLICES = ("lecture", "eig", "random")
@@ -405,7 +406,7 @@ def filter_normalized_direction(params: Params, key: jax.Array,
     incoming weights of one output unit) is rescaled to the norm of the same column of W. Bias, gamma
     and beta directions are zero (Li et al.'s ``ignore='biasbn'``): they are few, and their scales have
     no filter to normalize against. ``layers``: restrict to those layer names (zero elsewhere). The
-    Gaussian entries are one draw ``normal(key, (total W entries,))`` laid out layer by layer, so the
+    Gaussian entries are one draw of (total W entries,) standard normals laid out layer by layer, so the
     direction of a layer does not depend on ``layers``.
     """
     return random_directions(params, key, layers, count=1)[0]
@@ -415,13 +416,14 @@ def random_directions(params: Params, key: jax.Array, layers: Sequence[str] | No
                       count: int = 2) -> tuple[Params, ...]:
     """``count`` (default 2) independent filter-normalized directions from one ``key``, as
     ``filter_normalized_direction`` (row c of a single (count, total) Gaussian draw gives direction c).
-    Numpy arrays in the params' dtype: the draw is one device call, the rescaling runs on the host."""
+    Numpy arrays in the params' dtype. The Gaussians come from ``curvature.host_rng(key)`` (numpy, on the
+    host; key: a JAX PRNG key or any integer array), so no random-number kernel is compiled per shape."""
     layers = tuple(params) if layers is None else tuple(layers)
     order = _layer_order(params)
     shapes = [np.shape(params[name]["W"]) for name in order]
     sizes = [math.prod(shape) for shape in shapes]
     dtype = np.dtype(params[order[0]]["W"].dtype)
-    g_all = np.asarray(jax.random.normal(key, (int(count), sum(sizes)), dtype))
+    g_all = host_rng(key).standard_normal((int(count), sum(sizes))).astype(dtype)
     outs = []
     for c in range(int(count)):
         out: Params = {}
@@ -963,11 +965,9 @@ def contour_slices(spec: ModelSpec, params: Params, X, y, config: ContourConfig 
                        "extent": cfg.extent_for("eig")})
     for scope, (d1, d2) in sorted((eig_layers or {}).items(), key=lambda kv: int(kv[0][5:])):
         planes.append({"d1": d1, "d2": d2, "slice": "eig", "scope": scope, "extent": cfg.extent_for("eig")})
-    key = jax.random.PRNGKey(cfg.seed)
     for scope in ["model"] + (model.layer_names(spec) if cfg.random_per_layer else []):
         layers = None if scope == "model" else [scope]
-        d1, d2 = random_directions(params, jax.random.fold_in(key, 0 if layers is None else int(scope[5:])),
-                                   layers)
+        d1, d2 = random_directions(params, np.array([cfg.seed, 0 if layers is None else int(scope[5:])]), layers)
         planes.append({"d1": d1, "d2": d2, "slice": "random", "scope": scope, "extent": cfg.extent_for("random"),
                        "normalize": False})
     slices += direction_slices(spec, params, X, y, planes, n_points=n, chunk_size=cfg.chunk_size)
