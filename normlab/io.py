@@ -33,10 +33,57 @@ def write_text(path, text: str) -> None:
         tmp.write_text(text)
 
 
-def write_csv(path, df) -> None:
-    """Write a DataFrame as CSV; floats in their shortest exact form (byte-deterministic)."""
+def write_csv(path, table) -> None:
+    """Write a table as CSV; floats in their shortest exact form (byte-deterministic). ``table``: a
+    pandas DataFrame, or a column mapping {name: 1-D array} (``normlab.tables``), written without
+    pandas exactly as ``DataFrame(table).to_csv(index=False)`` writes it: missing values (NaN, None)
+    empty, booleans True / False, each float by numpy's shortest repr in its own precision."""
     with atomic_path(path) as tmp:
-        df.to_csv(tmp, index=False)
+        if hasattr(table, "to_csv"):
+            table.to_csv(tmp, index=False)
+            return
+        import csv
+
+        names = list(table)
+        cells = [_csv_cells(table[k]) for k in names]
+        with open(tmp, "w", newline="") as f:
+            w = csv.writer(f, lineterminator="\n")
+            w.writerow(names)
+            w.writerows(zip(*cells, strict=True))
+
+
+def read_csv_rows(path) -> list[dict]:
+    """The rows of a CSV file with a header, as dicts, each cell typed the way pandas' ``read_csv`` types
+    a lone value: an integer -> int, a number -> float, empty -> NaN, True / False -> bool, else the
+    string. For jobs that read one small table and need no pandas."""
+    import csv
+
+    with open(path, newline="") as f:
+        return [{k: _parse_cell(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def _parse_cell(text: str):
+    if text == "":
+        return float("nan")
+    if text in ("True", "False"):
+        return text == "True"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _csv_cells(values) -> list[str]:
+    import numpy as np
+
+    a = np.asarray(values)
+    if a.dtype.kind == "f":
+        return ["" if np.isnan(x) else str(x) for x in a]
+    if a.dtype.kind == "O":
+        return ["" if v is None or (isinstance(v, float) and v != v) else str(v) for v in a]
+    return [str(x) for x in a.tolist()]
 
 
 def write_npz(path, arrays: dict) -> None:

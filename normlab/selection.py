@@ -13,8 +13,12 @@ Definitions (documented in README, used by the report):
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def converged(runs: pd.DataFrame) -> pd.Series:
@@ -50,6 +54,8 @@ def variant_summary(runs: pd.DataFrame) -> dict:
 def dataset_summary(runs: pd.DataFrame) -> pd.DataFrame:
     """One row per variant of one dataset (runs has a ``variant`` column plus the variant columns):
     the variant_summary plus common_lr and common_lr_stable_everywhere."""
+    import pandas as pd  # here, not at the top: the analyze job uses run_lr and need not import pandas
+
     keys = ["dataset", "variant", "input", "norm", "depth"]
     rows = [{**dict(zip(keys, k, strict=True)), **variant_summary(g)} for k, g in runs.groupby(keys, sort=True)]
     table = pd.DataFrame(rows)
@@ -60,8 +66,9 @@ def dataset_summary(runs: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
-def run_lr(summary_row: pd.Series | dict, run: str, lrs) -> float:
-    """The LR of the ``common`` or ``best`` analysis run of a variant; a variant with no stable LR uses
+def run_lr(summary_row, run: str, lrs) -> float:
+    """The LR of the ``common`` or ``best`` analysis run of a variant (summary_row: a row of
+    variants.csv, a pandas Series or a dict); a variant with no stable LR uses
     the smallest LR of the grid for ``best`` (it is then flagged in the tables)."""
     lr = summary_row["common_lr"] if run == "common" else summary_row["best_lr"]
     return float(min(lrs)) if not np.isfinite(lr) else float(lr)

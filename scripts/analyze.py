@@ -3,7 +3,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from normlab import analysis, io, landscape, model, runtime, selection, tables, train
 
@@ -13,8 +12,7 @@ with runtime.job(sm.log[0], sm.threads, f"analyze {sm.wildcards.dataset}/{sm.wil
     with np.load(sm.input.data) as f:
         data = {k: f[k] for k in f.files}
     X, y = analysis.analysis_batch(data, sm.params.analysis["max_examples"])
-    summary = pd.read_csv(sm.input.variants)
-    row = summary[summary["variant"] == sm.wildcards.variant].iloc[0]
+    row = next(r for r in io.read_csv_rows(sm.input.variants) if r["variant"] == sm.wildcards.variant)
     ids = {k: row[k] for k in tables.ID_COLUMNS}
     with np.load(sm.input.sweep) as f:
         sweep = {k: f[k] for k in f.files}

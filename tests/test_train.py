@@ -170,13 +170,13 @@ def test_vmapped_run_equals_the_run_trained_alone(sweep):
 
 def test_tables_from_a_sweep(sweep):
     ids = {"dataset": "toy", "variant": "raw-none-d1", "input": "raw", "norm": "none", "depth": 1}
-    runs = tables.runs_table(ids, sweep)
+    runs = pd.DataFrame(tables.runs_table(ids, sweep))
     assert list(runs.columns[:5]) == tables.ID_COLUMNS
     assert len(runs) == 8
     div = sweep["diverged"]
     assert runs["diverged_step"].isna().tolist() == (~div).tolist()
     np.testing.assert_array_equal(runs["diverged_step"][div], sweep["diverged_step"][div])
-    training = tables.training_table(ids, sweep)
+    training = pd.DataFrame(tables.training_table(ids, sweep))
     assert len(training) == 8 * 21
     for r in range(8):
         rows = training.iloc[r * 21:(r + 1) * 21]
@@ -185,7 +185,7 @@ def test_tables_from_a_sweep(sweep):
         d = int(sweep["diverged_step"][r])
         expected = rows["step"] > d if d >= 0 else pd.Series(False, index=rows.index)
         assert rows["frozen"].tolist() == expected.tolist(), (r, d)
-    grads = tables.gradients_table(ids, sweep, {"common": 0, "best": 2})
+    grads = pd.DataFrame(tables.gradients_table(ids, sweep, {"common": 0, "best": 2}))
     assert len(grads) == 2 * 2 * 21 * 2  # runs x metrics x steps x layers
     g = grads[(grads["run"] == "best") & (grads["metric"] == "grad_norm") & (grads["layer"] == 2)]
     np.testing.assert_array_equal(g["value"], sweep["grad_norm"][2, :, 1])
