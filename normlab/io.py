@@ -52,6 +52,26 @@ def write_csv(path, table) -> None:
             w.writerows(zip(*cells, strict=True))
 
 
+def concat_csv(path, parts) -> None:
+    """Write the rows of the CSV files ``parts`` (in order) under one header: their lines, unparsed
+    (each value keeps its text). Every part must have the same header line."""
+    parts = [Path(p) for p in parts]
+    if not parts:
+        raise ValueError(f"{path}: no tables to concatenate")
+    header = None
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as out:
+        for part in parts:
+            with open(part, newline="") as f:
+                first = f.readline()
+                if header is None:
+                    header = first
+                    out.write(first)
+                elif first != header:
+                    raise ValueError(f"{part}: its columns ({first.strip()}) differ from those of {parts[0]} "
+                                     f"({header.strip()}); rerun the jobs that wrote them")
+                out.writelines(f)
+
+
 def read_csv_rows(path) -> list[dict]:
     """The rows of a CSV file with a header, as dicts, each cell typed the way pandas' ``read_csv`` types
     a lone value: an integer -> int, a number -> float, empty -> NaN, True / False -> bool, else the

@@ -62,3 +62,20 @@ def test_read_csv_rows_types_cells_like_read_csv(tmp_path):
         for k, v in r.items():
             e = expected[k]
             assert (isinstance(v, float) and np.isnan(v) and pd.isna(e)) or v == e, (k, v, e)
+
+
+def test_concat_csv_keeps_rows_and_text_and_refuses_other_columns(tmp_path):
+    a, b = tmp_path / "a.csv", tmp_path / "b.csv"
+    io.write_csv(a, tables.with_ids(IDS, {"step": np.array([0, 10]), "value": np.array([0.5, np.nan], np.float32)}))
+    io.write_csv(b, tables.with_ids({**IDS, "depth": 8}, {"step": np.array([0]), "value": np.array([1e-5])}))
+    io.concat_csv(tmp_path / "all.csv", [a, b])
+    text = (tmp_path / "all.csv").read_text().splitlines()
+    assert text[0] == ",".join(tables.ID_COLUMNS + ["step", "value"]) and len(text) == 4
+    assert text[1:] == a.read_text().splitlines()[1:] + b.read_text().splitlines()[1:]
+    frame = pd.read_csv(tmp_path / "all.csv")
+    assert frame["depth"].tolist() == [2, 2, 8] and frame["value"].iloc[2] == 1e-5 and np.isnan(frame["value"].iloc[1])
+    c = tmp_path / "c.csv"
+    c.write_text("dataset,other\ntoy,1\n")
+    with pytest.raises(ValueError, match="c.csv: its columns"):
+        io.concat_csv(tmp_path / "bad.csv", [a, c])
+    assert not (tmp_path / "bad.csv").exists()
