@@ -37,17 +37,44 @@ MAX_CATEGORIES = 1000
 
 
 def split_indices(y: np.ndarray, test_fraction: float, seed: int, stratify: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Row indices (train, test); the train indices come shuffled by ``seed``. Stratified by class
-    when ``stratify``, every class has at least two rows and each split can hold every class."""
-    from sklearn.model_selection import train_test_split
+    """Row indices (train, test): ceil(test_fraction x rows) test rows, the train indices shuffled, the
+    test indices sorted; a function of (y, test_fraction, seed) only (numpy's default generator seeded
+    by ``seed``).
 
-    idx = np.arange(len(y))
-    n_test = math.ceil(test_fraction * len(y))
-    counts = np.unique(y, return_counts=True)[1] if stratify else np.array([0])
-    ok = stratify and counts.min() >= 2 and min(n_test, len(y) - n_test) >= len(counts)
-    strat = y if ok else None
-    train, test = train_test_split(idx, test_size=test_fraction, random_state=seed, shuffle=True, stratify=strat)
-    return np.asarray(train), np.sort(np.asarray(test))
+    Stratified by class when ``stratify``, every class has at least two rows and each split can hold
+    every class: each class then gets its share of the test rows (``stratified_test_counts``: at least
+    one in each split), drawn uniformly from its rows. Otherwise a uniform random subset. Numpy only
+    (scikit-learn's splitter cost the preprocess job 2-3 s of imports, on every study's critical path).
+    """
+    n = len(y)
+    n_test = math.ceil(test_fraction * n)
+    rng = np.random.default_rng(seed)
+    classes, inverse = np.unique(y, return_inverse=True) if stratify else (np.array([0]), np.zeros(n, int))
+    counts = np.bincount(inverse.ravel(), minlength=len(classes))
+    if stratify and counts.min() >= 2 and min(n_test, n - n_test) >= len(counts):
+        k = stratified_test_counts(counts, n_test)
+        test = np.concatenate([rng.permutation(np.flatnonzero(inverse.ravel() == c))[:k[c]]
+                               for c in range(len(counts))])
+    else:
+        test = rng.permutation(n)[:n_test]
+    train = rng.permutation(np.setdiff1d(np.arange(n), test))
+    return train, np.sort(test)
+
+
+def stratified_test_counts(counts: np.ndarray, n_test: int) -> np.ndarray:
+    """Test rows per class (K,) summing to n_test: proportional to the class counts (K,), rounded by
+    largest remainder (ties: the lower class), and kept within [1, count - 1] so that every class is in
+    both splits. Needs K <= n_test <= sum(counts) - K and every count >= 2."""
+    counts = np.asarray(counts, np.int64)
+    if counts.min() < 2 or not len(counts) <= n_test <= counts.sum() - len(counts):
+        raise ValueError(f"cannot stratify {n_test} test rows over class counts {counts.tolist()}")
+    exact = counts * n_test / counts.sum()
+    k = np.clip(np.floor(exact).astype(np.int64), 1, counts - 1)
+    while k.sum() < n_test:
+        k[np.argmax(np.where(k < counts - 1, exact - k, -np.inf))] += 1
+    while k.sum() > n_test:
+        k[np.argmin(np.where(k > 1, exact - k, np.inf))] -= 1
+    return k
 
 
 def encode_labels(y: pd.Series) -> tuple[np.ndarray, np.ndarray]:

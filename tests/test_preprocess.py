@@ -118,3 +118,25 @@ def test_unknown_treatment_and_tiny_classes():
     y = np.array([0] * 10 + [1] * 9 + [2])
     train, test = P.split_indices(y, 0.25, 0, stratify=True)
     assert len(train) + len(test) == 20 and len(set(train) | set(test)) == 20
+
+
+def test_stratified_split_known_counts_and_properties():
+    # 100 rows in classes of 50 / 30 / 20, 25 test rows: exact shares 12.5 / 7.5 / 5, largest remainder
+    # (tie: the lower class) gives 13 / 7 / 5
+    np.testing.assert_array_equal(P.stratified_test_counts(np.array([50, 30, 20]), 25), [13, 7, 5])
+    # a rare class keeps one row in each split: 40 / 2 with 10 test rows -> exact 9.52 / 0.48 -> 9 / 1
+    np.testing.assert_array_equal(P.stratified_test_counts(np.array([40, 2]), 10), [9, 1])
+    with pytest.raises(ValueError, match="cannot stratify"):
+        P.stratified_test_counts(np.array([3, 3]), 5)
+    y = np.repeat([2, 0, 1], [50, 30, 20])[np.random.default_rng(3).permutation(100)]
+    train, test = P.split_indices(y, 0.25, 7, stratify=True)
+    assert len(test) == 25 and np.all(np.diff(test) > 0) and sorted(np.concatenate([train, test])) == list(range(100))
+    # classes 0 / 1 / 2 hold 30 / 20 / 50 rows: shares 7.5 / 5 / 12.5, the tie goes to class 0
+    np.testing.assert_array_equal(np.bincount(y[test]), [8, 5, 12])
+    again = P.split_indices(y, 0.25, 7, stratify=True)
+    np.testing.assert_array_equal(again[0], train) and np.testing.assert_array_equal(again[1], test)
+    other = P.split_indices(y, 0.25, 8, stratify=True)[1]
+    assert not np.array_equal(other, test)  # the seed matters
+    assert not np.all(np.diff(train) > 0)  # train rows come shuffled
+    plain_train, plain_test = P.split_indices(y, 0.25, 7, stratify=False)
+    assert len(plain_test) == 25 and len(plain_train) == 75 and not set(plain_train) & set(plain_test)

@@ -375,10 +375,14 @@ def test_lecture_slide_effect_in_the_contour_table(quick):
     layer1 = ct[(ct["dataset"] == "lecture") & (ct["slice"] == "lecture") & (ct["scope"] == "layer1")
                 & (ct["checkpoint"] == "init") & (ct["norm"] == "none") & (ct["run"] == "best")]
     for depth in config["variants"]["depths"]:
-        raw = layer1[(layer1["input"] == "raw") & (layer1["depth"] == depth)]["axis_ratio_ggn"].item()
+        raw = layer1[(layer1["input"] == "raw") & (layer1["depth"] == depth)].iloc[0]
         std = layer1[(layer1["input"] == "standardize") & (layer1["depth"] == depth)]["axis_ratio_ggn"].item()
         assert std < 2.5, (depth, std)
-        assert raw > 4 * std, (depth, raw, std)
+        # singular: the smaller curvature is below what float32 resolves next to the larger (a ratio beyond
+        # ~3000, landscape.default_rel_tol), the extreme of elongation; it happens at init when the raw
+        # 1000-scale inputs saturate the softmax of the chosen unit's outputs
+        assert raw["singular"] or raw["axis_ratio_ggn"] > 4 * std, (depth, raw.to_dict(), std)
+        assert raw["singular"] or np.isfinite(raw["axis_ratio_ggn"])
     # the slice picks the largest and smallest RMS inputs: x1 (scale ~1000) and x2 (scale ~1) on raw inputs
     raw_rows = ct[(ct["slice"] == "lecture") & (ct["scope"] == "layer1") & (ct["input"] == "raw")]
     assert (raw_rows["rms_hi"] / raw_rows["rms_lo"]).between(500, 2000).all()
