@@ -733,17 +733,15 @@ def lecture_slices(spec: ModelSpec, params: Params, X, y, *, n_points: int = 41,
     return out
 
 
-@jax.jit
-def _touched_layers(d1, d2):
-    return {layer: jnp.any(jnp.stack([jnp.any(x != 0) for x in jax.tree_util.tree_leaves((p, d2[layer]))]))
-            for layer, p in d1.items()}
+def _touched(d1, d2) -> set[tuple[str, str]]:
+    """(layer, array name) of every array where d1 or d2 is nonzero (read on the host)."""
+    return {(layer, name) for d in (d1, d2) for layer, p in d.items() for name, x in p.items()
+            if np.any(np.asarray(x) != 0)}
 
 
 def first_touched_layer(d1, d2) -> int:
-    """The first layer l (1-based) where d1 or d2 is nonzero, 0 if both are zero everywhere (one
-    compiled check, one transfer to the host)."""
-    flags = jax.device_get(_touched_layers(d1, d2))
-    touched = sorted(int(layer[5:]) for layer, f in flags.items() if f)
+    """The first layer l (1-based) where d1 or d2 is nonzero, 0 if both are zero everywhere."""
+    touched = sorted(int(layer[5:]) for layer, _ in _touched(d1, d2))
     return touched[0] if touched else 0
 
 
@@ -879,8 +877,7 @@ def _hidden_layer_of(spec: ModelSpec, d1, d2) -> int:
     width, so ``_layer_plane`` applies), else 0."""
     if spec.n_layers < 2 or len(set(spec.sizes[1:-1])) != 1:
         return 0
-    touched = {(layer, name) for d in (d1, d2) for layer, p in d.items() for name, x in p.items()
-               if np.any(np.asarray(x) != 0)}
+    touched = _touched(d1, d2)
     layers = {layer for layer, _ in touched}
     if len(layers) != 1 or any(name not in ("W", "b") for _, name in touched):
         return 0
