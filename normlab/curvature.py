@@ -135,8 +135,9 @@ def restrict(loss_fn: Callable, params, block: BlockSpec = None):
 # are frozen dataclasses (hashable by value) so jit caches on them.
 
 
-def _unflatten(treedef, shapes: tuple[tuple[int, ...], ...], x: jax.Array):
-    """Flat vector x (N,) in ``ravel_pytree`` order -> the pytree (static treedef and leaf shapes)."""
+def _unflatten(treedef, shapes: tuple[tuple[int, ...], ...], x):
+    """Flat vector x (N,) in ``ravel_pytree`` order -> the pytree (static treedef and leaf shapes); works
+    on a traced array inside a compiled product and on a numpy array on the host."""
     leaves, start = [], 0
     for shape in shapes:
         size = math.prod(shape)
@@ -252,11 +253,7 @@ class CurvatureOperator:
     def to_tree(self, v: jax.Array):
         """Block vector (n,) -> pytree shaped like params, zeros outside the block (a direction in the
         full parameter space, e.g. an eigenvector for a contour slice)."""
-        w = self.embed(v)
-        offsets = np.concatenate([[0], np.cumsum([math.prod(s) for s in self.leaf_shapes])])
-        bounds = zip(offsets[:-1], offsets[1:], self.leaf_shapes, strict=True)
-        leaves = [jnp.asarray(w[lo:hi].reshape(s)) for lo, hi, s in bounds]
-        return jax.tree_util.tree_unflatten(self.treedef, leaves)
+        return jax.tree_util.tree_map(jnp.asarray, _unflatten(self.treedef, self.leaf_shapes, self.embed(v)))
 
     def from_tree(self, tree) -> jax.Array:
         """Pytree shaped like params -> its block coordinates as a flat vector (n,)."""
@@ -568,9 +565,10 @@ def hutchinson_trace(matvec, key: jax.Array, num_probes: int = 64, *, batch_size
     sp = _space(matvec, n, dtype)
     b = max(1, min(batch_size, num_probes))
     Z = _random_rows(host_rng(key, 1), sp.mask_np, _pad_rows(num_probes, b), "rademacher")
-    products = [_matmat(sp.matvec, Z[i:i + b]) for i in range(0, Z.shape[0], b)]  # all dispatched first
-    s = np.concatenate([np.sum(Z[i:i + b] * np.asarray(W), axis=1) for i, W in zip(range(0, Z.shape[0], b), products,
-                                                                                   strict=True)])[:num_probes]
+    starts = range(0, Z.shape[0], b)
+    products = [_matmat(sp.matvec, Z[i:i + b]) for i in starts]  # all dispatched before any is read back
+    s = np.concatenate([np.sum(Z[i:i + b] * np.asarray(W), axis=1) for i, W in zip(starts, products, strict=True)])
+    s = s[:num_probes]
     se = float(np.std(s, ddof=1) / np.sqrt(num_probes)) if num_probes > 1 else float("nan")
     return TraceEstimate(float(np.mean(s)), se, s)
 

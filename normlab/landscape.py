@@ -836,11 +836,7 @@ def _tail(spec: ModelSpec, tail: dict, l, z):
     may be a traced integer: layers l+1..L-1 run in a loop over the stacked weights of ``_stacked_tail``
     (one program for every l, and only the layers above l cost time). Equals ``forward_from_prenorm``."""
     def norm_act(k, z):  # normalization (if any) and activation of hidden layer k (1-based)
-        if spec.norm == "batchnorm":
-            z = model.batch_norm(z, tail["gamma"][k - 1], tail["beta"][k - 1], spec.eps)
-        elif spec.norm == "layernorm":
-            z = model.layer_norm(z, tail["gamma"][k - 1], tail["beta"][k - 1], spec.eps)
-        return _act(spec, z)
+        return _act(spec, _normalize(spec, {"gamma": tail["gamma"][k - 1], "beta": tail["beta"][k - 1]}, z))
 
     def layer(k, h):  # hidden layer k (2..L-1)
         return norm_act(k, h @ tail["W"][k - 2] + tail["b"][k - 2])

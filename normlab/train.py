@@ -126,19 +126,19 @@ class Sweep:
 
         # The data are arguments of the compiled functions, not constants baked into them: XLA compiles
         # much faster, and variants of the same shapes share the compiled program (and the disk cache).
-        def evaluate_one(state, X_eval, y_eval):
-            eval_loss, grads = grad_fn(state["params"], X_eval, y_eval)
-            g, rel = per_layer_grad_norms(state["params"], grads)
+        def evaluate_one(params, X_eval, y_eval):
+            eval_loss, grads = grad_fn(params, X_eval, y_eval)
+            g, rel = per_layer_grad_norms(params, grads)
             return dict(train_loss=eval_loss, grad_norm=g, relative_grad_norm=rel)
 
         def init_one(lr, params, X_eval, y_eval):
             """The initial state and the step-0 evaluation (one program: a separate evaluation program
             cost every model shape another compilation, 0.8-1.3 s)."""
-            opt_state = make_optimizer(cfg, lr).init(params)
-            state = dict(params=params, opt=opt_state, lr=jnp.asarray(lr, dtype), init_loss=jnp.zeros((), dtype),
-                         diverged=jnp.zeros((), bool), diverged_step=jnp.full((), -1, jnp.int32))
-            log = evaluate_one(state, X_eval, y_eval)
-            return dict(state, init_loss=log["train_loss"]), log
+            log = evaluate_one(params, X_eval, y_eval)
+            state = dict(params=params, opt=make_optimizer(cfg, lr).init(params), lr=jnp.asarray(lr, dtype),
+                         init_loss=log["train_loss"], diverged=jnp.zeros((), bool),
+                         diverged_step=jnp.full((), -1, jnp.int32))
+            return state, log
 
         def step_one(X, y, state, step_and_idx):
             t, idx = step_and_idx
@@ -161,7 +161,7 @@ class Sweep:
             """log_every steps from step t0; idx_block (log_every, batch_size) holds the batches' rows."""
             steps = t0 + jnp.arange(cfg.log_every, dtype=jnp.int32)
             state, _ = jax.lax.scan(functools.partial(step_one, X, y), state, (steps, idx_block))
-            return state, evaluate_one(state, X_eval, y_eval)
+            return state, evaluate_one(state["params"], X_eval, y_eval)
 
         data = (None, None)
         init = jax.jit(jax.vmap(init_one, in_axes=(0, 0, *data)))
