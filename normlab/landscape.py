@@ -889,7 +889,7 @@ LAYER_PLANE_MIN_FLOPS = 1e9
 
 def _plane_flops(spec: ModelSpec, m: int, n_points: int) -> float:
     """Floating-point operations of one whole-model plane: the forward matmuls at every grid point."""
-    return 2.0 * m * n_points * n_points * sum(a * b for a, b in zip(spec.sizes[:-1], spec.sizes[1:], strict=True))
+    return n_points * n_points * model.matmul_flops(spec, m)
 
 
 def _run_planes(spec: ModelSpec, params: Params, X, y, planes: Sequence, n_points: int,

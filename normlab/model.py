@@ -170,6 +170,12 @@ def forward_with_inputs(spec: ModelSpec, params: Params, X: jax.Array, norm_stat
     raise AssertionError("unreachable")
 
 
+def matmul_flops(spec: ModelSpec, m: int) -> float:
+    """Floating-point operations of the weight matmuls of one forward pass on m examples:
+    2 m sum_l sizes[l-1] sizes[l] (the rest of the network is a few operations per unit)."""
+    return 2.0 * m * sum(a * b for a, b in zip(spec.sizes[:-1], spec.sizes[1:], strict=True))
+
+
 def forward(spec: ModelSpec, params: Params, X: jax.Array, norm_stats=None) -> jax.Array:
     """Network outputs (m, n_outputs) on X (m, n_features); BN in training mode unless norm_stats."""
     return forward_with_inputs(spec, params, X, norm_stats)[0]

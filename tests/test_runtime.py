@@ -60,3 +60,57 @@ def test_compilation_cache_is_set_without_importing_jax_and_used_once_jax_compil
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr
     assert any(cache.iterdir()), "no compiled program was written to the cache folder"
+
+
+_CPU_RATIO = """
+import os, sys, time
+from normlab import runtime
+threads = int(sys.argv[1])
+runtime.limit_threads(threads)
+started = runtime.start_jax(threads)
+import jax, jax.numpy as jnp
+allowed = os.sched_getaffinity(0)
+narrowed = [t for t in os.listdir("/proc/self/task") if os.sched_getaffinity(int(t)) != allowed]
+x = jnp.ones((1500, 1500), jnp.float32)
+f = jax.jit(lambda a: a @ a)
+f(x).block_until_ready()
+wall, cpu = time.perf_counter(), time.process_time()
+for _ in range(30):
+    f(x).block_until_ready()
+print(started, len(narrowed), (time.process_time() - cpu) / (time.perf_counter() - wall))
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2,
+                    reason="needs Linux and at least 2 CPUs")
+def test_start_jax_bounds_the_cpus_a_one_thread_job_uses():
+    """XLA_FLAGS alone do not stop XLA from spreading a program over every core; after start_jax(1) a
+    matmul loop keeps one core busy (CPU time / wall time near 1), and no thread is left narrowed."""
+    def run(threads):
+        env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+        proc = subprocess.run([sys.executable, "-c", _CPU_RATIO, str(threads)], env=env, capture_output=True,
+                              text=True, check=False)
+        assert proc.returncode == 0, proc.stderr
+        started, narrowed, ratio = proc.stdout.split()
+        return started == "True", int(narrowed), float(ratio)
+
+    all_cpus = len(os.sched_getaffinity(0))
+    started, narrowed, free_ratio = run(all_cpus)
+    assert not started and narrowed == 0
+    if free_ratio < 1.3:
+        pytest.skip(f"XLA did not spread the matmul over the cores here (CPU/wall {free_ratio:.2f})")
+    started, narrowed, ratio = run(1)
+    assert started, "start_jax(1) did not create the backend"
+    assert narrowed == 0, f"{narrowed} threads kept the narrowed CPU set"
+    assert ratio < 1.2, f"one-thread job used {ratio:.2f} cores (without start_jax: {free_ratio:.2f})"
+
+
+def test_limit_threads_sets_the_optimization_level_unless_the_user_did(monkeypatch):
+    for var in ("XLA_FLAGS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        monkeypatch.setenv(var, "")  # restored after the test
+    runtime.limit_threads(1)
+    assert f"--xla_backend_optimization_level={runtime.XLA_OPTIMIZATION_LEVEL}" in os.environ["XLA_FLAGS"]
+    monkeypatch.setenv("XLA_FLAGS", "--xla_backend_optimization_level=3")
+    runtime.limit_threads(1)
+    assert os.environ["XLA_FLAGS"].count("xla_backend_optimization_level") == 1
+    assert "--xla_backend_optimization_level=3" in os.environ["XLA_FLAGS"]
