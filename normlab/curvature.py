@@ -41,6 +41,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 from jax.tree_util import Partial
 
+from normlab import layer_inputs
 from normlab import model as nlmodel
 
 BlockSpec = None | str | Iterable[str] | Callable[[str], bool]
@@ -769,6 +770,50 @@ class Spectrum:
         return eff_cond(self.lambda_max, self.trace, self.n)
 
 
+def dense_spectrum(vals, vecs, top_k: int = 5) -> Spectrum:
+    """The exact ``Spectrum`` of a block from all its eigenpairs: vals (n,) ascending, vecs (n, n) as columns
+    (``np.linalg.eigh``'s output)."""
+    vals_np, n = np.asarray(vals), len(vals)
+    k = min(top_k, n)
+    vecs_np = np.asarray(vecs)[:, ::-1][:, :k].T.copy()
+    return Spectrum(n, True, float(vals_np[-1]), float(vals_np.sum()), 0.0, vals_np[::-1][:k].copy(),
+                    vecs_np, negative_mass(vals_np), vals_np[None, :], np.full((1, n), 1.0 / n, vals_np.dtype))
+
+
+def output_layer_matrix(spec: nlmodel.ModelSpec, params, X, y) -> np.ndarray:
+    """The output layer's curvature block, exactly and without products: n x n with n = (h + 1) C (h the
+    last hidden width, C the outputs), in the block's flat order (W row-major, then b), float64 numpy.
+
+    The logits Z = A W + b are linear in (W, b) and the loss is a mean of per-example losses of Z, so the
+    block's Hessian and Gauss-Newton matrix are the same matrix, sum_i kron-like(a~_i a~_i^T, H_i):
+    M[(a, c), (b, d)] = sum_i a~_ia a~_ib H_i[c, d] with a~_i = [A_i; 1] and H_i the loss's Hessian in
+    example i's logits: (diag(p_i) - p_i p_i^T) / m for softmax cross-entropy, 2 I / (m C) for MSE. A is the
+    last hidden layer's output on the analysis batch (BN in training mode), in float64.
+    """
+    p64 = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), params)
+    A = layer_inputs.network_layer_inputs(spec, p64, np.asarray(X, np.float64))[-1]
+    m = A.shape[0]
+    out = p64[f"layer{spec.n_layers}"]
+    At = np.concatenate([A, np.ones((m, 1))], axis=1)  # (m, h + 1)
+    bias = out["b"] if "b" in out else np.zeros(out["W"].shape[1])
+    W = np.concatenate([out["W"], bias[None, :]], axis=0)  # (h + 1, C)
+    C = W.shape[1]
+    if spec.loss == "softmax_cross_entropy":
+        Z = At @ W
+        P = np.exp(Z - Z.max(axis=1, keepdims=True))
+        P /= P.sum(axis=1, keepdims=True)
+        H = (P[:, :, None] * np.eye(C)[None] - P[:, :, None] * P[:, None, :]) / m  # (m, C, C)
+    else:
+        H = np.broadcast_to(2.0 * np.eye(C) / (m * C), (m, C, C))
+    T = (At[:, :, None, None] * H[:, None, :, :]).reshape(m, -1)  # (m, (h + 1) C C): a~_ia H_i[c, d]
+    M = (T.T @ At).reshape(At.shape[1], C, C, At.shape[1])  # [a, c, d, b]
+    M = M.transpose(0, 1, 3, 2).reshape(At.shape[1] * C, At.shape[1] * C)
+    if "b" not in out:  # no bias: drop the rows and columns of the constant input
+        keep = np.arange(At.shape[1] * C) < A.shape[1] * C
+        M = M[np.ix_(keep, keep)]
+    return 0.5 * (M + M.T)
+
+
 def spectrum(op: CurvatureOperator, key: jax.Array, top_k: int = 5, dense_max_params: int = 1024,
              num_steps: int = 60, trace_probes: int = 64, slq_probes: int = 8,
              batch_size: int = 8) -> Spectrum:
@@ -782,13 +827,7 @@ def spectrum(op: CurvatureOperator, key: jax.Array, top_k: int = 5, dense_max_pa
     n = op.n
     b = max(1, min(batch_size, slq_probes))
     if n <= dense_max_params:
-        vals, vecs = dense_eigh(op, batch_size=b)
-        k = min(top_k, n)
-        vals_np = np.asarray(vals)
-        vecs_np = np.asarray(vecs)[:, ::-1][:, :k].T.copy()
-        return Spectrum(n, True, float(vals_np[-1]), float(vals_np.sum()), 0.0, vals_np[::-1][:k].copy(),
-                        vecs_np, negative_mass(vals_np), vals_np[None, :],
-                        np.full((1, n), 1.0 / n, vals_np.dtype))
+        return dense_spectrum(*dense_eigh(op, batch_size=b), top_k)
     q = slq(op, key, slq_probes, num_steps, batch_size=b, top_k=top_k)
     tr = hutchinson_trace(op, key, trace_probes, batch_size=b)
     top = np.asarray(q.top.values)
@@ -833,8 +872,10 @@ def analyze_curvature(spec: nlmodel.ModelSpec, params, X, y, *, key: jax.Array |
     params: the model's parameters (their dtype is used throughout; X is cast to it). X (m, n_in),
     y (m,) labels or targets: the analysis batch (BN in training mode on it). scopes default to
     ``model_scopes(spec)``. Per (scope, matrix): dense eigh when the block has <= ``dense_max_params``
-    parameters, else Lanczos + Hutchinson + SLQ (see ``spectrum``). ``negative_mass`` is the exact
-    fraction of |eigenvalue| mass on negative eigenvalues when dense, the SLQ estimate otherwise.
+    parameters, else Lanczos + Hutchinson + SLQ (see ``spectrum``); the output layer's dense block comes
+    from ``output_layer_matrix`` (its Hessian and Gauss-Newton blocks are one matrix). ``negative_mass``
+    is the exact fraction of |eigenvalue| mass on negative eigenvalues when dense, the SLQ estimate
+    otherwise.
     Densities are on ``grid`` if given (then ``sigma`` is required, same units), else on
     ``default_grid(nodes, grid_size, sigma_rel, sigma)``. Rows include the analysis loss (scope
     ``model``, matrix ``none``, metric ``loss``).
@@ -847,11 +888,18 @@ def analyze_curvature(spec: nlmodel.ModelSpec, params, X, y, *, key: jax.Array |
     rows = [{"scope": "model", "matrix": "none", "metric": "loss",
              "value": float(_loss_value(SpecLoss(spec), params, X, y))}]
     densities, spectra = [], {}
+    output_scope, output_block = f"layer{spec.n_layers}", None
     for i, scope in enumerate(scopes):
         for j, matrix in enumerate(matrices):
             op = model_operator(spec, params, X, y, matrix, scope)
-            s = spectrum(op, _child_key(key, 100 * i + j), top_k, dense_max_params, num_steps,
-                         trace_probes, slq_probes, batch_size)
+            if scope == output_scope and op.n <= dense_max_params:
+                # exact either way; the closed form replaces n products per matrix (130-650 here)
+                if output_block is None:
+                    output_block = dense_spectrum(*np.linalg.eigh(output_layer_matrix(spec, params, X, y)), top_k)
+                s = output_block
+            else:
+                s = spectrum(op, _child_key(key, 100 * i + j), top_k, dense_max_params, num_steps,
+                             trace_probes, slq_probes, batch_size)
             spectra[(scope, matrix)] = s
             rows += spectrum_rows(scope, matrix, s)
             if grid is None:

@@ -313,3 +313,30 @@ def test_float32_params_keep_float32():
     Xt = np.hstack([X, np.ones((40, 1), np.float32)]).astype(np.float64)
     expected = 2 * Xt.T @ Xt / 40
     np.testing.assert_allclose(H, expected, rtol=0, atol=1e-5 * np.abs(expected).max())
+
+
+@pytest.mark.parametrize("norm", ["none", "batchnorm"])
+def test_output_layer_block_in_closed_form_equals_both_matrices_blocks(norm):
+    """The output layer's block without products (softmax cross-entropy): equal to the block of the dense
+    Hessian and of the dense Gauss-Newton matrix built from products, in the block's own order."""
+    d = _mlp(norm)
+    spec = d["spec"]
+    idx = C.model_operator(spec, d["params"], d["X"], d["y"], "hessian", f"layer{spec.n_layers}").indices
+    block = C.output_layer_matrix(spec, d["params"], d["X"], d["y"])
+    assert block.shape == (idx.size, idx.size)
+    for matrix in C.MATRICES:
+        np.testing.assert_allclose(block, d["dense"][matrix][np.ix_(idx, idx)], rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("n_out", [1, 2])
+def test_output_layer_block_of_a_linear_mse_model_is_2_xtx_over_m_per_output(n_out):
+    """Known answer: MSE (mean over all m x C entries) of Z = X W + b has the block 2 X~^T X~ / (m C) for
+    each output, X~ = [X, 1], coordinates (input a, output c) in W's row-major order, then b."""
+    spec = M.ModelSpec((5, n_out), norm="none", loss="mse")
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(40, 5)) * np.array([1.0, 10.0, 0.1, 3.0, 1.0])
+    params = {"layer1": {"W": rng.normal(size=(5, n_out)), "b": rng.normal(size=n_out)}}
+    Xt = np.concatenate([X, np.ones((40, 1))], axis=1)
+    expected = np.kron(2.0 * Xt.T @ Xt / (40 * n_out), np.eye(n_out))
+    np.testing.assert_allclose(C.output_layer_matrix(spec, params, X, rng.normal(size=(40, n_out))), expected,
+                               rtol=1e-12)
