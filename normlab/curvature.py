@@ -795,8 +795,7 @@ def output_layer_matrix(spec: nlmodel.ModelSpec, params, X, y) -> np.ndarray:
     m = A.shape[0]
     out = p64[f"layer{spec.n_layers}"]
     At = np.concatenate([A, np.ones((m, 1))], axis=1)  # (m, h + 1)
-    bias = out["b"] if "b" in out else np.zeros(out["W"].shape[1])
-    W = np.concatenate([out["W"], bias[None, :]], axis=0)  # (h + 1, C)
+    W = np.concatenate([out["W"], out["b"][None, :]], axis=0)  # (h + 1, C); the output layer has a bias
     C = W.shape[1]
     if spec.loss == "softmax_cross_entropy":
         Z = At @ W
@@ -808,9 +807,6 @@ def output_layer_matrix(spec: nlmodel.ModelSpec, params, X, y) -> np.ndarray:
     T = (At[:, :, None, None] * H[:, None, :, :]).reshape(m, -1)  # (m, (h + 1) C C): a~_ia H_i[c, d]
     M = (T.T @ At).reshape(At.shape[1], C, C, At.shape[1])  # [a, c, d, b]
     M = M.transpose(0, 1, 3, 2).reshape(At.shape[1] * C, At.shape[1] * C)
-    if "b" not in out:  # no bias: drop the rows and columns of the constant input
-        keep = np.arange(At.shape[1] * C) < A.shape[1] * C
-        M = M[np.ix_(keep, keep)]
     return 0.5 * (M + M.T)
 
 
