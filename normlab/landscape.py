@@ -811,47 +811,11 @@ def _plane(spec: ModelSpec, params: Params, X, y, d1, d2, alphas, betas, chunk_s
 _plane_jit = jax.jit(_plane, static_argnames=("spec", "chunk_size"))
 
 
-def _stacked_tail(spec: ModelSpec, params: Params) -> dict[str, np.ndarray]:
-    """The layers above any hidden layer, stacked for ``_tail`` (numpy): hidden weights and biases of
-    layers 2..L-1 (``W``, ``b``: (L-2, w, w), (L-2, w); zero bias where the layer has none), every hidden
-    layer's normalization (``gamma``, ``beta``: (L-1, w); 1 and 0 without one), the output layer
-    (``W_out``, ``b_out``). Needs equal hidden widths w."""
-    L = spec.n_layers
-    hidden = [params[f"layer{k}"] for k in range(1, L)]
-    w = spec.sizes[1]
-    dtype = np.dtype(np.asarray(params["layer1"]["W"]).dtype)
-
-    def get(p, name, fill):
-        return np.asarray(p[name], dtype) if name in p else np.full(w, fill, dtype)
-
-    return {"W": np.stack([np.asarray(p["W"], dtype) for p in hidden[1:]]) if L > 2 else np.zeros((0, w, w), dtype),
-            "b": np.stack([get(p, "b", 0) for p in hidden[1:]]) if L > 2 else np.zeros((0, w), dtype),
-            "gamma": np.stack([get(p, "gamma", 1) for p in hidden]),
-            "beta": np.stack([get(p, "beta", 0) for p in hidden]),
-            "W_out": np.asarray(params[f"layer{L}"]["W"], dtype), "b_out": np.asarray(params[f"layer{L}"]["b"], dtype)}
-
-
-def _tail(spec: ModelSpec, tail: dict, l, z):
-    """Outputs (m, n_out) from the pre-normalization Z[l] (m, w) of hidden layer l, 1 <= l <= L-1, where l
-    may be a traced integer: layers l+1..L-1 run in a loop over the stacked weights of ``_stacked_tail``
-    (one program for every l, and only the layers above l cost time). Equals ``forward_from_prenorm``."""
-    def norm_act(k, z):  # normalization (if any) and activation of hidden layer k (1-based)
-        return _act(spec, _normalize(spec, {"gamma": tail["gamma"][k - 1], "beta": tail["beta"][k - 1]}, z))
-
-    def layer(k, h):  # hidden layer k (2..L-1)
-        return norm_act(k, h @ tail["W"][k - 2] + tail["b"][k - 2])
-
-    h = norm_act(l, z)
-    if spec.n_layers > 2:
-        h = jax.lax.fori_loop(l + 1, spec.n_layers, layer, h)
-    return h @ tail["W_out"] + tail["b_out"]
-
-
 def _layer_plane(spec: ModelSpec, tail: dict, l, Z0, P1, P2, y, alphas, betas, chunk_size: int):
     # a plane of directions inside hidden layer l's W and b: Z[l] = Z0 + a P1 + b P2 (linear in W, b), then
     # only the layers above l run per grid point
     def g(z):
-        return _tail(spec, tail, l, z)
+        return model.outputs_from_prenorm(spec, tail, l, z)
 
     def outer(o):
         return model.loss_from_outputs(spec, o, y)
@@ -871,7 +835,7 @@ _forward_with_inputs_jit = jax.jit(model.forward_with_inputs, static_argnames=("
 def _hidden_layer_of(spec: ModelSpec, d1, d2) -> int:
     """l if both directions lie in the W and b of one hidden layer l < L (and the hidden layers share one
     width, so ``_layer_plane`` applies), else 0."""
-    if spec.n_layers < 2 or len(set(spec.sizes[1:-1])) != 1:
+    if not model.equal_hidden_widths(spec):
         return 0
     touched = _touched(d1, d2)
     layers = {layer for layer, _ in touched}
@@ -908,7 +872,7 @@ def _run_planes(spec: ModelSpec, params: Params, X, y, planes: Sequence, n_point
     layer_of = [_hidden_layer_of(spec, d1, d2) if big else 0 for d1, d2, _ in planes]
     if any(layer_of):
         _, inputs, pre = jax.device_get(_forward_with_inputs_jit(spec, params, X))
-        tail = _stacked_tail(spec, jax.device_get(params))
+        tail = model.stack_layers(spec, jax.device_get(params))
     pending = []
     for (d1, d2, extent), l in zip(planes, layer_of, strict=True):
         alphas, betas = grid_axes(n_points, float(extent), X.dtype)

@@ -90,6 +90,11 @@ def has_bias(spec: ModelSpec, l: int) -> bool:
     return not (spec.norm == "batchnorm" and l < spec.n_layers)
 
 
+def layer_param_count(spec: ModelSpec, l: int) -> int:
+    """Number of parameters in layer l's W and b (gamma and beta not counted)."""
+    return spec.sizes[l - 1] * spec.sizes[l] + (spec.sizes[l] if has_bias(spec, l) else 0)
+
+
 def has_affine_norm(spec: ModelSpec, l: int) -> bool:
     """Hidden layers under batch norm or layer norm carry gamma and beta."""
     return spec.norm != "none" and l < spec.n_layers
@@ -168,6 +173,62 @@ def forward_with_inputs(spec: ModelSpec, params: Params, X: jax.Array, norm_stat
             z = layer_norm(z, p["gamma"], p["beta"], spec.eps)
         a = _activation(spec, z)
     raise AssertionError("unreachable")
+
+
+def norm_activation(spec: ModelSpec, z: jax.Array, gamma: jax.Array, beta: jax.Array) -> jax.Array:
+    """A hidden layer's normalization (``spec.norm``; gamma and beta unused under ``none``) and activation
+    of its pre-activations z (m, n)."""
+    if spec.norm == "batchnorm":
+        z = batch_norm(z, gamma, beta, spec.eps)
+    elif spec.norm == "layernorm":
+        z = layer_norm(z, gamma, beta, spec.eps)
+    return _activation(spec, z)
+
+
+def stack_layers(spec: ModelSpec, params: Params) -> dict[str, np.ndarray]:
+    """The parameters that ``outputs_from_prenorm`` runs on, stacked (numpy, params' dtype): hidden layers
+    2..L-1's ``W`` (L-2, w, w) and ``b`` (L-2, w) (zeros where a layer has no b), every hidden layer's
+    ``gamma`` and ``beta`` (L-1, w) (1 and 0 without a normalization) and the output layer's ``W_out``
+    (w, n_out), ``b_out`` (n_out,). Needs one hidden width w (``equal_hidden_widths``)."""
+    L, w = spec.n_layers, spec.sizes[1]
+    if not equal_hidden_widths(spec):
+        raise ValueError(f"stacking needs one hidden width, got sizes {spec.sizes}")
+    hidden = [params[f"layer{k}"] for k in range(1, L)]
+    dtype = np.dtype(np.asarray(params["layer1"]["W"]).dtype)
+
+    def get(p, name, fill):
+        return np.asarray(p[name], dtype) if name in p else np.full(w, fill, dtype)
+
+    return {"W": np.stack([np.asarray(p["W"], dtype) for p in hidden[1:]]) if L > 2 else np.zeros((0, w, w), dtype),
+            "b": np.stack([get(p, "b", 0) for p in hidden[1:]]) if L > 2 else np.zeros((0, w), dtype),
+            "gamma": np.stack([get(p, "gamma", 1) for p in hidden]),
+            "beta": np.stack([get(p, "beta", 0) for p in hidden]),
+            "W_out": np.asarray(params[f"layer{L}"]["W"], dtype), "b_out": np.asarray(params[f"layer{L}"]["b"], dtype)}
+
+
+def equal_hidden_widths(spec: ModelSpec) -> bool:
+    """True when the model has hidden layers and they all have one width (what ``stack_layers`` needs)."""
+    return spec.n_layers >= 2 and len(set(spec.sizes[1:-1])) == 1
+
+
+def outputs_from_prenorm(spec: ModelSpec, stacked: dict, l, z: jax.Array) -> jax.Array:
+    """Network outputs (m, n_out) from hidden layer l's pre-normalization Z[l] (m, w), 1 <= l <= L-1, with
+    the layers above it from ``stack_layers``: layer l's normalization and activation, layers l+1..L-1,
+    the output layer. ``l`` may be a traced integer: one program serves every l. Layers 2..L-1 run as a
+    scan whose steps k <= l are skipped (``lax.cond``), so only the layers above l cost time, and the scan
+    is differentiable in reverse mode (a loop from l + 1 would not be). Equals ``forward`` when
+    z = A[l-1] W[l] + b[l] on the same batch."""
+    stacked = {k: jnp.asarray(v) for k, v in stacked.items()}
+    h = norm_activation(spec, z, stacked["gamma"][l - 1], stacked["beta"][l - 1])
+
+    def step(h, layer):
+        W, b, gamma, beta, k = layer
+        return jax.lax.cond(k > l, lambda h: norm_activation(spec, h @ W + b, gamma, beta), lambda h: h, h), None
+
+    if spec.n_layers > 2:
+        ks = jnp.arange(2, spec.n_layers)
+        h, _ = jax.lax.scan(step, h, (stacked["W"], stacked["b"], stacked["gamma"][1:], stacked["beta"][1:], ks))
+    return h @ stacked["W_out"] + stacked["b_out"]
 
 
 def matmul_flops(spec: ModelSpec, m: int) -> float:

@@ -340,3 +340,66 @@ def test_output_layer_block_of_a_linear_mse_model_is_2_xtx_over_m_per_output(n_o
     expected = np.kron(2.0 * Xt.T @ Xt / (40 * n_out), np.eye(n_out))
     np.testing.assert_allclose(C.output_layer_matrix(spec, params, X, rng.normal(size=(40, n_out))), expected,
                                rtol=1e-12)
+
+
+def _equal_width_problem(norm, loss):
+    """A depth-3 MLP with one hidden width (what ``layer_operator`` serves), generic parameters."""
+    spec = M.ModelSpec((3, 5, 5, 5, 4), activation="tanh", norm=norm, eps=1e-3, loss=loss)
+    rng = np.random.default_rng(2)
+    X = jnp.asarray(rng.normal(size=(24, 3)) * np.array([1.0, 4.0, 0.5]))
+    y = jnp.asarray(rng.integers(0, 4, 24) if loss == "softmax_cross_entropy" else rng.normal(size=(24, 4)))
+    return spec, _perturbed_params(spec, 4), X, y
+
+
+@pytest.mark.parametrize(("norm", "loss"), [("none", "mse"), ("batchnorm", "softmax_cross_entropy")])
+def test_layer_operator_equals_the_whole_model_products_block(norm, loss):
+    """Products from the layer up (the layers below as constants) give the same layer blocks as the masked
+    whole-model products, for every hidden layer l >= 2 (one program, l traced) and the output layer."""
+    spec, params, X, y = _equal_width_problem(norm, loss)
+    for matrix in C.MATRICES:
+        for l in range(2, spec.n_layers + 1):
+            full = C.model_operator(spec, params, X, y, matrix, f"layer{l}")
+            op = C.layer_operator(spec, params, X, y, matrix, l)
+            assert op.n == full.n and op.names == full.names
+            np.testing.assert_array_equal(op.indices, full.indices)
+            expected = C.dense_matrix(full, **B1)
+            np.testing.assert_allclose(C.dense_matrix(op, **B1), expected, rtol=0, atol=1e-12 * np.abs(expected).max())
+
+
+def test_layer_operator_refuses_what_it_cannot_serve():
+    spec, params, X, y = _equal_width_problem("none", "mse")
+    with pytest.raises(ValueError, match="layer 1"):
+        C.layer_operator(spec, params, X, y, "hessian", 1)
+    with pytest.raises(ValueError, match="matrix"):
+        C.layer_operator(spec, params, X, y, "fisher", 2)
+    spec2, params2, X2, y2 = _problem("none")  # hidden widths 6 and 5: only the output layer
+    assert not C.layer_operator_applies(spec2, 2) and C.layer_operator_applies(spec2, 3)
+    with pytest.raises(ValueError, match="one hidden width"):
+        C.layer_operator(spec2, params2, X2, y2, "ggn", 2)
+
+
+def test_analyze_curvature_layer_products_give_the_same_rows():
+    """The layer products are an implementation choice: every row (Lanczos, Hutchinson, SLQ with the same
+    probes) is the same as with whole-model products."""
+    spec, params, X, y = _equal_width_problem("batchnorm", "softmax_cross_entropy")
+    kw = {"top_k": 3, "num_steps": 10, "slq_probes": 1, "trace_probes": 4, "batch_size": 1, "dense_max_params": 0}
+    rows = [C.analyze_curvature(spec, params, X, y, layer_products=flag, **kw).rows for flag in (True, False)]
+    assert [(r["scope"], r["matrix"], r["metric"]) for r in rows[0]] == [
+        (r["scope"], r["matrix"], r["metric"]) for r in rows[1]]
+    for a, b in zip(*rows, strict=True):
+        assert a["value"] == pytest.approx(b["value"], rel=1e-8, abs=1e-12), (a, b)
+
+
+def test_layer_products_pay_only_where_they_save_more_than_they_compile():
+    """The default study's settings: whole-model products for the depth-2 models and the quick study's tiny
+    ones, layer products from depth 4 up (where they saved 3 s and more per checkpoint)."""
+    cfg = {"dense_max_params": 600, "num_steps": 30, "trace_probes": 16, "slq_probes": 2}
+
+    def pays(sizes, m=512, **kw):
+        spec = M.ModelSpec(sizes, norm="batchnorm")
+        return C.layer_products_pay(spec, m, C.model_scopes(spec), 2, **{**cfg, **kw})
+
+    assert not pays((64, 64, 64, 10)) and not pays((2, 64, 64, 2))
+    assert pays((2,) + (64,) * 4 + (2,)) and pays((64,) + (64,) * 8 + (10,))
+    quick = {"dense_max_params": 100, "num_steps": 12, "trace_probes": 8, "slq_probes": 1}
+    assert not pays((2, 16, 16, 16, 2), m=256, **quick)

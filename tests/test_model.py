@@ -9,6 +9,7 @@ import os
 import time
 import zipfile
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -315,3 +316,21 @@ def test_atomic_path_leaves_nothing_when_body_raises(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert target.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+@pytest.mark.parametrize("norm", ["none", "batchnorm", "layernorm"])
+def test_outputs_from_prenorm_equals_forward_for_every_hidden_layer(norm):
+    """From Z[l] = A[l-1] W[l] + b[l], the stacked layers above l give the network's outputs, with l traced
+    (one compiled program for every l: the scan skips the steps k <= l)."""
+    spec = M.ModelSpec((3, 4, 4, 4, 2), norm=norm, activation="tanh")
+    params = M.init_params(spec, jax.random.PRNGKey(3), jnp.float64)
+    params = jax.tree.map(lambda a: a + 0.1, params)  # generic biases, gammas, betas
+    X = jnp.asarray(np.random.default_rng(0).normal(size=(10, 3)))
+    out, inputs, pre = M.forward_with_inputs(spec, params, X)
+    stacked = M.stack_layers(spec, params)
+    tail = jax.jit(lambda l, z: M.outputs_from_prenorm(spec, stacked, l, z))
+    for l in range(1, spec.n_layers):
+        np.testing.assert_allclose(tail(l, pre[l - 1]), out, rtol=1e-12, atol=1e-12)
+    assert tail._cache_size() == 1
+    with pytest.raises(ValueError, match="one hidden width"):
+        M.stack_layers(M.ModelSpec((3, 4, 5, 2)), M.init_params(M.ModelSpec((3, 4, 5, 2)), jax.random.PRNGKey(0)))
