@@ -2,9 +2,12 @@
 Lanczos top-1 eigenvalue, on the default models (MLP depth 2, 4, 8, width 64, 64 input features,
 10 classes, a batch of 512 random inputs, with and without batch norm).
 
-Goal: HVP time / gradient time <= 3 (forward-over-reverse costs about 2-3 gradients in theory).
+Goal: HVP time / gradient time <= 3 (forward-over-reverse costs about 2-3 gradients in theory). A second
+table compares the layer blocks' products: whole-model products masked to a block vs
+``curvature.layer_operator``'s products from the layer up (written beside the CSV as ``<name>_layers.csv``).
 Times are medians over repeats, measured after compilation, each call ended by block_until_ready.
-Run ``python bench/bench_curvature.py [--out PATH] [--dtype float32|float64] [--repeats R]``; the
+Run ``python bench/bench_curvature.py [--out PATH] [--dtype float32|float64] [--repeats R] [--threads T]``
+(one JAX thread by default, as the pipeline's analyze jobs); the
 table is printed and written as CSV (default bench/results/curvature.csv). ``main(argv)`` does the
 same when imported.
 
@@ -48,6 +51,25 @@ def random_batch(seed: int = 0, dtype=np.float32) -> tuple[np.ndarray, np.ndarra
     """X (512, 64) standard normal inputs and y (512,) uniform labels in 0..9."""
     rng = np.random.default_rng(seed)
     return rng.standard_normal((BATCH, N_FEATURES)).astype(dtype), rng.integers(0, N_CLASSES, BATCH)
+
+
+def set_threads(threads: int, note: str = "") -> str:
+    """Limit JAX to ``threads`` CPU threads, as the pipeline's jobs are (``runtime.limit_threads`` and
+    ``runtime.start_jax``), if its backend is not started yet (it cannot change after); 0 keeps XLA's default
+    (every core). Returns what normlab runs with, for the CSV."""
+    if threads <= 0:
+        return "default"
+    from jax._src import xla_bridge
+
+    if xla_bridge.backends_are_initialized():
+        print(f"note: JAX was already started in this process; normlab keeps its thread settings "
+              f"(XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}){'; ' + note if note else ''}", file=sys.stderr)
+        return "1" if "intra_op_parallelism_threads=1" in os.environ.get("XLA_FLAGS", "") else "default"
+    from normlab.runtime import limit_threads, start_jax
+
+    limit_threads(threads)
+    start_jax(threads)  # XLA_FLAGS alone let XLA use every core (measured: 1.6 cores for "one thread")
+    return str(threads)
 
 
 def median_times(fns: Sequence[Callable[[], object]], repeats: int) -> list[float]:
@@ -118,14 +140,47 @@ def bench_model(depth: int, norm: str, dtype, repeats: int) -> dict[str, object]
             "lambda_max": float(eig.values[0]), "platform": jax.devices()[0].platform}
 
 
-def format_table(rows: Sequence[Mapping[str, object]]) -> str:
+LAYER_COLUMNS = ("model", "depth", "norm", "matrix", "layers", "vectors", "masked_ms", "from_layer_ms",
+                 "masked_over_from_layer", "max_rel_diff", "platform")
+
+
+def bench_layer_blocks(depth: int, norm: str, dtype, repeats: int, vectors: int = 2) -> list[dict[str, object]]:
+    """Rows (one per matrix) comparing the layer blocks' products of layers 2..L+1 (every block
+    ``curvature.layer_operator`` serves), ``vectors`` vectors per call as in the default analysis: the
+    whole-model product masked to the block (``model_operator``) vs the product from the layer up
+    (``layer_operator``). Times are the sum over the layers of each block's median; max_rel_diff compares
+    the two products' results (float rounding only)."""
+    spec = default_spec(depth, norm)
+    params = M.init_params(spec, jax.random.PRNGKey(depth), jnp.dtype(dtype))
+    Xn, yn = random_batch(depth, dtype)
+    rng = np.random.default_rng(1)
+    rows = []
+    for matrix in C.MATRICES:
+        fns, diff = [], 0.0
+        for l in range(2, spec.n_layers + 1):
+            masked = C.model_operator(spec, params, jnp.asarray(Xn), jnp.asarray(yn), matrix, f"layer{l}")
+            layer = C.layer_operator(spec, params, Xn, yn, matrix, l)
+            V = C._embed(masked.mask, masked.indices, jnp.asarray(rng.standard_normal((vectors, masked.n)), dtype))
+            a, b = (np.asarray(C._matmat(op.matvec, V)) for op in (masked, layer))
+            diff = max(diff, float(np.abs(a - b).max() / np.abs(a).max()))
+            fns += [lambda op=masked, V=V: C._matmat(op.matvec, V), lambda op=layer, V=V: C._matmat(op.matvec, V)]
+        times = median_times(fns, repeats)
+        t_masked, t_layer = sum(times[0::2]), sum(times[1::2])
+        rows.append({"model": f"mlp-d{depth}-{norm}", "depth": depth, "norm": norm, "matrix": matrix,
+                     "layers": f"2-{spec.n_layers}", "vectors": vectors, "masked_ms": 1e3 * t_masked,
+                     "from_layer_ms": 1e3 * t_layer, "masked_over_from_layer": t_masked / t_layer,
+                     "max_rel_diff": diff, "platform": jax.devices()[0].platform})
+    return rows
+
+
+def format_table(rows: Sequence[Mapping[str, object]], columns: Sequence[str] = COLUMNS) -> str:
     """Fixed-width text table of the benchmark rows."""
     def fmt(v):
         return f"{v:.3g}" if isinstance(v, float) else str(v)
 
-    cells = [[fmt(r[c]) for c in COLUMNS] for r in rows]
-    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(COLUMNS)]
-    lines = ["  ".join(c.rjust(w) for c, w in zip(COLUMNS, widths, strict=True))]
+    cells = [[fmt(r[c]) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.rjust(w) for c, w in zip(columns, widths, strict=True))]
     lines += ["  ".join(v.rjust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
     return "\n".join(lines)
 
@@ -147,7 +202,10 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, object]]:
     parser.add_argument("--dtype", default="float32", choices=("float32", "float64"))
     parser.add_argument("--repeats", type=int, default=10, help="timed calls per measurement")
     parser.add_argument("--depths", type=int, nargs="+", default=list(DEPTHS))
+    parser.add_argument("--threads", type=int, default=1,
+                        help="JAX CPU threads (default 1, as each analyze job of the pipeline; 0: every core)")
     args = parser.parse_args(argv)
+    print(f"JAX threads: {set_threads(args.threads)}", file=sys.stderr)
     rows = []
     for depth in args.depths:
         for norm in NORMS:
@@ -158,6 +216,17 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, object]]:
     print(f"\nworst HVP / gradient time ratio: {worst:.2f} (goal <= 3)")
     write_csv(rows, args.out)
     print(f"wrote {args.out}")
+    layer_rows = []
+    for depth in args.depths:
+        for norm in NORMS:
+            layer_rows += bench_layer_blocks(depth, norm, args.dtype, args.repeats)
+    print("\nlayer blocks: whole-model products masked to the block vs products from the layer up")
+    print(format_table(layer_rows, LAYER_COLUMNS))
+    ratios = [r["masked_over_from_layer"] for r in layer_rows]
+    print(f"\nlayer blocks' products {min(ratios):.2f}-{max(ratios):.2f}x faster from the layer up")
+    layer_out = os.path.splitext(args.out)[0] + "_layers.csv"
+    write_csv(layer_rows, layer_out, LAYER_COLUMNS)
+    print(f"wrote {layer_out}")
     return rows
 
 

@@ -376,24 +376,6 @@ def lanczos_steps_to_tol(spec: M.ModelSpec, weights: Mapping[str, np.ndarray], X
     return iters_to_tol(ritz, ref, tol)
 
 
-def _set_threads(threads: int) -> str:
-    """Limit XLA to ``threads`` CPU threads if JAX's backend is not started yet (it cannot change after);
-    returns what normlab runs with, for the CSV."""
-    if threads <= 0:
-        return "default"
-    from jax._src import xla_bridge
-
-    if xla_bridge.backends_are_initialized():
-        print(f"bench_pyhessian: note: JAX was already started in this process; normlab keeps its thread "
-              f"settings (XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}), torch gets {threads}", file=sys.stderr)
-        return "1" if "intra_op_parallelism_threads=1" in os.environ.get("XLA_FLAGS", "") else "default"
-    from normlab.runtime import limit_threads, start_jax
-
-    limit_threads(threads)
-    start_jax(threads)  # XLA_FLAGS alone let XLA use every core (measured: 1.6 cores for "one thread")
-    return str(threads)
-
-
 def format_table(rows: Sequence[Mapping[str, object]], columns) -> str:
     def fmt(c, v):
         if isinstance(v, float):
@@ -442,8 +424,8 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, object]]:
               "  then rerun this benchmark. No result written.")
         return []
 
-    nl_threads = _set_threads(args.threads)
     bc = _load_bench_curvature()
+    nl_threads = bc.set_threads(args.threads, f"torch gets {args.threads}")
     X, y, source = digits_batch(BATCH, args.seed)
     models = []
     for depth in args.depths:
