@@ -811,11 +811,13 @@ def _plane(spec: ModelSpec, params: Params, X, y, d1, d2, alphas, betas, chunk_s
 _plane_jit = jax.jit(_plane, static_argnames=("spec", "chunk_size"))
 
 
-def _layer_plane(spec: ModelSpec, tail: dict, l, Z0, P1, P2, y, alphas, betas, chunk_size: int):
-    # a plane of directions inside hidden layer l's W and b: Z[l] = Z0 + a P1 + b P2 (linear in W, b), then
-    # only the layers above l run per grid point
+def _layer_plane(spec: ModelSpec, tail: dict, l, Z0, P1, P2, y, alphas, betas, chunk_size: int,
+                 output: bool = False):
+    # a plane of directions inside layer l's W and b: Z[l] = Z0 + a P1 + b P2 (linear in W, b), then only the
+    # layers above l run per grid point (hidden l, traced: one program for every l); ``output``: l = L, whose
+    # Z[L] are the outputs themselves (tail unused)
     def g(z):
-        return model.outputs_from_prenorm(spec, tail, l, z)
+        return z if output else model.outputs_from_prenorm(spec, tail, l, z)
 
     def outer(o):
         return model.loss_from_outputs(spec, o, y)
@@ -828,21 +830,19 @@ def _layer_plane(spec: ModelSpec, tail: dict, l, Z0, P1, P2, y, alphas, betas, c
     return grid, 0.5 * (M + M.T), outer(out0)
 
 
-_layer_plane_jit = jax.jit(_layer_plane, static_argnames=("spec", "chunk_size"))
+_layer_plane_jit = jax.jit(_layer_plane, static_argnames=("spec", "chunk_size", "output"))
 _forward_with_inputs_jit = jax.jit(model.forward_with_inputs, static_argnames=("spec",))
 
 
-def _hidden_layer_of(spec: ModelSpec, d1, d2) -> int:
-    """l if both directions lie in the W and b of one hidden layer l < L (and the hidden layers share one
-    width, so ``_layer_plane`` applies), else 0."""
-    if not model.equal_hidden_widths(spec):
-        return 0
+def _layer_of(spec: ModelSpec, d1, d2) -> int:
+    """l if both directions lie in the W and b of one layer l that ``_layer_plane`` serves: the output layer,
+    or a hidden layer when the hidden layers share one width; else 0."""
     touched = _touched(d1, d2)
     layers = {layer for layer, _ in touched}
     if len(layers) != 1 or any(name not in ("W", "b") for _, name in touched):
         return 0
     l = int(next(iter(layers))[5:])
-    return l if l < spec.n_layers else 0
+    return l if l == spec.n_layers or model.equal_hidden_widths(spec) else 0
 
 
 # A plane of hidden layer l runs through ``_layer_plane`` only when a whole-model plane costs at least this
@@ -860,18 +860,20 @@ def _run_planes(spec: ModelSpec, params: Params, X, y, planes: Sequence, n_point
                 chunk_size: int | None) -> list[tuple]:
     """planes: [(d1, d2, extent)] with full direction pytrees in params' dtype. Returns per plane
     (alphas, betas, loss (n, n), ggn (2, 2), loss_center) as numpy, all planes dispatched before any is
-    read back. A plane inside one hidden layer's W and b goes through ``_layer_plane`` (one program for
-    every such layer; the layers below it are not rerun per grid point: for depth 8 its grid costs
-    (L - l + 1) / L of a whole-model one) when the model is big enough (``LAYER_PLANE_MIN_FLOPS``); any
-    other plane through ``_plane`` (the whole model per point). Measured on the depth-8 batch-norm digits
-    model (512 examples, 21 x 21 points, float32, 1 CPU thread): the contour slices of a checkpoint
-    7.5-8 -> 3.8-4.3 s."""
+    read back. A plane inside one layer's W and b goes through ``_layer_plane`` (one program for every hidden
+    layer, one for the output layer; the layers below it are not rerun per grid point: for depth 8 its grid
+    costs (L - l + 1) / L of a whole-model one, the output layer's almost nothing) when the model is big
+    enough (``LAYER_PLANE_MIN_FLOPS``); any other plane through ``_plane`` (the whole model per point).
+    Measured on the depth-8 batch-norm digits model (512 examples, 21 x 21 points, float32, 1 CPU thread):
+    the contour slices of a checkpoint 7.5-8 -> 3.8-4.3 s (hidden layers); 4.0-5.1 -> 3.2-3.7 s (the output
+    layer too, runs alternated)."""
     params = jax.tree_util.tree_map(jnp.asarray, params)
     chunk = int(chunk_size or auto_chunk_size(spec, X.shape[0], n_points * n_points))
     big = _plane_flops(spec, X.shape[0], n_points) >= LAYER_PLANE_MIN_FLOPS
-    layer_of = [_hidden_layer_of(spec, d1, d2) if big else 0 for d1, d2, _ in planes]
+    layer_of = [_layer_of(spec, d1, d2) if big else 0 for d1, d2, _ in planes]
     if any(layer_of):
         _, inputs, pre = jax.device_get(_forward_with_inputs_jit(spec, params, X))
+    if any(0 < l < spec.n_layers for l in layer_of):
         tail = model.stack_layers(spec, jax.device_get(params))
     pending = []
     for (d1, d2, extent), l in zip(planes, layer_of, strict=True):
@@ -879,8 +881,9 @@ def _run_planes(spec: ModelSpec, params: Params, X, y, planes: Sequence, n_point
         if l:
             A, name = inputs[l - 1], f"layer{l}"
             P1, P2 = (A @ d[name]["W"] + (d[name]["b"] if "b" in d[name] else 0) for d in (d1, d2))
-            res = _layer_plane_jit(spec, tail, np.int32(l), pre[l - 1], P1.astype(A.dtype), P2.astype(A.dtype), y,
-                                   alphas, betas, chunk)
+            output = l == spec.n_layers
+            res = _layer_plane_jit(spec, None if output else tail, np.int32(l), pre[l - 1], P1.astype(A.dtype),
+                                   P2.astype(A.dtype), y, alphas, betas, chunk, output)
         else:
             res = _plane_jit(spec, params, X, y, d1, d2, alphas, betas, chunk)
         pending.append((alphas, betas, res))

@@ -313,8 +313,9 @@ def test_batched_slices_equal_one_slice_at_a_time():
 @pytest.mark.parametrize("norm,sizes", [("batchnorm", (3, 5, 5, 5, 2)), ("none", (3, 6, 6, 3)), ("none", (3, 5, 2))])
 def test_layer_planes_equal_whole_model_planes(norm, sizes, monkeypatch):
     """With equal hidden widths, planes inside one hidden layer's W and b skip the layers below it
-    (``_layer_plane``, one program for every layer); grids, 2x2 GGNs and centre losses equal the whole-model
-    evaluation (model_grid, model_ggn) for every layer, and the output layer's plane (whole model) too."""
+    (``_layer_plane``, one program for every layer), and so do the output layer's (whatever the widths);
+    grids, 2x2 GGNs and centre losses equal the whole-model evaluation (model_grid, model_ggn) for every
+    layer."""
     # the default study's depth-8 model takes the layer path, the quick study's depth-3 one does not
     assert ls._plane_flops(model.ModelSpec(sizes=(64,) + (64,) * 8 + (10,)), 512, 21) >= ls.LAYER_PLANE_MIN_FLOPS
     assert ls._plane_flops(model.ModelSpec(sizes=(2, 16, 16, 16, 2)), 256, 15) < ls.LAYER_PLANE_MIN_FLOPS
@@ -329,8 +330,7 @@ def test_layer_planes_equal_whole_model_planes(norm, sizes, monkeypatch):
         d = [{f"layer{l}": {k: rng.standard_normal(np.shape(v)) for k, v in p.items() if k in ("W", "b")}}
              for _ in range(2)]
         planes.append({"d1": d[0], "d2": d[1], "slice": "eig", "scope": f"layer{l}", "extent": 0.7})
-        assert ls._hidden_layer_of(spec, *(ls.embed_direction(x, params, f"layer{l}") for x in d)) == (
-            l if l < spec.n_layers else 0)
+        assert ls._layer_of(spec, *(ls.embed_direction(x, params, f"layer{l}") for x in d)) == l
     slices = ls.direction_slices(spec, params, X, y, planes, n_points=5)
     for pl, s in zip(planes, slices, strict=True):
         d1, d2 = (ls.normalize_direction(ls.embed_direction(pl[k], params, pl["scope"])) for k in ("d1", "d2"))
@@ -340,7 +340,13 @@ def test_layer_planes_equal_whole_model_planes(norm, sizes, monkeypatch):
         np.testing.assert_allclose(s.loss_center, float(model.loss(spec, params, X, y)), rtol=1e-12)
     # a plane touching two layers, or a normalization gain, runs the whole model
     two = ls.embed_direction({"layer1": {"W": np.ones((3, sizes[1]))}, "layer2": {"W": np.ones(sizes[1:3])}}, params)
-    assert ls._hidden_layer_of(spec, two, two) == 0
+    assert ls._layer_of(spec, two, two) == 0
     if norm == "batchnorm":
         gain = ls.embed_direction({"layer1": {"gamma": np.ones(sizes[1])}}, params)
-        assert ls._hidden_layer_of(spec, gain, gain) == 0
+        assert ls._layer_of(spec, gain, gain) == 0
+    # unequal hidden widths: only the output layer's planes skip the layers below
+    uneven = model.ModelSpec(sizes=(3, 5, 4, 2), norm=norm)
+    p_uneven = _init(uneven, 34)
+    for l in (1, 2, 3):
+        d = ls.embed_direction({f"layer{l}": {"W": np.ones(uneven.sizes[l - 1:l + 1])}}, p_uneven)
+        assert ls._layer_of(uneven, d, d) == (3 if l == 3 else 0)
