@@ -449,6 +449,14 @@ def _lanczos_step(Q, alpha, beta, anorm, W, j, R):
     return Q, alpha.at[:, j].set(a), beta.at[:, j].set(jnp.where(broke, 0, b)), anorm, q_next
 
 
+@functools.partial(jax.jit, donate_argnums=(0, 1, 2))
+def _lanczos_block_step(Q, alpha, beta, anorm, W, j, R, indices):
+    """``_lanczos_step`` for a block: Q (B, m + 1, n) and R (B, n) in block coordinates, W (B, N) the
+    products in R^N; returns the next vectors both ways, (B, n) and embedded (B, N)."""
+    Q, alpha, beta, anorm, q = _lanczos_step.__wrapped__(Q, alpha, beta, anorm, W[:, indices], j, R)
+    return Q, alpha, beta, anorm, q, jnp.zeros_like(W).at[:, indices].set(q)
+
+
 @jax.jit
 def _matmat(matvec, V):
     """The one compiled program containing the model: V (b, N) -> (b, N), vmapped products."""
@@ -456,13 +464,24 @@ def _matmat(matvec, V):
 
 
 def _run_lanczos(sp: _Space, V0, rng: np.random.Generator, num_steps: int):
-    """Lanczos from the rows of V0 (B, N) (masked and normalized here); Q in R^N. rng draws the
-    restart material."""
+    """Lanczos from the rows of V0 (B, N) (masked and normalized here); Q (B, m + 1, n) in block
+    coordinates. rng draws the restart material. A block's recurrence runs in R^n, only the products in
+    R^N: the full reorthogonalization reads Q four times a step, which for a depth-8 model's hidden
+    layer (n = 4160 of N = 34442) took 2.2 instead of 0.3 ms a step."""
     R = _random_rows(rng, sp.mask_np, V0.shape[0], "normal")
-    Q, alpha, beta, anorm, q = _lanczos_init(V0, sp.mask_np, num_steps=num_steps)
+    if sp.n == sp.mask_np.shape[0]:
+        Q, alpha, beta, anorm, q = _lanczos_init(V0, sp.mask_np, num_steps=num_steps)
+        for j in range(num_steps):
+            Q, alpha, beta, anorm, q = _lanczos_step(Q, alpha, beta, anorm, _matmat(sp.matvec, q), j, R)
+        return alpha, beta, Q
+    idx = sp.indices
+    Q, alpha, beta, anorm, q = _lanczos_init(np.asarray(V0)[:, idx], sp.mask_np[idx], num_steps=num_steps)
+    q_full = np.zeros((q.shape[0], sp.mask_np.shape[0]), q.dtype)
+    q_full[:, idx] = q
+    indices, R = jnp.asarray(idx), jnp.asarray(R[:, idx])
     for j in range(num_steps):
-        W = _matmat(sp.matvec, q)
-        Q, alpha, beta, anorm, q = _lanczos_step(Q, alpha, beta, anorm, W, j, R)
+        Q, alpha, beta, anorm, q, q_full = _lanczos_block_step(Q, alpha, beta, anorm, _matmat(sp.matvec, q_full), j,
+                                                               R, indices)
     return alpha, beta, Q
 
 
@@ -480,7 +499,7 @@ def lanczos(matvec, v0: jax.Array, num_steps: int, key: jax.Array | None = None)
     sp = _space(matvec, V0.shape[1], v0.dtype if not isinstance(matvec, CurvatureOperator) else None)
     V0 = _embed(sp.mask, sp.indices, V0)
     alpha, beta, Q = _run_lanczos(sp, V0, host_rng(key), int(min(num_steps, sp.n)))
-    res = LanczosResult(alpha, beta, jnp.asarray(np.asarray(Q)[:, :, sp.indices]))
+    res = LanczosResult(alpha, beta, jnp.asarray(Q))
     return res if v0.ndim == 2 else LanczosResult(*(x[0] for x in res))
 
 
@@ -512,8 +531,8 @@ class EigResult(NamedTuple):
 
 
 def _ritz(alpha, beta, Q, k: int):
-    """Top-k Ritz pairs of the first of B Lanczos runs: alpha, beta (B, m), Q (B, m + 1, N) (numpy, on
-    the host: an m x m problem and a (k, m) x (m, N) product)."""
+    """Top-k Ritz pairs of the first of B Lanczos runs: alpha, beta (B, m), Q (B, m + 1, n) (numpy, on
+    the host: an m x m problem and a (k, m) x (m, n) product)."""
     alpha, beta, Q = np.asarray(alpha[0]), np.asarray(beta[0]), np.asarray(Q[0])
     m = alpha.shape[0]
     theta, S = tridiag_eigh(alpha, beta)
@@ -523,8 +542,8 @@ def _ritz(alpha, beta, Q, k: int):
     return theta[order], vecs, np.abs(beta[m - 1] * S[m - 1, order])
 
 
-def _eig_result(sp: _Space, vals, vecs, resid) -> EigResult:
-    return EigResult(vals, jnp.asarray(np.asarray(vecs)[:, sp.indices]), resid)
+def _eig_result(vals, vecs, resid) -> EigResult:
+    return EigResult(vals, jnp.asarray(vecs), resid)
 
 
 def default_lanczos_steps(k: int, n: int) -> int:
@@ -544,7 +563,7 @@ def top_eigenpairs(matvec, k: int, key: jax.Array, *, num_steps: int | None = No
     m = default_lanczos_steps(k, sp.n) if num_steps is None else int(min(num_steps, sp.n))
     rng = host_rng(key)
     alpha, beta, Q = _run_lanczos(sp, _random_rows(rng, sp.mask_np, 1, "normal"), rng, m)
-    return _eig_result(sp, *_ritz(alpha, beta, Q, k=int(min(k, m))))
+    return _eig_result(*_ritz(alpha, beta, Q, k=int(min(k, m))))
 
 
 class TraceEstimate(NamedTuple):
@@ -610,7 +629,7 @@ def slq(matvec, key: jax.Array, num_probes: int = 8, num_steps: int = 60, *, bat
         nodes.append(np.asarray(th))
         weights.append(np.asarray(w))
         if top is None and top_k > 0:
-            top = _eig_result(sp, *_ritz(alpha, beta, Q, k=int(min(top_k, m))))
+            top = _eig_result(*_ritz(alpha, beta, Q, k=int(min(top_k, m))))
     return SLQResult(np.concatenate(nodes)[:num_probes], np.concatenate(weights)[:num_probes], top)
 
 
