@@ -403,3 +403,26 @@ def test_layer_products_pay_only_where_they_save_more_than_they_compile():
     assert pays((2,) + (64,) * 4 + (2,)) and pays((64,) + (64,) * 8 + (10,))
     quick = {"dense_max_params": 100, "num_steps": 12, "trace_probes": 8, "slq_probes": 1}
     assert not pays((2, 16, 16, 16, 2), m=256, **quick)
+
+
+def test_lanczos_in_block_coordinates_equals_lanczos_in_model_coordinates(monkeypatch):
+    """A layer block's recurrence in its own coordinates (what big models use, ``LANCZOS_BLOCK_MIN_N``) gives
+    the same tridiagonal, Ritz pairs and SLQ quadrature as the recurrence in the whole model's coordinates."""
+    d = _mlp("batchnorm")
+    op = C.model_operator(d["spec"], d["params"], d["X"], d["y"], "hessian", "layer1")
+    assert op.n < op.N
+    key = np.array([0, 7], np.uint32)
+    v0 = np.random.default_rng(0).normal(size=op.n)
+
+    def run():
+        return (C.lanczos(op, v0, 12, key), C.top_eigenpairs(op, 3, key, num_steps=20),
+                C.slq(op, key, num_probes=2, num_steps=10, batch_size=1, top_k=2))
+
+    monkeypatch.setattr(C, "LANCZOS_BLOCK_MIN_N", 10**9)
+    full = run()
+    monkeypatch.setattr(C, "LANCZOS_BLOCK_MIN_N", 0)
+    block = run()
+    for a, b in zip(jax.tree_util.tree_leaves(full), jax.tree_util.tree_leaves(block), strict=True):
+        assert np.shape(a) == np.shape(b)
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-10, atol=1e-12)
+    assert np.shape(block[0].Q) == (13, op.n)
