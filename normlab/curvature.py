@@ -465,9 +465,9 @@ def _matmat(matvec, V):
 
 # A block's Lanczos recurrence runs in its own coordinates when the model has at least this many parameters:
 # the full reorthogonalization reads Q four times a step, which for a depth-8 model's hidden layer (n = 4160
-# of N = 34442) took 2.2 ms a step in R^N, 0.3 ms in R^n. Below it a step costs well under 0.3 ms either
-# way, less than compiling the block's step program (one per block size) saves.
-LANCZOS_BLOCK_MIN_N = 4096
+# of N = 34442) took 2.2 ms a step in R^N, 0.3 ms in R^n. Each block size compiles its own step program
+# (about 0.7 s), which for the default study's depth-4 models (N = 17,500) costs about what it saves.
+LANCZOS_BLOCK_MIN_N = 20_000
 
 
 def _run_lanczos(sp: _Space, V0, rng: np.random.Generator, num_steps: int):
