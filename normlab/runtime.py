@@ -8,28 +8,42 @@ import sys
 import time
 import traceback
 
-# XLA's LLVM optimization level for every compiled program (XLA's default is 2). Measured on this project's
-# programs (one core each): level 1 compiles the quick study's programs 15-25% faster (a cold depth-3 batch-norm
-# analysis 20 -> 15 CPU-s, its training 10.8 -> 9.3 CPU-s) and runs the default study's as fast (depth-8
-# batch-norm analysis and training, warm cache: 50 -> 46 s and 21.5 -> 19.7 s). Level 0 compiles a little
-# faster still but runs 3.5x slower on the default study's models. A user's own XLA_FLAGS setting wins.
+# XLA's LLVM optimization level for every compiled program (XLA's default is 2). Measured on the default study's
+# largest models (digits, depth 8, batch norm; 2 cores, cold cache, runs alternated): level 1 and 2 are the same
+# (analysis of three checkpoints 59.3 / 66.2 s vs 60.9 / 64.3 s; training 25.3 / 26.2 s vs 25.5 / 24.7 s);
+# level 0 compiles faster but runs 2.7x slower there (analysis 164 s). A user's own XLA_FLAGS setting wins.
 XLA_OPTIMIZATION_LEVEL = 1
 
+# Jobs whose work is below this fraction of the default study's deepest variant's (the pipeline's cost
+# scales: steps x runs x layers x width^2 for training, examples x layers^2 x width^2 x Lanczos steps for the
+# analysis) compile at level 0 instead: compilation is nearly all of such a job, and level 0 compiles about
+# twice as fast (quick study's depth-3 batch-norm training programs 4.8 -> 2.1 s). Measured on the quick study
+# (scales 2e-4 to 3e-3; 2 cores, cold cache): 95 -> 69 s for the whole DAG, the same answer section, tables
+# equal but for float32 rounding (amplified in the chaotic high-LR runs, as on another CPU). The default
+# study's smallest variants have scales 0.1-0.3, so the default study keeps XLA_OPTIMIZATION_LEVEL.
+SMALL_JOB_SCALE = 0.01
 
-def limit_threads(threads: int) -> None:
+
+def xla_optimization_level(scale: float) -> int:
+    """XLA's optimization level for a job whose work is ``scale`` times that of the default study's deepest
+    variant (dimensionless): 0 below ``SMALL_JOB_SCALE`` (compile-bound jobs), else ``XLA_OPTIMIZATION_LEVEL``."""
+    return 0 if float(scale) < SMALL_JOB_SCALE else XLA_OPTIMIZATION_LEVEL
+
+
+def limit_threads(threads: int, optimization_level: int | None = None) -> None:
     """Ask XLA and the BLAS libraries for at most ``threads`` CPU threads and set XLA's optimization level
-    (``XLA_OPTIMIZATION_LEVEL``); must run before JAX creates its CPU backend (JAX ignores
-    OMP_NUM_THREADS). The XLA flags alone no longer bound JAX's thread pools: jobs that run JAX also
-    call ``start_jax``."""
+    (``optimization_level``, default ``XLA_OPTIMIZATION_LEVEL``); must run before JAX creates its CPU backend
+    (JAX ignores OMP_NUM_THREADS). The XLA flags alone no longer bound JAX's thread pools: jobs that run JAX
+    also call ``start_jax``."""
     threads = max(1, int(threads))
+    level = XLA_OPTIMIZATION_LEVEL if optimization_level is None else int(optimization_level)
     flags = os.environ.get("XLA_FLAGS", "")
-    if "intra_op_parallelism_threads" not in flags:
-        flags = (
-            f"{flags} --xla_cpu_multi_thread_eigen={'true' if threads > 1 else 'false'} "
-            f"intra_op_parallelism_threads={threads}"
-        )
+    # only "--" flags: XLA stops reading XLA_FLAGS at the first word without them (until 2026-11-27 a bare
+    # "intra_op_parallelism_threads=N" here hid the optimization level from XLA: every job compiled at level 2)
+    if "xla_cpu_multi_thread_eigen" not in flags:
+        flags = f"{flags} --xla_cpu_multi_thread_eigen={'true' if threads > 1 else 'false'}"
     if "xla_backend_optimization_level" not in flags:
-        flags = f"{flags} --xla_backend_optimization_level={XLA_OPTIMIZATION_LEVEL}"
+        flags = f"{flags} --xla_backend_optimization_level={level}"
     os.environ["XLA_FLAGS"] = flags.strip()
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(threads)
@@ -119,12 +133,14 @@ def hold_while_exists(path: str, poll_s: float = 0.05, timeout_s: float = 900.0)
 
 
 @contextlib.contextmanager
-def job(log_path: str | None, threads: int = 1, name: str = "normlab", uses_jax: bool = False):
+def job(log_path: str | None, threads: int = 1, name: str = "normlab", uses_jax: bool = False,
+        optimization_level: int | None = None):
     """Run a job body with its progress going to ``log_path`` (and stderr). An exception ends the
     process with status 1 after writing ``<name>: error: <message>`` to both, with the traceback in
     the log only: the user sees what went wrong without digging. ``uses_jax``: create JAX's backend
-    with ``threads`` threads (``start_jax``) first; jobs without JAX do not import it."""
-    limit_threads(threads)
+    with ``threads`` threads (``start_jax``) first; jobs without JAX do not import it.
+    ``optimization_level``: XLA's (see ``limit_threads``; a level in the user's XLA_FLAGS wins)."""
+    limit_threads(threads, optimization_level)
     enable_compilation_cache()
     if uses_jax:
         start_jax(threads)
@@ -142,6 +158,8 @@ def job(log_path: str | None, threads: int = 1, name: str = "normlab", uses_jax:
             real_stderr.flush()
 
     sys.stderr = Tee()
+    if uses_jax:
+        print(f"{name}: {max(1, int(threads))} CPU thread(s), XLA_FLAGS={os.environ['XLA_FLAGS']}", file=sys.stderr)
     try:
         yield
     except Exception as exc:  # noqa: BLE001

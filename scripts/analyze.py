@@ -7,7 +7,8 @@ import numpy as np
 from normlab import analysis, io, landscape, model, runtime, selection, tables, train
 
 sm = snakemake  # noqa: F821
-with runtime.job(sm.log[0], sm.threads, f"analyze {sm.wildcards.dataset}/{sm.wildcards.variant}", uses_jax=True):
+with runtime.job(sm.log[0], sm.threads, f"analyze {sm.wildcards.dataset}/{sm.wildcards.variant}", uses_jax=True,
+                 optimization_level=sm.params.xla_level):
     spec = model.ModelSpec.from_json(Path(sm.input.model).read_text())
     with np.load(sm.input.data) as f:
         data = {k: f[k] for k in f.files}

@@ -6,7 +6,8 @@ import numpy as np
 from normlab import io, runtime, tables, train, variants
 
 sm = snakemake  # noqa: F821
-with runtime.job(sm.log[0], sm.threads, f"train {sm.wildcards.dataset}/{sm.wildcards.variant}", uses_jax=True):
+with runtime.job(sm.log[0], sm.threads, f"train {sm.wildcards.dataset}/{sm.wildcards.variant}", uses_jax=True,
+                 optimization_level=sm.params.xla_level):
     v = variants.Variant.parse(sm.wildcards.variant)
     with np.load(sm.input.data) as f:
         data = {k: f[k] for k in f.files}

@@ -114,3 +114,47 @@ def test_limit_threads_sets_the_optimization_level_unless_the_user_did(monkeypat
     runtime.limit_threads(1)
     assert os.environ["XLA_FLAGS"].count("xla_backend_optimization_level") == 1
     assert "--xla_backend_optimization_level=3" in os.environ["XLA_FLAGS"]
+
+
+def test_limit_threads_takes_a_job_level_unless_the_user_set_one(monkeypatch):
+    for var in ("XLA_FLAGS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        monkeypatch.setenv(var, "")
+    runtime.limit_threads(1, optimization_level=0)
+    assert "--xla_backend_optimization_level=0" in os.environ["XLA_FLAGS"]
+    monkeypatch.setenv("XLA_FLAGS", "--xla_backend_optimization_level=2")
+    runtime.limit_threads(1, optimization_level=0)
+    assert os.environ["XLA_FLAGS"].count("xla_backend_optimization_level") == 1
+    assert "--xla_backend_optimization_level=2" in os.environ["XLA_FLAGS"]
+
+
+def test_only_compile_bound_jobs_get_level_zero():
+    assert runtime.xla_optimization_level(0.0) == 0
+    assert runtime.xla_optimization_level(0.5 * runtime.SMALL_JOB_SCALE) == 0
+    assert runtime.xla_optimization_level(runtime.SMALL_JOB_SCALE) == runtime.XLA_OPTIMIZATION_LEVEL
+    assert runtime.xla_optimization_level(1.0) == runtime.XLA_OPTIMIZATION_LEVEL
+
+
+def test_a_jax_job_names_its_threads_and_xla_flags_in_its_log(tmp_path, monkeypatch):
+    monkeypatch.setenv("XLA_FLAGS", "--xla_backend_optimization_level=0")
+    log = tmp_path / "job.log"
+    with runtime.job(str(log), 1, "demo"):  # uses_jax False: no header, no JAX
+        pass
+    assert log.read_text() == ""
+    code = (f"from normlab import runtime\nwith runtime.job({str(log)!r}, 1, 'demo', uses_jax=True, "
+            "optimization_level=1):\n    pass\n")
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    first = log.read_text().splitlines()[0]
+    assert first.startswith("demo: 1 CPU thread(s), XLA_FLAGS=") and "--xla_backend_optimization_level=1" in first
+
+
+def test_xla_reads_every_flag_limit_threads_sets():
+    """XLA stops reading XLA_FLAGS at the first word that does not start with "--", silently: a flag put
+    after the ones limit_threads sets must still be read (an unknown one is then a fatal error)."""
+    code = ("import os\nfrom normlab import runtime\nruntime.limit_threads(1, 0)\n"
+            "os.environ['XLA_FLAGS'] += ' --xla_normlab_no_such_flag=1'\n"
+            "import jax.numpy as jnp\njnp.zeros(1).block_until_ready()\n")
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False)
+    assert proc.returncode != 0 and "xla_normlab_no_such_flag" in proc.stderr, proc.stderr[-2000:]

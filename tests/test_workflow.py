@@ -10,6 +10,7 @@ must rebuild the logged loss.
 
 import base64
 import json
+import os
 import re
 import subprocess
 import sys
@@ -323,6 +324,21 @@ def test_quick_dag_wall_time(quick, record_property):
     record_property("quick_dag_wall_s", round(wall, 1))
     print(f"quick DAG wall time: {wall:.1f} s")
     assert wall > 0
+
+
+@pytest.mark.workflow
+def test_quick_study_jobs_compile_at_level_zero(quick):
+    """The quick study's train and analyze jobs are compile-bound (normlab.runtime.SMALL_JOB_SCALE): each
+    log's first line shows the XLA level the job ran with, 0, unless the user's XLA_FLAGS set one."""
+    root, config, _ = quick
+    if "xla_backend_optimization_level" in os.environ.get("XLA_FLAGS", ""):
+        pytest.skip("XLA_FLAGS sets the optimization level")
+    logs = sorted((root / "logs" / "train").rglob("*.log")) + sorted((root / "logs" / "analyze").rglob("*.log"))
+    v = config["variants"]
+    assert len(logs) == 2 * len(config["datasets"]) * len(v["inputs"]) * len(v["norms"]) * len(v["depths"])
+    for log in logs:
+        first = log.read_text().splitlines()[0]
+        assert "1 CPU thread(s)" in first and "--xla_backend_optimization_level=0" in first, (log, first)
 
 
 def test_lint(tmp_path):

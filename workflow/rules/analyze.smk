@@ -17,6 +17,7 @@ rule analyze:
         contour_grids="results/{dataset}/{variant}/analysis/contours.npz",
     params:
         analysis=config["analysis"],
+        xla_level=xla_level(analyze_scale),
     threads: ANALYZE_THREADS
     resources:
         mem_mb=mem_mb(1039, analyze_scale),

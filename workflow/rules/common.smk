@@ -2,6 +2,7 @@
 import math
 import os
 
+from normlab.runtime import xla_optimization_level
 from normlab.variants import Variant, variant_grid
 
 DATASETS = sorted(config["datasets"])
@@ -83,6 +84,12 @@ def analyze_scale(wildcards):
     layers = Variant.parse(wildcards.variant).depth + 1
     steps = a["curvature"]["lanczos_steps"]
     return a["max_examples"] * layers**2 * v["width"] ** 2 * steps / (512 * 81 * 64**2 * 30)
+
+
+def xla_level(scale):
+    """A params function: XLA's optimization level of a job of cost ``scale`` (level 0 for compile-bound
+    jobs, such as the quick study's; see normlab.runtime.SMALL_JOB_SCALE)."""
+    return lambda wildcards: xla_optimization_level(scale(wildcards))
 
 
 def study_scale(wildcards):

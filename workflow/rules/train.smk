@@ -13,6 +13,7 @@ rule train:
         sweep=config["sweep"],
         analysis=config["analysis"],
         hold_while_exists=config.get("testing", {}).get("hold_train_while_exists", ""),
+        xla_level=xla_level(train_scale),
     threads: TRAIN_THREADS
     resources:
         mem_mb=mem_mb(647, train_scale),
