@@ -470,16 +470,26 @@ def _matmat(matvec, V):
 LANCZOS_BLOCK_MIN_N = 20_000
 
 
-def _run_lanczos(sp: _Space, V0, rng: np.random.Generator, num_steps: int):
+def _stopped(stop, alpha, beta, j: int, num_steps: int) -> bool:
+    """Whether ``stop`` ends a run after step j (0-based): asked with copies of alpha, beta[:, :j + 1]."""
+    return stop is not None and j + 1 < num_steps and bool(stop(np.array(alpha)[:, :j + 1], np.array(beta)[:, :j + 1]))
+
+
+def _run_lanczos(sp: _Space, V0, rng: np.random.Generator, num_steps: int, stop=None):
     """Lanczos from the rows of V0 (B, N) (masked and normalized here); Q (B, m + 1, n) in block
     coordinates. rng draws the restart material. The products are in R^N; the recurrence in R^n
-    (``LANCZOS_BLOCK_MIN_N``) or in R^N."""
+    (``LANCZOS_BLOCK_MIN_N``) or in R^N. ``stop(alpha, beta)`` (numpy (B, j)), if given, is asked after
+    every step and ends the run early (m = j) when it returns True."""
     R = _random_rows(rng, sp.mask_np, V0.shape[0], "normal")
+    m = num_steps
     if sp.n == sp.mask_np.shape[0] or sp.mask_np.shape[0] < LANCZOS_BLOCK_MIN_N:
         Q, alpha, beta, anorm, q = _lanczos_init(V0, sp.mask_np, num_steps=num_steps)
         for j in range(num_steps):
             Q, alpha, beta, anorm, q = _lanczos_step(Q, alpha, beta, anorm, _matmat(sp.matvec, q), j, R)
-        return alpha, beta, np.asarray(Q)[:, :, sp.indices]
+            if _stopped(stop, alpha, beta, j, num_steps):
+                m = j + 1
+                break
+        return np.asarray(alpha)[:, :m], np.asarray(beta)[:, :m], np.asarray(Q)[:, : m + 1, sp.indices]
     idx = sp.indices
     Q, alpha, beta, anorm, q = _lanczos_init(np.asarray(V0)[:, idx], sp.mask_np[idx], num_steps=num_steps)
     q_full = np.zeros((q.shape[0], sp.mask_np.shape[0]), q.dtype)
@@ -488,7 +498,10 @@ def _run_lanczos(sp: _Space, V0, rng: np.random.Generator, num_steps: int):
     for j in range(num_steps):
         Q, alpha, beta, anorm, q, q_full = _lanczos_block_step(Q, alpha, beta, anorm, _matmat(sp.matvec, q_full), j,
                                                                R, indices)
-    return alpha, beta, Q
+        if _stopped(stop, alpha, beta, j, num_steps):
+            m = j + 1
+            break
+    return np.asarray(alpha)[:, :m], np.asarray(beta)[:, :m], Q if m == num_steps else Q[:, : m + 1]
 
 
 def lanczos(matvec, v0: jax.Array, num_steps: int, key: jax.Array | None = None) -> LanczosResult:
@@ -505,7 +518,7 @@ def lanczos(matvec, v0: jax.Array, num_steps: int, key: jax.Array | None = None)
     sp = _space(matvec, V0.shape[1], v0.dtype if not isinstance(matvec, CurvatureOperator) else None)
     V0 = _embed(sp.mask, sp.indices, V0)
     alpha, beta, Q = _run_lanczos(sp, V0, host_rng(key), int(min(num_steps, sp.n)))
-    res = LanczosResult(alpha, beta, jnp.asarray(Q))
+    res = LanczosResult(jnp.asarray(alpha), jnp.asarray(beta), jnp.asarray(Q))
     return res if v0.ndim == 2 else LanczosResult(*(x[0] for x in res))
 
 
@@ -529,11 +542,16 @@ class EigResult(NamedTuple):
     """Top eigenpairs, largest (algebraic) first: values (k,), vectors (k, n) orthonormal rows (block
     coordinates; ``CurvatureOperator.to_tree`` turns one into a pytree), residuals (k,): the Lanczos
     estimates |beta_m s_m| of ||A v - lambda v|| (exactly 0 when below what the tridiagonal
-    eigensolver resolves, ~eps ||A||; 0 for a dense decomposition)."""
+    eigensolver resolves, ~eps ||A||; 0 for a dense decomposition).
+    From Lanczos also: basis (m, n), the m Lanczos vectors (orthonormal rows spanning the Krylov subspace
+    the pairs come from; m = the steps taken), and basis_trace = tr(basis A basis^T) = tr(T) (A's units),
+    which ``hutchinson_trace`` can deflate with. None / NaN for a dense decomposition."""
 
     values: jax.Array
     vectors: jax.Array
     residuals: jax.Array
+    basis: np.ndarray | None = None
+    basis_trace: float = float("nan")
 
 
 def _ritz(alpha, beta, Q, k: int):
@@ -548,8 +566,30 @@ def _ritz(alpha, beta, Q, k: int):
     return theta[order], vecs, np.abs(beta[m - 1] * S[m - 1, order])
 
 
-def _eig_result(vals, vecs, resid) -> EigResult:
-    return EigResult(vals, jnp.asarray(vecs), resid)
+def _eig_result(vals, vecs, resid, alpha=None, Q=None) -> EigResult:
+    """An EigResult; with alpha (B, m) and Q (B, m + 1, n) of the Lanczos runs, the first run's basis too."""
+    if Q is None:
+        return EigResult(vals, jnp.asarray(vecs), resid)
+    alpha = np.asarray(alpha[0])
+    return EigResult(vals, jnp.asarray(vecs), resid, np.asarray(Q[0])[: alpha.shape[0]], float(np.sum(alpha)))
+
+
+def ritz_error_estimates(alpha, beta, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(theta, r, err), each (k,): the top-k Ritz values of one Lanczos run (alpha, beta (m,)), their residual
+    norms r = |beta_m s_m| (a bound: an eigenvalue of A lies within r of theta), and the sharper estimate of
+    the distance to it, min(r, r^2 / gap), gap the distance to the nearest other Ritz value (Parlett, The
+    Symmetric Eigenvalue Problem, 11.7: a bound when gap is the true gap; from the Ritz values it can
+    underestimate while eigenvalues near the top are still missing, e.g. after 4 steps)."""
+    theta, S = tridiag_eigh(alpha, beta)
+    m = theta.shape[0]
+    order = np.argsort(-theta, kind="stable")[:k]
+    r = np.abs(np.asarray(beta)[m - 1] * S[m - 1, order])
+    if m == 1:
+        return theta[order], r, r
+    others = np.abs(theta[order, None] - theta[None, :])
+    others[np.arange(order.size), order] = np.inf
+    gap = np.min(others, axis=1)
+    return theta[order], r, np.minimum(r, np.where(gap > 0, r * r / np.where(gap > 0, gap, 1), r))
 
 
 def default_lanczos_steps(k: int, n: int) -> int:
@@ -558,18 +598,29 @@ def default_lanczos_steps(k: int, n: int) -> int:
 
 
 def top_eigenpairs(matvec, k: int, key: jax.Array, *, num_steps: int | None = None, n: int | None = None,
-                   dtype=None) -> EigResult:
+                   dtype=None, tol: float | None = None) -> EigResult:
     """Top-k (algebraically largest) eigenpairs of a symmetric operator by Lanczos from one start vector.
 
     The start vector is Gaussian from ``key`` (deterministic). num_steps defaults to
     ``default_lanczos_steps(k, n)``; check ``residuals`` for convergence (eigenvalue error <=
-    residual, and ~residual^2 / gap once separated). n, dtype: only for a plain function.
+    residual, and ~residual^2 / gap once separated). With ``tol``, num_steps is a cap: the run stops
+    after the first step at which every top-k Ritz value's error estimate (``ritz_error_estimates``:
+    residual^2 / gap) is <= tol x |value| (``len(basis)`` says how many steps it took). n, dtype: only
+    for a plain function.
     """
     sp = _space(matvec, n, dtype)
     m = default_lanczos_steps(k, sp.n) if num_steps is None else int(min(num_steps, sp.n))
+    k = int(min(k, m))
+    stop = None
+    if tol is not None:
+        def stop(alpha, beta):
+            if alpha.shape[1] < k:
+                return False
+            theta, _, err = ritz_error_estimates(alpha[0], beta[0], k)
+            return bool(np.all(err <= tol * np.abs(theta)))
     rng = host_rng(key)
-    alpha, beta, Q = _run_lanczos(sp, _random_rows(rng, sp.mask_np, 1, "normal"), rng, m)
-    return _eig_result(*_ritz(alpha, beta, Q, k=int(min(k, m))))
+    alpha, beta, Q = _run_lanczos(sp, _random_rows(rng, sp.mask_np, 1, "normal"), rng, m, stop)
+    return _eig_result(*_ritz(alpha, beta, Q, k=int(min(k, alpha.shape[1]))), alpha, Q)
 
 
 class TraceEstimate(NamedTuple):
@@ -581,21 +632,55 @@ class TraceEstimate(NamedTuple):
 
 
 def hutchinson_trace(matvec, key: jax.Array, num_probes: int = 64, *, batch_size: int = 8,
-                     n: int | None = None, dtype=None) -> TraceEstimate:
+                     n: int | None = None, dtype=None, basis=None, basis_trace: float | None = None,
+                     rtol: float | None = None) -> TraceEstimate:
     """Hutchinson trace estimate tr(A) ~ mean_i z_i^T A z_i over Rademacher probes z_i (n,).
 
     Unbiased; variance 2 (||A||_F^2 - sum_i A_ii^2) / p. stderr = sample std (ddof 1) / sqrt(p) (NaN
     for one probe). Probes go through the operator ``batch_size`` at a time (vmapped; the last batch is
     filled with extra probes whose results are dropped); the probes depend on ``key`` only.
+
+    Deflated (``basis``: (r, n) orthonormal rows spanning a subspace U, e.g. ``EigResult.basis``; drawn
+    independently of the probes): tr(A) = tr(U^T A U) + tr(P A P) with P = I - U U^T, the first term exact
+    (``basis_trace``, e.g. ``EigResult.basis_trace``; r more products when None), the second estimated
+    with the projected probes P z_i: still unbiased, with variance ~2 ||P A P||_F^2 / p, much smaller when
+    U holds the large eigenvalues (a Lanczos basis: the idea of Hutch++, Meyer et al. 2021). samples are then
+    basis_trace + (P z_i)^T A (P z_i). stderr is the sampling error only: with most of the trace in the
+    basis it can fall below the float rounding of basis_trace (~1e-6 relative in float32).
+
+    ``rtol``: num_probes becomes a cap; probes go in batches until stderr <= rtol x |trace| (checked from
+    the second batch on; ``len(samples)`` says how many were used). Stopping on the sample's own spread
+    is a sequential rule: stderr is then slightly optimistic.
     """
     sp = _space(matvec, n, dtype)
     b = max(1, min(batch_size, num_probes))
     Z = _random_rows(host_rng(key, 1), sp.mask_np, _pad_rows(num_probes, b), "rademacher")
+    offset = 0.0
+    if basis is not None:
+        U = np.asarray(basis, sp.mask_np.dtype)
+        if U.ndim != 2 or U.shape[1] != sp.n:
+            raise ValueError(f"basis must be (r, {sp.n}) rows in the block's coordinates, got {U.shape}")
+        Zb = Z[:, sp.indices]
+        Z[:, sp.indices] = Zb - (Zb @ U.T) @ U
+        if basis_trace is None:
+            E = np.zeros((U.shape[0], sp.mask_np.shape[0]), U.dtype)
+            E[:, sp.indices] = U
+            basis_trace = float(np.sum(E * np.asarray(_matmat(sp.matvec, E))))
+        offset = float(basis_trace)
     starts = range(0, Z.shape[0], b)
-    products = [_matmat(sp.matvec, Z[i:i + b]) for i in starts]  # all dispatched before any is read back
-    s = np.concatenate([np.sum(Z[i:i + b] * np.asarray(W), axis=1) for i, W in zip(starts, products, strict=True)])
-    s = s[:num_probes]
-    se = float(np.std(s, ddof=1) / np.sqrt(num_probes)) if num_probes > 1 else float("nan")
+    if rtol is None:
+        products = [_matmat(sp.matvec, Z[i:i + b]) for i in starts]  # all dispatched before any is read back
+        s = np.concatenate([np.sum(Z[i:i + b] * np.asarray(W), axis=1)
+                            for i, W in zip(starts, products, strict=True)])[:num_probes] + offset
+    else:
+        s = np.zeros(0)
+        for i in starts:
+            s = np.concatenate([s, np.sum(Z[i:i + b] * np.asarray(_matmat(sp.matvec, Z[i:i + b])), axis=1) + offset])
+            s = s[:num_probes]
+            if i > 0 and np.std(s, ddof=1) / np.sqrt(s.size) <= rtol * abs(np.mean(s)):
+                break
+    p = s.size
+    se = float(np.std(s, ddof=1) / np.sqrt(p)) if p > 1 else float("nan")
     return TraceEstimate(float(np.mean(s)), se, s)
 
 
@@ -635,7 +720,7 @@ def slq(matvec, key: jax.Array, num_probes: int = 8, num_steps: int = 60, *, bat
         nodes.append(np.asarray(th))
         weights.append(np.asarray(w))
         if top is None and top_k > 0:
-            top = _eig_result(*_ritz(alpha, beta, Q, k=int(min(top_k, m))))
+            top = _eig_result(*_ritz(alpha, beta, Q, k=int(min(top_k, m))), alpha, Q)
     return SLQResult(np.concatenate(nodes)[:num_probes], np.concatenate(weights)[:num_probes], top)
 
 
@@ -924,15 +1009,16 @@ def spectrum(op: CurvatureOperator, key: jax.Array, top_k: int = 5, dense_max_pa
 
     Dense eigh when ``op.n <= dense_max_params``. Otherwise SLQ with ``slq_probes`` Rademacher probes of
     ``num_steps`` Lanczos steps each (top-k eigenpairs and lambda_max from the first probe's run) and
-    a Hutchinson trace with ``trace_probes`` probes. All products go ``min(batch_size, slq_probes)``
-    vectors at a time, so the model's product is compiled once.
+    a Hutchinson trace with ``trace_probes`` probes, deflated by the first probe's Lanczos basis (its
+    trace exact, the probes estimate the rest: same products, a smaller standard error). All products go
+    ``min(batch_size, slq_probes)`` vectors at a time, so the model's product is compiled once.
     """
     n = op.n
     b = max(1, min(batch_size, slq_probes))
     if n <= dense_max_params:
         return dense_spectrum(*dense_eigh(op, batch_size=b), top_k)
     q = slq(op, key, slq_probes, num_steps, batch_size=b, top_k=top_k)
-    tr = hutchinson_trace(op, key, trace_probes, batch_size=b)
+    tr = hutchinson_trace(op, key, trace_probes, batch_size=b, basis=q.top.basis, basis_trace=q.top.basis_trace)
     top = np.asarray(q.top.values)
     return Spectrum(n, False, float(top[0]), float(tr.trace), float(tr.stderr),
                     top, np.asarray(q.top.vectors), negative_mass(q.nodes, q.weights),

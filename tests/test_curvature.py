@@ -238,6 +238,62 @@ def test_hutchinson_trace_within_its_standard_error(bn_mlp):
         assert abs(est.trace - exact) <= 3 * est.stderr, (matrix, est.trace, exact, est.stderr)
 
 
+def test_deflated_hutchinson_trace(bn_mlp):
+    """Deflating with a Lanczos basis: the basis' trace is tr(T) exactly, the estimate stays within its
+    standard error of the exact trace, and the standard error shrinks (same probes). A full eigenbasis
+    leaves nothing to estimate: the trace is exact with zero spread."""
+    mlp = bn_mlp
+    for matrix, op in mlp["ops"].items():
+        A = mlp["dense"][matrix]
+        exact = np.trace(A)
+        eig = C.top_eigenpairs(op, 3, jax.random.PRNGKey(5), num_steps=20)
+        U = np.asarray(eig.basis)
+        assert U.shape == (20, op.n)
+        np.testing.assert_allclose(U @ U.T, np.eye(20), atol=1e-10)
+        np.testing.assert_allclose(eig.basis_trace, np.trace(U @ A @ U.T), rtol=1e-10)
+        plain = C.hutchinson_trace(op, jax.random.PRNGKey(21), 40, **B1)
+        defl = C.hutchinson_trace(op, jax.random.PRNGKey(21), 40, basis=U, basis_trace=eig.basis_trace, **B1)
+        assert abs(defl.trace - exact) <= 3 * defl.stderr, (matrix, defl.trace, exact, defl.stderr)
+        assert defl.stderr < 0.7 * plain.stderr, (matrix, defl.stderr, plain.stderr)
+        again = C.hutchinson_trace(op, jax.random.PRNGKey(21), 40, basis=U, **B1)  # basis_trace by products
+        np.testing.assert_allclose(again.trace, defl.trace, rtol=1e-10)
+        _, V = np.linalg.eigh(A)
+        full = C.hutchinson_trace(op, jax.random.PRNGKey(21), 8, basis=V.T, basis_trace=exact, **B1)
+        np.testing.assert_allclose(full.samples, exact, rtol=1e-9)
+        rtol = 2 * defl.stderr / abs(defl.trace)
+        loose = C.hutchinson_trace(op, jax.random.PRNGKey(21), 40, basis=U, basis_trace=eig.basis_trace, rtol=rtol,
+                                   **B1)
+        assert 2 <= len(loose.samples) < 40 and loose.stderr <= rtol * abs(loose.trace)
+        np.testing.assert_array_equal(loose.samples, defl.samples[: len(loose.samples)])  # the same probes
+    with pytest.raises(ValueError, match="basis must be"):
+        C.hutchinson_trace(op, jax.random.PRNGKey(21), 8, basis=np.eye(3), **B1)
+
+
+def test_lanczos_stops_once_the_top_values_converge():
+    """With tol, Lanczos stops early, and the values it returns are within tol of the chosen spectrum."""
+    n = 83
+    rng = np.random.default_rng(1)
+    U, _ = np.linalg.qr(rng.normal(size=(n, n)))
+    lam = np.concatenate([[10.0, 9.0, 8.0, 7.5, 7.0], rng.uniform(-2.0, 5.0, n - 5)])
+    A = jnp.asarray((U * lam) @ U.T)
+    for k, tol in ((1, 1e-3), (1, 1e-10), (3, 1e-8)):
+        res = C.top_eigenpairs(lambda v: A @ v, k, jax.random.PRNGKey(0), num_steps=60, n=n, tol=tol)
+        steps = len(res.basis)
+        assert k <= steps < 60, (k, tol, steps)
+        assert np.all(np.abs(np.asarray(res.values) - lam[:k]) <= tol * lam[:k]), (k, tol, res.values)
+        full = C.top_eigenpairs(lambda v: A @ v, k, jax.random.PRNGKey(0), num_steps=steps, n=n)
+        np.testing.assert_allclose(np.asarray(res.values), np.asarray(full.values), rtol=1e-12)  # the same run, cut
+    for m in (4, 6, 10, 14, 18):  # the residuals bound every Ritz value's distance to the spectrum
+        run = C.lanczos(lambda v: A @ v, jnp.asarray(rng.normal(size=n)), m)
+        theta, r, err = C.ritz_error_estimates(np.asarray(run.alpha), np.asarray(run.beta), 3)
+        nearest = np.min(np.abs(theta[:, None] - lam[None, :]), axis=1)
+        assert np.all(nearest <= r * (1 + 1e-6) + 1e-12), (m, nearest, r)
+        assert np.all(err <= r)
+    loose = C.top_eigenpairs(lambda v: A @ v, 1, jax.random.PRNGKey(0), num_steps=60, n=n, tol=1e-3)
+    tight = C.top_eigenpairs(lambda v: A @ v, 1, jax.random.PRNGKey(0), num_steps=60, n=n, tol=1e-10)
+    assert len(loose.basis) < len(tight.basis)
+
+
 def test_slq_density_and_moments(bn_mlp):
     mlp = bn_mlp
     """The density integrates to 1 over default_grid: the grid reaches 6 sigma past every node (tail
