@@ -89,24 +89,32 @@ def median_times(fns: Sequence[Callable[[], object]], repeats: int) -> list[floa
 
 def normlab_top_eig_and_trace(spec: M.ModelSpec, weights: Mapping[str, np.ndarray], X: np.ndarray,
                               y: np.ndarray, *, dtype=np.float64, seed: int = 0, num_steps: int = 40,
-                              trace_probes: int = 64, batch_size: int = 8) -> dict[str, float]:
-    """Top Hessian eigenvalue (Lanczos, ``num_steps`` steps) and Hutchinson trace (``trace_probes``
-    Rademacher probes) of a normlab model's loss on (X, y), from checkpoint-style numpy weights
-    ``{"layer1.W": ..., ...}`` (as in the .npz checkpoints), in ``dtype``.
+                              trace_probes: int = 64, batch_size: int = 8, tol: float | None = None,
+                              deflate: bool = False, trace_rtol: float | None = None, op=None) -> dict[str, float]:
+    """Top Hessian eigenvalue (Lanczos, ``num_steps`` steps; with ``tol`` a cap, see
+    ``curvature.top_eigenpairs``) and Hutchinson trace (``trace_probes`` Rademacher probes; ``deflate``: by
+    the Lanczos basis; ``trace_rtol``: the probes a cap, see ``curvature.hutchinson_trace``) of a normlab
+    model's loss on (X, y), from checkpoint-style numpy weights ``{"layer1.W": ..., ...}`` (as in the .npz
+    checkpoints), in ``dtype``. ``op``: a function building the operator instead (same arguments).
 
     BN runs in training mode on the batch (X, y) (what the optimizer sees); peer tools that put BN
     in eval mode (e.g. PyHessian with model.eval()) measure a different function. Returns
-    top_eigenvalue, top_residual, trace, trace_stderr (loss units per squared parameter unit) and
-    seconds (wall time including compilation).
+    top_eigenvalue, top_residual, eig_steps, trace, trace_stderr, trace_probes (loss units per squared
+    parameter unit) and seconds (wall time including compilation).
     """
     t0 = time.perf_counter()
-    params = M.unflatten_params({k: np.asarray(v, dtype) for k, v in weights.items()})
-    op = C.model_operator(spec, params, jnp.asarray(X, dtype), jnp.asarray(y), "hessian")
+    if op is None:
+        params = M.unflatten_params({k: np.asarray(v, dtype) for k, v in weights.items()})
+        operator = C.model_operator(spec, params, jnp.asarray(X, dtype), jnp.asarray(y), "hessian")
+    else:
+        operator = op(spec, weights, X, y, dtype)
     key = jax.random.PRNGKey(seed)
-    eig = C.top_eigenpairs(op, 1, key, num_steps=num_steps)
-    tr = C.hutchinson_trace(op, key, trace_probes, batch_size=batch_size)
+    eig = C.top_eigenpairs(operator, 1, key, num_steps=num_steps, tol=tol)
+    basis = {"basis": eig.basis, "basis_trace": eig.basis_trace} if deflate else {}
+    tr = C.hutchinson_trace(operator, key, trace_probes, batch_size=batch_size, rtol=trace_rtol, **basis)
     return {"top_eigenvalue": float(eig.values[0]), "top_residual": float(eig.residuals[0]),
-            "trace": tr.trace, "trace_stderr": tr.stderr, "seconds": time.perf_counter() - t0}
+            "eig_steps": len(eig.basis), "trace": tr.trace, "trace_stderr": tr.stderr,
+            "trace_probes": len(tr.samples), "seconds": time.perf_counter() - t0}
 
 
 def bench_model(depth: int, norm: str, dtype, repeats: int) -> dict[str, object]:

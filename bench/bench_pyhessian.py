@@ -7,10 +7,13 @@ normal inputs if scikit-learn is missing), in float32 and float64. PyHessian and
 own environment, bench/.venv-peer (``bash bench/peer_env.sh``), never in normlab's .venv: this file
 saves the weights and data to a temporary .npz and runs a torch script with that interpreter.
 
-Both tools compute the same two numbers on the same batch: the top eigenvalue (normlab: Lanczos,
-``--lanczos-steps`` products; PyHessian: its power iteration with its defaults ``maxIter=100,
-tol=1e-3``) and a Hutchinson trace with the same number of Rademacher probes (``--trace-probes``;
-PyHessian is run with ``tol=0`` so that it uses exactly that many). PyHessian is also run once with a
+Both tools compute the same two numbers on the same batch, to the same tolerance: the top eigenvalue
+(PyHessian: its power iteration with its defaults ``maxIter=100, tol=1e-3``; normlab: Lanczos until its
+estimated error is ``--eig-tol`` (1e-3) of the value, at most ``--lanczos-steps`` products) and a Hutchinson
+trace (PyHessian: ``--trace-probes`` Rademacher probes, run with ``tol=0`` so that it uses exactly that many;
+normlab, by default: deflated by its Lanczos basis, probes until its relative standard error is PyHessian's in
+that row, at most ``--trace-probes``; ``--trace-se probes``: plain Hutchinson with PyHessian's probes;
+``--eig-tol 0``: all ``--lanczos-steps`` products, the benchmark before 372cd63). PyHessian is also run once with a
 tight budget (``--tight-iters``, ``tol=1e-6``) to see where its power iteration converges; a float64
 Lanczos run with ``--ref-steps`` products gives a reference eigenvalue.
 
@@ -74,18 +77,19 @@ COLUMNS = ("model", "bn", "dtype", "n_params", "loss_nl", "loss_torch", "nl_thre
            "speedup_cold", "speedup_eig", "lambda_nl", "lambda_nl_resid", "lambda_pyh", "rel_diff", "pyh_eig_iters",
            "pyh_iters_to_1e-3", "nl_steps_to_1e-3", "lambda_pyh_tight", "rel_diff_tight", "pyh_tight_iters",
            "pyh_tight_s", "lambda_ref", "rel_err_nl", "rel_err_pyh", "trace_nl", "trace_nl_se", "trace_pyh",
-           "trace_pyh_se", "trace_z", "trace_probes", "lanczos_steps", "torch_version", "platform")
+           "trace_pyh_se", "trace_z", "trace_probes", "lanczos_steps", "nl_eig_steps", "nl_trace_probes",
+           "torch_version", "platform")
 TIME_TABLE = (("model", "model"), ("bn", "bn"), ("dtype", "dtype"), ("n_params", "n"), ("nl_s", "nl_s"),
               ("nl_cold_s", "nl_cold_s"), ("pyh_s", "pyh_s"), ("speedup", "speedup"),
               ("speedup_cold", "speedup_cold"), ("nl_eig_s", "nl_eig_s"), ("pyh_eig_s", "pyh_eig_s"),
               ("speedup_eig", "speedup_eig"), ("pyh_trace_s", "pyh_trace_s"))
 ACC_TABLE = (("model", "model"), ("bn", "bn"), ("dtype", "dtype"), ("lambda_nl", "lambda_nl"),
              ("lambda_pyh", "lambda_pyh"), ("rel_diff", "rel_diff"), ("pyh_eig_iters", "pyh_it"),
-             ("pyh_iters_to_1e-3", "pyh_it_1e-3"),
+             ("pyh_iters_to_1e-3", "pyh_it_1e-3"), ("nl_eig_steps", "nl_it"),
              ("nl_steps_to_1e-3", "nl_it_1e-3"), ("lambda_pyh_tight", "lambda_pyh_tight"),
              ("rel_diff_tight", "rel_diff_tight"), ("pyh_tight_iters", "tight_it"), ("rel_err_nl", "nl_err_vs_ref"),
              ("trace_nl", "trace_nl"), ("trace_nl_se", "+-"), ("trace_pyh", "trace_pyh"), ("trace_pyh_se", "+-"),
-             ("trace_z", "z"))
+             ("trace_z", "z"), ("nl_trace_probes", "nl_probes"))
 
 
 def _load_bench_curvature():
@@ -309,26 +313,20 @@ def _operator(spec: M.ModelSpec, weights: Mapping[str, np.ndarray], X, y, dtype,
     return C.hessian_operator(FixedStatsLoss(spec), params, None, (Xj, yj, M.population_stats(spec, params, Xj)))
 
 
-def normlab_fixed_stats_top_eig_and_trace(spec: M.ModelSpec, weights: Mapping[str, np.ndarray], X: np.ndarray,
-                                          y: np.ndarray, *, dtype=np.float64, seed: int = 0, num_steps: int = 40,
-                                          trace_probes: int = 64, batch_size: int = 8) -> dict[str, float]:
-    """As ``normlab_top_eig_and_trace`` (bench_curvature.py), but BN uses this batch's statistics as
-    constants (computed inside the timing): the function PyHessian sees after ``model.eval()``."""
-    t0 = time.perf_counter()
-    op = _operator(spec, weights, X, y, dtype, True)
-    key = jax.random.PRNGKey(seed)
-    eig = C.top_eigenpairs(op, 1, key, num_steps=num_steps)
-    tr = C.hutchinson_trace(op, key, trace_probes, batch_size=batch_size)
-    return {"top_eigenvalue": float(eig.values[0]), "top_residual": float(eig.residuals[0]),
-            "trace": tr.trace, "trace_stderr": tr.stderr, "seconds": time.perf_counter() - t0}
+def fixed_stats_operator(spec: M.ModelSpec, weights: Mapping[str, np.ndarray], X, y, dtype):
+    """The Hessian operator with BN using this batch's statistics as constants (computed when it is built,
+    inside the timing): the function PyHessian sees after ``model.eval()``."""
+    return _operator(spec, weights, X, y, dtype, True)
 
 
 def normlab_top_eig(spec: M.ModelSpec, weights: Mapping[str, np.ndarray], X: np.ndarray, y: np.ndarray, *,
-                    dtype=np.float64, seed: int = 0, num_steps: int = 40, fixed_stats: bool = False) -> dict:
-    """The eigenvalue half of the above alone (operator + Lanczos): its seconds and top_eigenvalue."""
+                    dtype=np.float64, seed: int = 0, num_steps: int = 40, fixed_stats: bool = False,
+                    tol: float | None = None) -> dict:
+    """The eigenvalue half of ``normlab_top_eig_and_trace`` alone (operator + Lanczos): its seconds and
+    top_eigenvalue."""
     t0 = time.perf_counter()
     eig = C.top_eigenpairs(_operator(spec, weights, X, y, dtype, fixed_stats), 1, jax.random.PRNGKey(seed),
-                           num_steps=num_steps)
+                           num_steps=num_steps, tol=tol)
     lam = float(eig.values[0])
     return {"top_eigenvalue": lam, "top_residual": float(eig.residuals[0]), "seconds": time.perf_counter() - t0}
 
@@ -405,7 +403,13 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, object]]:
     parser.add_argument("--threads", type=int, default=1, help="CPU threads for torch and XLA (0: each library's "
                         "default; XLA can only be limited before JAX starts in this process)")
     parser.add_argument("--lanczos-steps", type=int, default=40, help="normlab Lanczos products (default 40)")
-    parser.add_argument("--trace-probes", type=int, default=64, help="Hutchinson probes, both tools")
+    parser.add_argument("--trace-probes", type=int, default=64, help="Hutchinson probes (PyHessian; normlab's cap)")
+    parser.add_argument("--eig-tol", type=float, default=1e-3, help="normlab's Lanczos stops once its top value's "
+                        "estimated error is <= this x the value (default 1e-3, PyHessian's tol); 0: every step")
+    parser.add_argument("--trace-se", choices=("pyhessian", "probes"), default="pyhessian",
+                        help="normlab's trace: 'pyhessian' (default) deflated by the Lanczos basis, probes until its "
+                        "relative standard error is PyHessian's in that row; 'probes': plain Hutchinson, "
+                        "--trace-probes probes, as PyHessian")
     parser.add_argument("--pyh-max-iter", type=int, default=100, help="PyHessian eigenvalues maxIter (default 100)")
     parser.add_argument("--pyh-tol", type=float, default=1e-3, help="PyHessian eigenvalues tol (default 1e-3)")
     parser.add_argument("--tight-iters", type=int, default=1000, help="PyHessian tight run: maxIter (tol 1e-6)")
@@ -461,10 +465,14 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, object]]:
     for name, spec, weights, bn, dt in cases:
         p = peer[f"{name}/{bn}/{dt}"]
         fixed = bn == "eval"
-        kw = {"dtype": np.dtype(dt), "seed": args.seed, "num_steps": args.lanczos_steps}
-        top = normlab_fixed_stats_top_eig_and_trace if fixed else bc.normlab_top_eig_and_trace
-        cold, warm, res = _time_normlab(lambda top=top, spec=spec, weights=weights, kw=kw:
-                                        top(spec, weights, X, y, trace_probes=args.trace_probes, **kw), args.repeats)
+        tol = args.eig_tol if args.eig_tol > 0 else None
+        kw = {"dtype": np.dtype(dt), "seed": args.seed, "num_steps": args.lanczos_steps, "tol": tol}
+        trace_kw = {"trace_probes": args.trace_probes, "op": fixed_stats_operator if fixed else None}
+        if args.trace_se == "pyhessian":
+            trace_kw.update(deflate=True, trace_rtol=p["trace_se"] / abs(p["trace"]))
+        cold, warm, res = _time_normlab(lambda spec=spec, weights=weights, kw=kw, trace_kw=trace_kw:
+                                        bc.normlab_top_eig_and_trace(spec, weights, X, y, **kw, **trace_kw),
+                                        args.repeats)
         _, warm_eig, _ = _time_normlab(lambda spec=spec, weights=weights, kw=kw, fixed=fixed:
                                        normlab_top_eig(spec, weights, X, y, fixed_stats=fixed, **kw), args.repeats)
         if (name, bn) not in refs:
@@ -489,7 +497,8 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, object]]:
             "rel_err_nl": _rel(ref, lam_nl), "rel_err_pyh": _rel(ref, lam_pyh), "trace_nl": res["trace"],
             "trace_nl_se": res["trace_stderr"], "trace_pyh": p["trace"], "trace_pyh_se": p["trace_se"],
             "trace_z": abs(res["trace"] - p["trace"]) / float(np.hypot(res["trace_stderr"], p["trace_se"])),
-            "trace_probes": args.trace_probes, "lanczos_steps": args.lanczos_steps,
+            "trace_probes": args.trace_probes, "lanczos_steps": args.lanczos_steps, "nl_eig_steps": res["eig_steps"],
+            "nl_trace_probes": res["trace_probes"],
             "torch_version": p["torch_version"], "platform": jax.devices()[0].platform})
         print(f"done {name} bn={bn} {dt}", file=sys.stderr, flush=True)
 
@@ -500,8 +509,13 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, object]]:
           "products PyHessian's power iteration / normlab's Lanczos needs to stay within 1e-3 of the reference; "
           "z = |trace difference| / combined stderr)")
     print(format_table(rows, ACC_TABLE))
-    print(f"\nnormlab: Lanczos {args.lanczos_steps} products + Hutchinson {args.trace_probes} probes (8 per "
-          f"batched product); PyHessian: power iteration maxIter={args.pyh_max_iter} tol={args.pyh_tol:g} + trace "
+    nl_eig = (f"Lanczos until its estimated error <= {args.eig_tol:g} (at most {args.lanczos_steps} products)"
+              if args.eig_tol > 0 else f"Lanczos {args.lanczos_steps} products")
+    nl_trace = ("Hutchinson deflated by the Lanczos basis, probes (8 per batched product) until its relative stderr is "
+                f"PyHessian's (at most {args.trace_probes})" if args.trace_se == "pyhessian" else
+                f"Hutchinson {args.trace_probes} probes (8 per batched product)")
+    print(f"\nnormlab: {nl_eig} + {nl_trace}; PyHessian: power iteration maxIter={args.pyh_max_iter} "
+          f"tol={args.pyh_tol:g} + trace "
           f"{args.trace_probes} probes (tol=0); lambda_pyh_tight: maxIter={args.tight_iters} tol=1e-6; reference: "
           f"float64 Lanczos, {args.ref_steps} products.")
     print(f"min speedup (warm) {min(r['speedup'] for r in rows):.3g}, max {max(r['speedup'] for r in rows):.3g} "
