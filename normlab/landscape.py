@@ -447,24 +447,13 @@ def random_directions(params: Params, key: jax.Array, layers: Sequence[str] | No
 # ----------------------------------------------------------------------------------------------------
 
 
-def _act(spec: ModelSpec, z):
-    return jax.nn.relu(z) if spec.activation == "relu" else jnp.tanh(z)
-
-
-def _normalize(spec: ModelSpec, p, z):
-    if spec.norm == "batchnorm":
-        return model.batch_norm(z, p["gamma"], p["beta"], spec.eps)
-    if spec.norm == "layernorm":
-        return model.layer_norm(z, p["gamma"], p["beta"], spec.eps)
-    return z
-
-
 def forward_from_prenorm(spec: ModelSpec, params: Params, l: int, z: jax.Array) -> jax.Array:
     """Model outputs (m, n_out) given the pre-normalization Z[l] (m, sizes[l]) of layer l: applies
     layer l's normalization and activation (if hidden) and then layers l+1..L. Equals
     ``model.forward`` when z = A[l-1] W[l] + b[l] (training-mode BN on this batch)."""
     for k in range(l, spec.n_layers):
-        a = _act(spec, _normalize(spec, params[f"layer{k}"], z))
+        p = params[f"layer{k}"]
+        a = model.norm_activation(spec, z, p.get("gamma"), p.get("beta"))
         p = params[f"layer{k + 1}"]
         z = a @ p["W"] + p["b"] if "b" in p else a @ p["W"]
     return z
@@ -566,7 +555,7 @@ def _lecture_grid(spec: ModelSpec, params: Params, X, y, l: int, j, hi, lo, alph
             zj = Z[:, j] + a * u + b * v
             if spec.norm == "batchnorm":
                 zj = model.batch_norm(zj[:, None], p["gamma"][j][None], p["beta"][j][None], spec.eps)[:, 0]
-            da = _act(spec, zj) - a_col0
+            da = model.activation(spec, zj) - a_col0
             return outer(forward_from_prenorm(spec, params, l + 1, Z_next + da[:, None] * w_row[None, :]))
 
     return _map_grid(point, alphas, betas, chunk_size)

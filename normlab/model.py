@@ -143,7 +143,8 @@ def layer_norm(z: jax.Array, gamma: jax.Array, beta: jax.Array, eps: float) -> j
     return (z - mean) / jnp.sqrt(var + eps) * gamma + beta
 
 
-def _activation(spec: ModelSpec, z):
+def activation(spec: ModelSpec, z: jax.Array) -> jax.Array:
+    """The hidden layers' activation (``spec.activation``), elementwise on z (any shape)."""
     return jax.nn.relu(z) if spec.activation == "relu" else jnp.tanh(z)
 
 
@@ -166,23 +167,19 @@ def forward_with_inputs(spec: ModelSpec, params: Params, X: jax.Array, norm_stat
         pre_norm.append(z)
         if l == spec.n_layers:
             return z, layer_inputs, pre_norm
-        if spec.norm == "batchnorm":
-            stats = None if norm_stats is None else norm_stats[l - 1]
-            z = batch_norm(z, p["gamma"], p["beta"], spec.eps, stats)
-        elif spec.norm == "layernorm":
-            z = layer_norm(z, p["gamma"], p["beta"], spec.eps)
-        a = _activation(spec, z)
+        a = norm_activation(spec, z, p.get("gamma"), p.get("beta"), None if norm_stats is None else norm_stats[l - 1])
     raise AssertionError("unreachable")
 
 
-def norm_activation(spec: ModelSpec, z: jax.Array, gamma: jax.Array, beta: jax.Array) -> jax.Array:
+def norm_activation(spec: ModelSpec, z: jax.Array, gamma: jax.Array | None, beta: jax.Array | None,
+                    stats=None) -> jax.Array:
     """A hidden layer's normalization (``spec.norm``; gamma and beta unused under ``none``) and activation
-    of its pre-activations z (m, n)."""
+    of its pre-activations z (m, n). ``stats``: batch norm's (mean, var) instead of the batch's."""
     if spec.norm == "batchnorm":
-        z = batch_norm(z, gamma, beta, spec.eps)
+        z = batch_norm(z, gamma, beta, spec.eps, stats)
     elif spec.norm == "layernorm":
         z = layer_norm(z, gamma, beta, spec.eps)
-    return _activation(spec, z)
+    return activation(spec, z)
 
 
 def stack_layers(spec: ModelSpec, params: Params) -> dict[str, np.ndarray]:
