@@ -620,7 +620,7 @@ def top_eigenpairs(matvec, k: int, key: jax.Array, *, num_steps: int | None = No
             return bool(np.all(err <= tol * np.abs(theta)))
     rng = host_rng(key)
     alpha, beta, Q = _run_lanczos(sp, _random_rows(rng, sp.mask_np, 1, "normal"), rng, m, stop)
-    return _eig_result(*_ritz(alpha, beta, Q, k=int(min(k, alpha.shape[1]))), alpha, Q)
+    return _eig_result(*_ritz(alpha, beta, Q, k=k), alpha, Q)  # stop waits for k steps: alpha has >= k
 
 
 class TraceEstimate(NamedTuple):
@@ -667,18 +667,15 @@ def hutchinson_trace(matvec, key: jax.Array, num_probes: int = 64, *, batch_size
             E[:, sp.indices] = U
             basis_trace = float(np.sum(E * np.asarray(_matmat(sp.matvec, E))))
         offset = float(basis_trace)
-    starts = range(0, Z.shape[0], b)
-    if rtol is None:
-        products = [_matmat(sp.matvec, Z[i:i + b]) for i in starts]  # all dispatched before any is read back
-        s = np.concatenate([np.sum(Z[i:i + b] * np.asarray(W), axis=1)
-                            for i, W in zip(starts, products, strict=True)])[:num_probes] + offset
-    else:
-        s = np.zeros(0)
-        for i in starts:
-            s = np.concatenate([s, np.sum(Z[i:i + b] * np.asarray(_matmat(sp.matvec, Z[i:i + b])), axis=1) + offset])
-            s = s[:num_probes]
-            if i > 0 and np.std(s, ddof=1) / np.sqrt(s.size) <= rtol * abs(np.mean(s)):
-                break
+    batches = [Z[i:i + b] for i in range(0, Z.shape[0], b)]
+    # without rtol every product is dispatched before any is read back; with it, one batch at a time
+    products = [_matmat(sp.matvec, V) for V in batches] if rtol is None else None
+    s = np.zeros(0, Z.dtype)
+    for j, V in enumerate(batches):
+        W = _matmat(sp.matvec, V) if products is None else products[j]
+        s = np.concatenate([s, np.sum(V * np.asarray(W), axis=1) + offset])[:num_probes]
+        if rtol is not None and j > 0 and np.std(s, ddof=1) / np.sqrt(s.size) <= rtol * abs(np.mean(s)):
+            break
     p = s.size
     se = float(np.std(s, ddof=1) / np.sqrt(p)) if p > 1 else float("nan")
     return TraceEstimate(float(np.mean(s)), se, s)
