@@ -37,7 +37,9 @@ class ModelSpec:
     activation: ``relu`` | ``tanh``. norm: ``none`` | ``batchnorm`` | ``layernorm``.
     eps: added to the variance inside the normalization. loss: ``softmax_cross_entropy`` (mean over
     examples) | ``mse`` (mean of the squared error over all entries). input: the input treatment the
-    model was trained on (``raw`` | ``standardize`` ...), recorded for provenance only.
+    model was trained on (``raw`` | ``standardize`` ...), recorded for provenance only: specs that differ
+    only in it compare and hash equal, so code compiled with the spec as a static argument serves every
+    input treatment of a network.
     """
 
     sizes: tuple[int, ...]
@@ -45,7 +47,7 @@ class ModelSpec:
     norm: str = "none"
     eps: float = 1e-5
     loss: str = "softmax_cross_entropy"
-    input: str = "raw"
+    input: str = dataclasses.field(default="raw", compare=False)
 
     def __post_init__(self):
         object.__setattr__(self, "sizes", tuple(int(s) for s in self.sizes))

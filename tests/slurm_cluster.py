@@ -59,9 +59,9 @@ class OneNodeCluster:
     def _write_config(self) -> None:
         r = self.root
         # more CPUs and memory than the machine may have (slurmd accepts the configured node with
-        # config_overrides, and nothing enforces them): the quick study's 8 train (or analyze) jobs then
-        # run as one wave, not four waves with a status poll between each; each asks 1.3-2.1 GB (8 analyze
-        # jobs 16.3 GB in all), and uses about 0.5 GB
+        # config_overrides, and nothing enforces them): the quick study's 8 train (or 4 analyze) jobs then
+        # run as one wave, not four waves with a status poll between each; each asks 1.3-2.1 GB (the 8 train
+        # jobs 13.2 GB in all), and uses about 0.5 GB
         cpus = max(8, os.cpu_count() or 1)
         memory = max(32000, int(total_memory_mb() * 0.9))
         self.conf.write_text(f"""\

@@ -237,7 +237,7 @@ def test_model_spec_json_round_trip():
     d = json.loads(text)
     assert d == {"sizes": [64, 32, 32, 10], "activation": "tanh", "norm": "batchnorm", "eps": 1e-3, "loss": "mse",
                  "input": "standardize", "depth": 2}
-    assert M.ModelSpec.from_json(text) == spec
+    assert M.ModelSpec.from_json(text) == spec and M.ModelSpec.from_json(text).input == "standardize"
     assert spec.depth == 2 and spec.n_layers == 3
     assert spec.to_json() == M.ModelSpec.from_json(text).to_json()  # byte-stable
     for bad in ({"norm": "groupnorm"}, {"activation": "gelu"}, {"loss": "hinge"}):
@@ -245,6 +245,15 @@ def test_model_spec_json_round_trip():
             M.ModelSpec((3, 2), **bad)
     with pytest.raises(ValueError):
         M.ModelSpec((3,))
+
+
+def test_model_spec_identity_ignores_the_input_treatment():
+    # the input treatment is provenance: code compiled for one treatment's network serves the others
+    raw = M.ModelSpec((13, 8, 3), norm="batchnorm", input="raw")
+    std = M.ModelSpec((13, 8, 3), norm="batchnorm", input="standardize")
+    assert raw == std and hash(raw) == hash(std) and raw.to_json() != std.to_json()
+    assert raw != M.ModelSpec((13, 8, 3), norm="none", input="raw")
+    assert raw != M.ModelSpec((13, 8, 8, 3), norm="batchnorm", input="raw")
 
 
 def test_flatten_unflatten_round_trip_and_layer_order():

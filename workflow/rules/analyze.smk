@@ -1,32 +1,37 @@
 rule analyze:
-    """Checkpoints of the common-LR and best-LR runs; layer-input scales, gradient norms, curvature spectra, contour slices."""
+    """Checkpoints of the common-LR and best-LR runs of every input treatment of one network (norm and depth):
+    layer-input scales, gradient norms, curvature spectra, contour slices. The input treatments train the
+    same shapes, so one process analyzes them all: the second one reuses the first one's compiled programs
+    (in the default study, tracing, loading the programs and starting a process were 12% of the analysis
+    time when each variant had its own job)."""
     input:
-        data=lambda wc: f"data/processed/{wc.dataset}/{variant_input(wc)}.npz",
-        model="results/{dataset}/{variant}/model.json",
-        sweep="results/{dataset}/{variant}/sweep.npz",
-        checkpoints="results/{dataset}/{variant}/sweep_checkpoints.npz",
+        data=lambda wc: expand("data/processed/{dataset}/{input}.npz", dataset=wc.dataset, input=INPUTS),
+        model=per_variant("results/{dataset}/{variant}/model.json"),
+        sweep=per_variant("results/{dataset}/{variant}/sweep.npz"),
+        checkpoints=per_variant("results/{dataset}/{variant}/sweep_checkpoints.npz"),
         variants="results/{dataset}/variants.csv",
     output:
-        checkpoints=directory("results/{dataset}/{variant}/checkpoints"),
-        layer_inputs="results/{dataset}/{variant}/analysis/layer_inputs.csv",
-        layer_units="results/{dataset}/{variant}/analysis/layer_units.csv",
-        gradients="results/{dataset}/{variant}/analysis/gradients.csv",
-        curvature="results/{dataset}/{variant}/analysis/curvature.csv",
-        spectra="results/{dataset}/{variant}/analysis/spectra.npz",
-        contours="results/{dataset}/{variant}/analysis/contours.csv",
-        contour_grids="results/{dataset}/{variant}/analysis/contours.npz",
+        checkpoints=[directory(p) for p in analyze_outputs("results/{dataset}/{variant}/checkpoints")],
+        layer_inputs=analyze_outputs("results/{dataset}/{variant}/analysis/layer_inputs.csv"),
+        layer_units=analyze_outputs("results/{dataset}/{variant}/analysis/layer_units.csv"),
+        gradients=analyze_outputs("results/{dataset}/{variant}/analysis/gradients.csv"),
+        curvature=analyze_outputs("results/{dataset}/{variant}/analysis/curvature.csv"),
+        spectra=analyze_outputs("results/{dataset}/{variant}/analysis/spectra.npz"),
+        contours=analyze_outputs("results/{dataset}/{variant}/analysis/contours.csv"),
+        contour_grids=analyze_outputs("results/{dataset}/{variant}/analysis/contours.npz"),
     params:
         analysis=config["analysis"],
+        variants=lambda wc: arch_variants(wc.arch),
         xla_level=xla_level(analyze_scale),
     threads: ANALYZE_THREADS
     resources:
         mem_mb=mem_mb(1039, analyze_scale),
-        runtime=runtime_minutes(159, analyze_scale),
+        runtime=runtime_minutes(159, analyze_job_scale),
         slurm_partition=SLURM_PARTITION,
     log:
-        "logs/analyze/{dataset}/{variant}.log",
+        "logs/analyze/{dataset}/{arch}.log",
     benchmark:
-        "benchmarks/analyze/{dataset}/{variant}.tsv"
+        "benchmarks/analyze/{dataset}/{arch}.tsv"
     conda:
         CONDA_ENV
     script:

@@ -13,12 +13,15 @@ VARIANTS = [
     )
 ]
 INPUTS = sorted(set(config["variants"]["inputs"]))
+# The networks (<norm>-d<depth>): one analyze job per dataset and network covers its input treatments.
+ARCHS = sorted({Variant.parse(v).arch for v in VARIANTS})
 CONDA_ENV = "../envs/normlab.yaml"
 
 
 wildcard_constraints:
     dataset=r"[A-Za-z0-9_-]+",
     variant=r"[a-z]+-[a-z]+-d[0-9]+",
+    arch=r"[a-z]+-d[0-9]+",
     input=r"[a-z]+",
 
 
@@ -77,13 +80,36 @@ def train_scale(wildcards):
     return s["steps"] * runs * layers * v["width"] ** 2 / (600 * 39 * 9 * 64**2)
 
 
+def arch_variants(arch):
+    """The variants of a network ``<norm>-d<depth>``: one per input treatment, in INPUTS order."""
+    return [f"{i}-{arch}" for i in INPUTS]
+
+
+def per_variant(path):
+    """An input function: ``path`` (with {dataset} and {variant}) for every variant of the job's network
+    (wildcard arch), in INPUTS order."""
+    return lambda wc: [path.format(dataset=wc.dataset, variant=v) for v in arch_variants(wc.arch)]
+
+
+def analyze_outputs(path):
+    """Output paths (with {variant}) of every variant of the network; the dataset and network stay wildcards."""
+    return [path.format(dataset="{dataset}", variant=f"{i}-{{arch}}") for i in INPUTS]
+
+
 def analyze_scale(wildcards):
-    """Analysis cost relative to the default study's deepest variant: examples x layers^2 (each of the
-    L + 1 curvature scopes and per-layer slices runs the whole network) x width^2 x Lanczos steps."""
+    """Analysis cost of one variant of the job's network relative to the default study's deepest variant:
+    examples x layers^2 (each of the L + 1 curvature scopes and per-layer slices runs the whole network) x
+    width^2 x Lanczos steps."""
     a, v = config["analysis"], config["variants"]
-    layers = Variant.parse(wildcards.variant).depth + 1
+    layers = int(wildcards.arch.rsplit("-d", 1)[1]) + 1
     steps = a["curvature"]["lanczos_steps"]
     return a["max_examples"] * layers**2 * v["width"] ** 2 * steps / (512 * 81 * 64**2 * 30)
+
+
+def analyze_job_scale(wildcards):
+    """Cost of an analyze job (every input treatment of the network) relative to the default study's deepest
+    variant: what its runtime request scales with (its memory holds one variant at a time)."""
+    return len(INPUTS) * analyze_scale(wildcards)
 
 
 def xla_level(scale):
