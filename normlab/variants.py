@@ -26,12 +26,6 @@ class Variant:
     def name(self) -> str:
         return f"{self.input}-{self.norm}-d{self.depth}"
 
-    @property
-    def arch(self) -> str:
-        """``<norm>-d<depth>``: the network, which every input treatment of a dataset trains with the same
-        shapes (the pipeline analyzes them together, sharing compiled code)."""
-        return f"{self.norm}-d{self.depth}"
-
     @classmethod
     def parse(cls, name: str) -> Variant:
         m = VARIANT_RE.match(name)

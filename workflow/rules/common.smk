@@ -13,8 +13,6 @@ VARIANTS = [
     )
 ]
 INPUTS = sorted(set(config["variants"]["inputs"]))
-# The networks (<norm>-d<depth>): one analyze job per dataset and network covers its input treatments.
-ARCHS = sorted({Variant.parse(v).arch for v in VARIANTS})
 CONDA_ENV = "../envs/normlab.yaml"
 
 
