@@ -83,15 +83,20 @@ def arch_variants(arch):
     return [f"{i}-{arch}" for i in INPUTS]
 
 
+def variant_paths(path, dataset, arch):
+    """``path`` (with {dataset} and {variant}) for every variant of the network ``arch``, in INPUTS order;
+    dataset and arch may be wildcards themselves ("{dataset}", "{arch}")."""
+    return [path.format(dataset=dataset, variant=v) for v in arch_variants(arch)]
+
+
 def per_variant(path):
-    """An input function: ``path`` (with {dataset} and {variant}) for every variant of the job's network
-    (wildcard arch), in INPUTS order."""
-    return lambda wc: [path.format(dataset=wc.dataset, variant=v) for v in arch_variants(wc.arch)]
+    """An input function: ``variant_paths`` of the job's dataset and network."""
+    return lambda wc: variant_paths(path, wc.dataset, wc.arch)
 
 
 def analyze_outputs(path):
-    """Output paths (with {variant}) of every variant of the network; the dataset and network stay wildcards."""
-    return [path.format(dataset="{dataset}", variant=f"{i}-{{arch}}") for i in INPUTS]
+    """Output patterns: ``variant_paths`` with the dataset and network left as wildcards."""
+    return variant_paths(path, "{dataset}", "{arch}")
 
 
 def analyze_scale(wildcards):
@@ -99,7 +104,7 @@ def analyze_scale(wildcards):
     examples x layers^2 (each of the L + 1 curvature scopes and per-layer slices runs the whole network) x
     width^2 x Lanczos steps."""
     a, v = config["analysis"], config["variants"]
-    layers = int(wildcards.arch.rsplit("-d", 1)[1]) + 1
+    layers = Variant.parse(arch_variants(wildcards.arch)[0]).depth + 1
     steps = a["curvature"]["lanczos_steps"]
     return a["max_examples"] * layers**2 * v["width"] ** 2 * steps / (512 * 81 * 64**2 * 30)
 
