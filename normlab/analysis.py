@@ -47,8 +47,8 @@ def curvature_at(spec: model.ModelSpec, params: model.Params, X, y, cfg: dict, s
     """Hessian and Gauss-Newton spectra of the analysis loss at one checkpoint, whole model and per layer.
 
     cfg: the ``analysis.curvature`` config (top_k, lanczos_steps, trace_probes, slq_probes,
-    dense_max_params, density_points). Returns (rows, densities, top2) where rows are tidy dicts
-    (scope, matrix, metric, value), densities the SLQ densities per (scope, matrix), and top2 maps a scope
+    dense_max_params, output_dense_max_params, density_points). Returns (rows, densities, top2) where rows are
+    tidy dicts (scope, matrix, metric, value), densities the SLQ densities per (scope, matrix), and top2 maps a scope
     to the pytree directions of its top-2 Hessian eigenvectors (zero outside the scope), for the contour
     slices. The probes are drawn from the key [0, seed] (the bits of ``jax.random.PRNGKey(seed)``, without
     compiling it).
@@ -59,6 +59,7 @@ def curvature_at(spec: model.ModelSpec, params: model.Params, X, y, cfg: dict, s
         spec, params, X, y, key=np.array([0, seed], np.uint32), top_k=cfg["top_k"],
         dense_max_params=cfg["dense_max_params"], num_steps=cfg["lanczos_steps"],
         trace_probes=cfg["trace_probes"], slq_probes=cfg["slq_probes"], grid_size=cfg["density_points"],
+        output_dense_max_params=cfg["output_dense_max_params"],
     )
     top2 = {}
     for (scope, matrix), s in result.spectra.items():

@@ -384,6 +384,47 @@ def test_output_layer_block_in_closed_form_equals_both_matrices_blocks(norm):
         np.testing.assert_allclose(block, d["dense"][matrix][np.ix_(idx, idx)], rtol=1e-9, atol=1e-12)
 
 
+def test_output_layer_block_keeps_a_saturated_softmax_exact():
+    """Known answer where the softmax saturates (logit gap 40: p = 1 - 4e-18, which is 1.0 in float64): two
+    classes with logits (20, -20) for every example give the block q X~^T X~ / m (x) [[1, -1], [-1, 1]], with
+    q = p (1 - p) = e^-40 / (1 + e^-40)^2. Computing p - p^2 from p = 1.0 gave 0 on the first class's
+    diagonal: the block was then not even positive semidefinite."""
+    spec = M.ModelSpec((3, 2), norm="none")
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(30, 3)) * np.array([1.0, 1000.0, 0.01])
+    params = {"layer1": {"W": np.zeros((3, 2)), "b": np.array([20.0, -20.0])}}
+    Xt = np.concatenate([X, np.ones((30, 1))], axis=1)
+    q = np.exp(-40.0) / (1.0 + np.exp(-40.0)) ** 2
+    expected = np.kron(q * Xt.T @ Xt / 30, np.array([[1.0, -1.0], [-1.0, 1.0]]))
+    block = C.output_layer_matrix(spec, params, X, np.zeros(30, np.int64))
+    np.testing.assert_allclose(block, expected, rtol=1e-12, atol=1e-12 * np.abs(expected).max())
+
+
+def test_output_layer_goes_dense_up_to_its_own_limit(bn_mlp):
+    """``output_dense_max_params`` sends the output block to the closed form even where ``dense_max_params``
+    would use Lanczos: exact (the dense Hessian's block), marked dense; set to 0 it goes through Lanczos,
+    which finds the same top eigenvalue."""
+    mlp = bn_mlp
+    spec, params, X, y = mlp["spec"], mlp["params"], mlp["X"], mlp["y"]
+    scope = f"layer{spec.n_layers}"
+    idx = C.model_operator(spec, params, X, y, "hessian", scope).indices
+    ev = np.linalg.eigvalsh(mlp["dense"]["hessian"][np.ix_(idx, idx)])
+    kw = {"top_k": 3, "num_steps": idx.size, "slq_probes": 1, "trace_probes": 4, "batch_size": 1,
+          "dense_max_params": 0, "scopes": [scope]}
+
+    def table(limit):
+        rows = C.analyze_curvature(spec, params, X, y, output_dense_max_params=limit, **kw).rows
+        return {(r["matrix"], r["metric"]): r["value"] for r in rows if r["scope"] == scope}
+
+    closed, lanczos = table(idx.size), table(0)
+    assert not C.layer_products_pay(spec, 10**9, [scope], 2, 0, 30, 16, 2, output_dense_max_params=idx.size)
+    for matrix in C.MATRICES:
+        assert closed[(matrix, "dense")] == 1.0 and lanczos[(matrix, "dense")] == 0.0
+        assert closed[(matrix, "trace")] == pytest.approx(ev.sum(), rel=1e-10)
+        np.testing.assert_allclose([closed[(matrix, f"lambda_{i}")] for i in (1, 2, 3)], ev[::-1][:3], rtol=1e-10)
+        assert lanczos[(matrix, "lambda_max")] == pytest.approx(ev[-1], rel=1e-6)
+
+
 @pytest.mark.parametrize("n_out", [1, 2])
 def test_output_layer_block_of_a_linear_mse_model_is_2_xtx_over_m_per_output(n_out):
     """Known answer: MSE (mean over all m x C entries) of Z = X W + b has the block 2 X~^T X~ / (m C) for
@@ -438,7 +479,8 @@ def test_analyze_curvature_layer_products_give_the_same_rows():
     """The layer products are an implementation choice: every row (Lanczos, Hutchinson, SLQ with the same
     probes) is the same as with whole-model products."""
     spec, params, X, y = _equal_width_problem("batchnorm", "softmax_cross_entropy")
-    kw = {"top_k": 3, "num_steps": 10, "slq_probes": 1, "trace_probes": 4, "batch_size": 1, "dense_max_params": 0}
+    kw = {"top_k": 3, "num_steps": 10, "slq_probes": 1, "trace_probes": 4, "batch_size": 1, "dense_max_params": 0,
+          "output_dense_max_params": 0}  # the output layer's products too (not its closed form)
     rows = [C.analyze_curvature(spec, params, X, y, layer_products=flag, **kw).rows for flag in (True, False)]
     assert [(r["scope"], r["matrix"], r["metric"]) for r in rows[0]] == [
         (r["scope"], r["matrix"], r["metric"]) for r in rows[1]]
