@@ -1061,6 +1061,13 @@ def spectrum_rows(scope: str, matrix: str, s: Spectrum) -> list[dict]:
 # block is measured at several checkpoints.
 OUTPUT_DENSE_MAX_PARAMS = 1024
 
+
+def output_block_in_closed_form(spec: nlmodel.ModelSpec, dense_max_params: int,
+                                output_dense_max_params: int = OUTPUT_DENSE_MAX_PARAMS) -> bool:
+    """Whether ``analyze_curvature`` takes the output layer's block from ``output_layer_matrix`` (dense, exact, no
+    products): when it has at most ``max(dense_max_params, output_dense_max_params)`` parameters."""
+    return nlmodel.layer_param_count(spec, spec.n_layers) <= max(dense_max_params, output_dense_max_params)
+
 # ``analyze_curvature`` uses ``layer_operator`` for a checkpoint's layer blocks when their products, made
 # with whole-model products, would cost at least this many floating-point operations (forward matmuls x
 # products x matrices): below it the time saved is less than compiling the extra programs (2-5 s per model
@@ -1085,7 +1092,7 @@ def layer_products_pay(spec: nlmodel.ModelSpec, m: int, scopes: Sequence[str], n
     products = 0
     for l in _layered_scopes(spec, scopes).values():
         n = nlmodel.layer_param_count(spec, l)
-        if l == spec.n_layers and n <= max(dense_max_params, output_dense_max_params):
+        if l == spec.n_layers and output_block_in_closed_form(spec, dense_max_params, output_dense_max_params):
             continue
         if n > dense_max_params:
             products += slq_probes * num_steps + trace_probes
@@ -1109,7 +1116,7 @@ def analyze_curvature(spec: nlmodel.ModelSpec, params, X, y, *, key: jax.Array |
     ``model_scopes(spec)``. Per (scope, matrix): dense eigh when the block has <= ``dense_max_params``
     parameters, else Lanczos + Hutchinson + SLQ (see ``spectrum``); the output layer's block is dense, from
     ``output_layer_matrix`` (its Hessian and Gauss-Newton blocks are one matrix, built without products),
-    when it has at most ``max(dense_max_params, output_dense_max_params)`` parameters. ``negative_mass``
+    where ``output_block_in_closed_form``. ``negative_mass``
     is the exact fraction of |eigenvalue| mass on negative eigenvalues when dense, the SLQ estimate
     otherwise.
     Densities are on ``grid`` if given (then ``sigma`` is required, same units), else on
@@ -1131,12 +1138,12 @@ def analyze_curvature(spec: nlmodel.ModelSpec, params, X, y, *, key: jax.Array |
     if layer_products is None:
         layer_products = layer_products_pay(spec, X.shape[0], scopes, len(matrices), dense_max_params, num_steps,
                                             trace_probes, slq_probes, output_dense_max_params)
-    closed_form = nlmodel.layer_param_count(spec, spec.n_layers) <= max(dense_max_params, output_dense_max_params)
+    closed_form = output_block_in_closed_form(spec, dense_max_params, output_dense_max_params)
     for i, scope in enumerate(scopes):
         for j, matrix in enumerate(matrices):
             if scope == output_scope and closed_form:
-                # exact, and no products: n per matrix for a dense block, 76 and three programs to compile for
-                # Lanczos + Hutchinson + SLQ (the default study's 130-650)
+                # exact, and no products: n per matrix for a dense block; slq_probes x num_steps + trace_probes
+                # per matrix, and three programs to compile, for Lanczos + Hutchinson + SLQ
                 if output_block is None:
                     output_block = dense_spectrum(*np.linalg.eigh(output_layer_matrix(spec, params, X, y)), top_k)
                 s = output_block
