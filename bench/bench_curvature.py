@@ -32,6 +32,7 @@ from jax.flatten_util import ravel_pytree
 
 from normlab import curvature as C
 from normlab import model as M
+from normlab.curvature.operators import _embed, _matmat
 
 DEPTHS = (2, 4, 8)
 NORMS = ("none", "batchnorm")
@@ -68,7 +69,7 @@ def set_threads(threads: int, note: str = "") -> str:
     from normlab.runtime import limit_threads, start_jax
 
     limit_threads(threads)
-    start_jax(threads)  # XLA_FLAGS alone let XLA use every core (measured: 1.6 cores for "one thread")
+    start_jax(threads)  # XLA_FLAGS alone does not keep XLA's CPU backend to one core
     return str(threads)
 
 
@@ -131,8 +132,8 @@ def bench_model(depth: int, norm: str, dtype, repeats: int) -> dict[str, object]
     v1 = jnp.asarray(rng.standard_normal((1, op.N)), op.dtype)
     v8 = jnp.asarray(rng.standard_normal((8, op.N)), op.dtype)
     # the product Lanczos, Hutchinson and SLQ use: one vector, and 8 vectors vmapped (per vector)
-    t_grad, t_hvp, t_hvp8 = median_times([lambda: grad(flat, X, y), lambda: C._matmat(op.matvec, v1),
-                                          lambda: C._matmat(op.matvec, v8)], repeats)
+    t_grad, t_hvp, t_hvp8 = median_times([lambda: grad(flat, X, y), lambda: _matmat(op.matvec, v1),
+                                          lambda: _matmat(op.matvec, v8)], repeats)
     t_hvp8 /= 8
     key = jax.random.PRNGKey(1)
     steps = C.default_lanczos_steps(1, op.n)
@@ -168,10 +169,10 @@ def bench_layer_blocks(depth: int, norm: str, dtype, repeats: int, vectors: int 
         for l in range(2, spec.n_layers + 1):
             masked = C.model_operator(spec, params, jnp.asarray(Xn), jnp.asarray(yn), matrix, f"layer{l}")
             layer = C.layer_operator(spec, params, Xn, yn, matrix, l)
-            V = C._embed(masked.mask, masked.indices, jnp.asarray(rng.standard_normal((vectors, masked.n)), dtype))
-            a, b = (np.asarray(C._matmat(op.matvec, V)) for op in (masked, layer))
+            V = _embed(masked.mask, masked.indices, jnp.asarray(rng.standard_normal((vectors, masked.n)), dtype))
+            a, b = (np.asarray(_matmat(op.matvec, V)) for op in (masked, layer))
             diff = max(diff, float(np.abs(a - b).max() / np.abs(a).max()))
-            fns += [lambda op=masked, V=V: C._matmat(op.matvec, V), lambda op=layer, V=V: C._matmat(op.matvec, V)]
+            fns += [lambda op=masked, V=V: _matmat(op.matvec, V), lambda op=layer, V=V: _matmat(op.matvec, V)]
         times = median_times(fns, repeats)
         t_masked, t_layer = sum(times[0::2]), sum(times[1::2])
         rows.append({"model": f"mlp-d{depth}-{norm}", "depth": depth, "norm": norm, "matrix": matrix,

@@ -3,13 +3,16 @@
 Compares, on the same grid and model (default: 41 x 41 grid, MLP depth 4 width 64, 512 examples,
 float64), for whole-model filter-normalized random directions:
 * ``loop``: one compiled call per grid point (parameter shift and loss jitted together) from a Python
-  loop (``evaluate_grid_loop``), the fastest way to write the loop;
+  loop (``evaluate_grid_loop`` here), the fastest way to write the loop;
 * ``loop-eager``: the loop as usually written: shift the parameters with eager ``tree_map``, then call
   the jitted loss (timed on every 4th grid row, scaled to the whole grid);
-* ``vectorized``: ``evaluate_grid`` (generic loss_fn; vmap over chunks of grid points, one program);
-* ``model-aware``: ``model_grid`` (the first layer the directions touch is linear in its weights);
+* ``vectorized``: ``landscape.evaluate_grid`` (generic loss_fn; vmap over chunks of grid points, one
+  program);
+* ``model-aware``: ``landscape.model_grid`` (the first layer the directions touch is linear in its
+  weights);
 and for the lecture slice of layers 1, middle and L (two weights of one unit): ``vectorized`` vs
-``model-aware`` vs ``lecture-fast`` (``lecture_grid``: A[l-1] once, only column j of Z[l] moves).
+``model-aware`` vs ``lecture-fast`` (``landscape.lecture_grid``: A[l-1] once, only column j of Z[l]
+moves).
 Times are after compilation (one warm-up call), median of ``--repeats`` runs (loops: one run).
 ``speedup`` is against the row named in ``vs``. Goal: vectorized >= 3x faster than the loop.
 Prints a table and writes it as CSV to ``--out``.
@@ -31,6 +34,7 @@ import numpy as np
 
 from normlab import landscape as ls
 from normlab import model
+from normlab.landscape.grids import shift
 
 
 def _time(fn, repeats: int, warm: bool = True):
@@ -45,6 +49,21 @@ def _time(fn, repeats: int, warm: bool = True):
     return statistics.median(times), np.asarray(out)
 
 
+def evaluate_grid_loop(loss_fn, center, d1, d2, alphas, betas, *, args: tuple = ()) -> np.ndarray:
+    """``landscape.evaluate_grid`` as a loop: one compiled call per grid point (the parameter shift and the
+    loss jitted together) from Python; numpy (n_a, n_b) in the dtype of center."""
+    dtype = jax.tree_util.tree_leaves(center)[0].dtype
+    d1, d2 = (jax.tree_util.tree_map(lambda x, r: jnp.asarray(x, r.dtype), d, center) for d in (d1, d2))
+    point = jax.jit(lambda a, b, c, x, y, *rest: loss_fn(shift(c, x, y, a, b), *rest))
+    alphas = np.asarray(alphas, dtype)
+    betas = np.asarray(betas, dtype)
+    out = np.empty((alphas.size, betas.size), dtype)
+    for i, a in enumerate(alphas):
+        for k, b in enumerate(betas):
+            out[i, k] = float(point(a, b, center, d1, d2, *args))
+    return out
+
+
 def run(grid: int = 41, depth: int = 4, width: int = 64, examples: int = 512, features: int = 20,
         classes: int = 10, repeats: int = 2, loop_repeats: int = 1, chunk_size: int | None = None,
         dtype=jnp.float64, layers: tuple[int, ...] | None = None) -> list[dict]:
@@ -55,7 +74,10 @@ def run(grid: int = 41, depth: int = 4, width: int = 64, examples: int = 512, fe
     y = jax.random.randint(jax.random.PRNGKey(2), (examples,), 0, classes)
     alphas, betas = ls.grid_axes(grid, 1.0, dtype)
     chunk = chunk_size or ls.auto_chunk_size(spec, examples, grid * grid)
-    loss_fn = ls.model_loss_fn(spec)
+
+    def loss_fn(p, X, y):  # one function object for the whole run: each grid program compiles once
+        return model.loss(spec, p, X, y)
+
     n = grid * grid
     common = {"grid": f"{grid}x{grid}", "depth": depth, "width": width, "examples": examples,
               "dtype": jnp.dtype(dtype).name, "chunk": chunk, "backend": jax.default_backend()}
@@ -74,8 +96,8 @@ def run(grid: int = 41, depth: int = 4, width: int = 64, examples: int = 512, fe
                          repeats)
     # The loop jits its point function on each call (one compile, then one call per point): warm up on a
     # 1x1 grid, then time the full grid (its own compile is then a small part of the timed run).
-    ls.evaluate_grid_loop(loss_fn, params, d1, d2, alphas[:1], betas[:1], args=(X, y))
-    t_loop, g_loop = _time(lambda: ls.evaluate_grid_loop(loss_fn, params, d1, d2, alphas, betas,
+    evaluate_grid_loop(loss_fn, params, d1, d2, alphas[:1], betas[:1], args=(X, y))
+    t_loop, g_loop = _time(lambda: evaluate_grid_loop(loss_fn, params, d1, d2, alphas, betas,
                                                          args=(X, y)), loop_repeats, warm=False)
     # The loop as usually written: shift the parameters eagerly, call the jitted loss per point. Timed on
     # every 4th row of the grid and scaled to the whole grid (it is the slowest row of the table).

@@ -13,7 +13,7 @@ estimated error is ``--eig-tol`` (1e-3) of the value, at most ``--lanczos-steps`
 trace (PyHessian: ``--trace-probes`` Rademacher probes, run with ``tol=0`` so that it uses exactly that many;
 normlab, by default: deflated by its Lanczos basis, probes until its relative standard error is PyHessian's in
 that row, at most ``--trace-probes``; ``--trace-se probes``: plain Hutchinson with PyHessian's probes;
-``--eig-tol 0``: all ``--lanczos-steps`` products, the benchmark before 372cd63). PyHessian is also run once with a
+``--eig-tol 0``: all ``--lanczos-steps`` products). PyHessian is also run once with a
 tight budget (``--tight-iters``, ``tol=1e-6``) to see where its power iteration converges; a float64
 Lanczos run with ``--ref-steps`` products gives a reference eigenvalue.
 

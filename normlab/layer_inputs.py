@@ -78,8 +78,8 @@ def layer_input_stats(A: np.ndarray, dead_threshold: float) -> dict[str, float]:
 
 def network_layer_inputs(spec: model.ModelSpec, params: model.Params, X) -> list[np.ndarray]:
     """A[0..L-1] on the batch X (BN in training mode on X), as float64 numpy arrays. One compiled forward
-    pass per model shape (run eagerly, each of its operations was a program of its own: about 10 per layer
-    to trace, compile or load from the cache in every analyze job)."""
+    pass per model shape (run eagerly, each of its operations would be a program of its own to trace,
+    compile or load from the cache)."""
     return [np.asarray(a, np.float64) for a in _layer_inputs_jit(spec, params, X)]
 
 

@@ -1,11 +1,13 @@
-"""The multilayer perceptron of DESIGN.md, as pure functions of a parameter pytree.
+"""The multilayer perceptron of docs/methods.md, as pure functions of a parameter pytree.
 
-Layers are numbered l = 1..L with L = depth + 1. Hidden layer l computes ``z = a @ W + b`` (``b`` is
-absent under batch norm, where BN's beta takes its role), then the normalization (if any), then the
-activation. The output layer is linear and never normalized.
+Layers are numbered l = 1..L with L = depth + 1 (``normlab.spec``). Hidden layer l computes
+``z = a @ W + b`` (``b`` is absent under batch norm, where BN's beta takes its role), then the
+normalization (if any), then the activation. The output layer is linear and never normalized; a model of
+depth 0 is that output layer alone (logistic / softmax or linear regression on the inputs).
 
 Parameters are a dict ``{"layer1": {"W": (n_in, n_out), "b": (n_out,), ...}, ...}``; the same names
-flattened with a dot (``layer1.W``) are the array names of the saved ``.npz`` checkpoints.
+flattened with a dot (``layer1.W``) are the array names of the saved ``.npz`` checkpoints. Every function
+is pure JAX, so parameters with a leading seed axis run through ``jax.vmap`` of it.
 Batch norm always uses the statistics of the batch it is given (training mode) unless explicit
 per-layer statistics are passed: there are no running statistics to update, so no analysis pass can
 change them.
@@ -13,100 +15,33 @@ change them.
 
 from __future__ import annotations
 
-import dataclasses
-import json
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from normlab.variants import NORMS
-
-ACTIVATIONS = ("relu", "tanh")
-LOSSES = ("softmax_cross_entropy", "mse")
+from normlab.spec import (  # noqa: F401  (the spec's names, re-exported for the model's callers)
+    ACTIVATIONS,
+    LOSSES,
+    NORMS,
+    ModelSpec,
+    equal_hidden_widths,
+    has_affine_norm,
+    has_bias,
+    layer_names,
+    layer_param_count,
+    matmul_flops,
+)
 
 Params = dict[str, dict[str, jax.Array]]
-
-
-@dataclasses.dataclass(frozen=True)
-class ModelSpec:
-    """Everything needed to rebuild the loss J(params) from saved arrays (written as model.json).
-
-    sizes: layer widths from input to output, ``[n_features, width, ..., n_outputs]``.
-    activation: ``relu`` | ``tanh``. norm: ``none`` | ``batchnorm`` | ``layernorm``.
-    eps: added to the variance inside the normalization. loss: ``softmax_cross_entropy`` (mean over
-    examples) | ``mse`` (mean of the squared error over all entries). input: the input treatment the
-    model was trained on (``raw`` | ``standardize`` ...), recorded for provenance only: specs that differ
-    only in it compare and hash equal, so code compiled with the spec as a static argument serves every
-    input treatment of a network.
-    """
-
-    sizes: tuple[int, ...]
-    activation: str = "relu"
-    norm: str = "none"
-    eps: float = 1e-5
-    loss: str = "softmax_cross_entropy"
-    input: str = dataclasses.field(default="raw", compare=False)
-
-    def __post_init__(self):
-        object.__setattr__(self, "sizes", tuple(int(s) for s in self.sizes))
-        if len(self.sizes) < 2 or min(self.sizes) < 1:
-            raise ValueError(f"sizes must list at least input and output widths >= 1, got {self.sizes}")
-        if self.norm not in NORMS:
-            raise ValueError(f"norm must be one of {NORMS}, got {self.norm!r}")
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
-        if self.loss not in LOSSES:
-            raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
-
-    @property
-    def depth(self) -> int:
-        """Number of hidden layers."""
-        return len(self.sizes) - 2
-
-    @property
-    def n_layers(self) -> int:
-        """L = depth + 1, the number of weight matrices."""
-        return len(self.sizes) - 1
-
-    def to_json(self) -> str:
-        d = dataclasses.asdict(self)
-        d["sizes"] = list(self.sizes)
-        d["depth"] = self.depth
-        return json.dumps(d, indent=2, sort_keys=True) + "\n"
-
-    @classmethod
-    def from_json(cls, text: str) -> ModelSpec:
-        d = json.loads(text)
-        d.pop("depth", None)
-        return cls(**d)
-
-
-def layer_names(spec: ModelSpec) -> list[str]:
-    return [f"layer{l}" for l in range(1, spec.n_layers + 1)]
-
-
-def has_bias(spec: ModelSpec, l: int) -> bool:
-    """Layer l (1-based) has a bias unless batch norm follows it (hidden layer under BN)."""
-    return not (spec.norm == "batchnorm" and l < spec.n_layers)
-
-
-def layer_param_count(spec: ModelSpec, l: int) -> int:
-    """Number of parameters in layer l's W and b (gamma and beta not counted)."""
-    return spec.sizes[l - 1] * spec.sizes[l] + (spec.sizes[l] if has_bias(spec, l) else 0)
-
-
-def has_affine_norm(spec: ModelSpec, l: int) -> bool:
-    """Hidden layers under batch norm or layer norm carry gamma and beta."""
-    return spec.norm != "none" and l < spec.n_layers
 
 
 def init_params(spec: ModelSpec, key: jax.Array, dtype=jnp.float32) -> Params:
     """He-normal weights (variance 2 / fan_in) for hidden layers, LeCun-normal (1 / fan_in) for the
     linear output layer; zero biases and betas, unit gammas. All weights come from one draw of
     standard normals (layer 1's first, row-major), cut and scaled per layer: one random-number kernel
-    instead of one per layer, which compiled 3x faster (0.45 vs 1.35 s for depth 3)."""
+    for the whole model, not one per layer to compile."""
     params: Params = {}
     counts = [spec.sizes[l - 1] * spec.sizes[l] for l in range(1, spec.n_layers + 1)]
     z = jax.random.normal(key, (sum(counts),), dtype)
@@ -163,9 +98,7 @@ def forward_with_inputs(spec: ModelSpec, params: Params, X: jax.Array, norm_stat
     for l in range(1, spec.n_layers + 1):
         p = params[f"layer{l}"]
         layer_inputs.append(a)
-        z = a @ p["W"]
-        if "b" in p:
-            z = z + p["b"]
+        z = affine(p, a)
         pre_norm.append(z)
         if l == spec.n_layers:
             return z, layer_inputs, pre_norm
@@ -184,56 +117,54 @@ def norm_activation(spec: ModelSpec, z: jax.Array, gamma: jax.Array | None, beta
     return activation(spec, z)
 
 
-def stack_layers(spec: ModelSpec, params: Params) -> dict[str, np.ndarray]:
-    """The parameters that ``outputs_from_prenorm`` runs on, stacked (numpy, params' dtype): hidden layers
-    2..L-1's ``W`` (L-2, w, w) and ``b`` (L-2, w) (zeros where a layer has no b), every hidden layer's
-    ``gamma`` and ``beta`` (L-1, w) (1 and 0 without a normalization) and the output layer's ``W_out``
-    (w, n_out), ``b_out`` (n_out,). Needs one hidden width w (``equal_hidden_widths``)."""
-    L, w = spec.n_layers, spec.sizes[1]
-    if not equal_hidden_widths(spec):
-        raise ValueError(f"stacking needs one hidden width, got sizes {spec.sizes}")
+def affine(p: dict, a: jax.Array) -> jax.Array:
+    """Layer l's pre-activation ``Z[l] = a @ W + b`` from its input a (m, n_in) and its arrays p
+    (``W`` (n_in, n_out), ``b`` (n_out,) if present): (m, n_out). Z[l] is linear in (W, b), so a
+    direction (dW, db) of layer l moves it by ``affine({"W": dW, "b": db}, A[l-1])`` with the layers
+    below computed once."""
+    z = a @ p["W"]
+    return z + p["b"] if "b" in p else z
+
+
+def outputs_from(spec: ModelSpec, params: Params, l, z: jax.Array) -> jax.Array:
+    """Network outputs (m, n_out) from layer l's pre-normalization Z[l] (m, sizes[l]): layer l's
+    normalization and activation (if l is hidden), then layers l+1..L. Equals ``forward`` when
+    ``z = affine(params["layer<l>"], A[l-1])`` on the same batch (BN in training mode on it). The arrays
+    of layers 1..l-1 and layer l's W and b are not read.
+
+    ``l``: a Python int in 1..L (the layers above l are unrolled; l = L returns z, the outputs, which also
+    serves a model of depth 0), or a traced integer for a hidden layer 1 <= l <= L-1, so that one compiled
+    program serves every hidden layer. A traced l needs one hidden width (``equal_hidden_widths``): layers
+    2..L-1 run as a scan over their stacked arrays whose steps k <= l are skipped (``lax.cond``), so only
+    the layers above l cost time, and the scan is differentiable in reverse mode (a loop from l + 1 would
+    not be).
+    """
+    L = spec.n_layers
+    if isinstance(l, int | np.integer):
+        if not 1 <= l <= L:
+            raise ValueError(f"layer {l} is not in 1..{L}")
+        for k in range(int(l), L):
+            p = params[f"layer{k}"]
+            z = affine(params[f"layer{k + 1}"], norm_activation(spec, z, p.get("gamma"), p.get("beta")))
+        return z
+    if L < 2 or not equal_hidden_widths(spec):
+        raise ValueError(f"a traced layer index needs hidden layers of one width, got sizes {spec.sizes}")
+    w = spec.sizes[1]
     hidden = [params[f"layer{k}"] for k in range(1, L)]
-    dtype = np.dtype(np.asarray(params["layer1"]["W"]).dtype)
 
-    def get(p, name, fill):
-        return np.asarray(p[name], dtype) if name in p else np.full(w, fill, dtype)
+    def stacked(name, fill, layers):
+        return jnp.stack([p[name] if name in p else jnp.full(w, fill, z.dtype) for p in layers])
 
-    return {"W": np.stack([np.asarray(p["W"], dtype) for p in hidden[1:]]) if L > 2 else np.zeros((0, w, w), dtype),
-            "b": np.stack([get(p, "b", 0) for p in hidden[1:]]) if L > 2 else np.zeros((0, w), dtype),
-            "gamma": np.stack([get(p, "gamma", 1) for p in hidden]),
-            "beta": np.stack([get(p, "beta", 0) for p in hidden]),
-            "W_out": np.asarray(params[f"layer{L}"]["W"], dtype), "b_out": np.asarray(params[f"layer{L}"]["b"], dtype)}
+    gamma, beta = stacked("gamma", 1, hidden), stacked("beta", 0, hidden)
+    h = norm_activation(spec, z, gamma[l - 1], beta[l - 1])
+    if L > 2:
+        def step(h, layer):
+            p, g, bt, k = layer
+            return jax.lax.cond(k > l, lambda h: norm_activation(spec, affine(p, h), g, bt), lambda h: h, h), None
 
-
-def equal_hidden_widths(spec: ModelSpec) -> bool:
-    """True when the model has hidden layers and they all have one width (what ``stack_layers`` needs)."""
-    return spec.n_layers >= 2 and len(set(spec.sizes[1:-1])) == 1
-
-
-def outputs_from_prenorm(spec: ModelSpec, stacked: dict, l, z: jax.Array) -> jax.Array:
-    """Network outputs (m, n_out) from hidden layer l's pre-normalization Z[l] (m, w), 1 <= l <= L-1, with
-    the layers above it from ``stack_layers``: layer l's normalization and activation, layers l+1..L-1,
-    the output layer. ``l`` may be a traced integer: one program serves every l. Layers 2..L-1 run as a
-    scan whose steps k <= l are skipped (``lax.cond``), so only the layers above l cost time, and the scan
-    is differentiable in reverse mode (a loop from l + 1 would not be). Equals ``forward`` when
-    z = A[l-1] W[l] + b[l] on the same batch."""
-    stacked = {k: jnp.asarray(v) for k, v in stacked.items()}
-    h = norm_activation(spec, z, stacked["gamma"][l - 1], stacked["beta"][l - 1])
-
-    def step(h, layer):
-        W, b, gamma, beta, k = layer
-        return jax.lax.cond(k > l, lambda h: norm_activation(spec, h @ W + b, gamma, beta), lambda h: h, h), None
-
-    if spec.n_layers > 2:
-        ks = jnp.arange(2, spec.n_layers)
-        h, _ = jax.lax.scan(step, h, (stacked["W"], stacked["b"], stacked["gamma"][1:], stacked["beta"][1:], ks))
-    return h @ stacked["W_out"] + stacked["b_out"]
-
-
-def matmul_flops(spec: ModelSpec, m: int) -> float:
-    """Floating-point operations of the weight matmuls of one forward pass on m examples:
-    2 m sum_l sizes[l-1] sizes[l] (the rest of the network is a few operations per unit)."""
-    return 2.0 * m * sum(a * b for a, b in zip(spec.sizes[:-1], spec.sizes[1:], strict=True))
+        upper = {"W": jnp.stack([p["W"] for p in hidden[1:]]), "b": stacked("b", 0, hidden[1:])}
+        h, _ = jax.lax.scan(step, h, (upper, gamma[1:], beta[1:], jnp.arange(2, L)))
+    return affine(params[f"layer{L}"], h)
 
 
 def forward(spec: ModelSpec, params: Params, X: jax.Array, norm_stats=None) -> jax.Array:

@@ -7,11 +7,12 @@ import dataclasses
 import itertools
 import re
 
-# The two axes a variant sets besides its depth (normlab.preprocess and normlab.model implement them).
-# This module imports neither numpy nor JAX: the workflow imports it to name its jobs, and every Snakemake
-# process (one per job on a cluster, two per SLURM job) pays for what it imports.
+from normlab.spec import NORMS, ModelSpec
+
+# The input treatments (normlab.preprocess implements them); the norms are the model spec's.
+# This module imports neither numpy nor JAX at import time: the workflow imports it to name its jobs, and
+# every Snakemake process (one per job on a cluster, two per SLURM job) pays for what it imports.
 INPUTS = ("raw", "standardize")
-NORMS = ("none", "batchnorm", "layernorm")
 
 VARIANT_RE = re.compile(r"^(?P<input>[a-z]+)-(?P<norm>[a-z]+)-d(?P<depth>[0-9]+)$")
 
@@ -49,10 +50,8 @@ def lr_grid(lr_min: float, lr_max: float, n: int) -> list[float]:
 
 
 def model_spec(variant: Variant, n_features: int, n_outputs: int, width: int, activation: str, eps: float,
-               loss: str = "softmax_cross_entropy"):
+               loss: str = "softmax_cross_entropy") -> ModelSpec:
     """The ModelSpec of a variant: ``depth`` hidden layers of ``width`` units."""
-    from normlab.model import ModelSpec
-
     return ModelSpec(
         sizes=(n_features, *[width] * variant.depth, n_outputs), activation=activation, norm=variant.norm,
         eps=eps, loss=loss, input=variant.input,

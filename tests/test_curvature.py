@@ -4,7 +4,9 @@ Compilation dominates the run time on CPU, so the tests share models and use bat
 compiled product per model and matrix, one compiled Lanczos step per parameter count).
 """
 
+import ast
 import functools
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -14,6 +16,7 @@ from jax.flatten_util import ravel_pytree
 
 from normlab import curvature as C
 from normlab import model as M
+from normlab.curvature import krylov
 
 B1 = {"batch_size": 1}
 
@@ -490,7 +493,7 @@ def test_analyze_curvature_layer_products_give_the_same_rows():
 
 def test_layer_products_pay_only_where_they_save_more_than_they_compile():
     """The default study's settings: whole-model products for the depth-2 models and the quick study's tiny
-    ones, layer products from depth 4 up (where they saved 3 s and more per checkpoint)."""
+    ones, layer products from depth 4 up (where the products they save outweigh compiling them)."""
     cfg = {"dense_max_params": 600, "num_steps": 30, "trace_probes": 16, "slq_probes": 2}
 
     def pays(sizes, m=512, **kw):
@@ -516,11 +519,50 @@ def test_lanczos_in_block_coordinates_equals_lanczos_in_model_coordinates(monkey
         return (C.lanczos(op, v0, 12, key), C.top_eigenpairs(op, 3, key, num_steps=20),
                 C.slq(op, key, num_probes=2, num_steps=10, batch_size=1, top_k=2))
 
-    monkeypatch.setattr(C, "LANCZOS_BLOCK_MIN_N", 10**9)
+    monkeypatch.setattr(krylov, "LANCZOS_BLOCK_MIN_N", 10**9)
     full = run()
-    monkeypatch.setattr(C, "LANCZOS_BLOCK_MIN_N", 0)
+    monkeypatch.setattr(krylov, "LANCZOS_BLOCK_MIN_N", 0)
     block = run()
     for a, b in zip(jax.tree_util.tree_leaves(full), jax.tree_util.tree_leaves(block), strict=True):
         assert np.shape(a) == np.shape(b)
         np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-10, atol=1e-12)
     assert np.shape(block[0].Q) == (13, op.n)
+
+
+GENERIC_MODULES = ("operators", "krylov", "estimators")
+
+
+def _imported_modules(path: Path) -> set[str]:
+    """Every module that an import statement in ``path`` (a module of normlab.curvature) loads, at any nesting
+    level, relative imports resolved: ``from x import name`` counts as x.name when that is a module of the
+    source tree, else as x (for ``from normlab.curvature import host_rng``: the package's ``__init__``)."""
+    root = path.parents[2]  # the folder holding normlab/
+
+    def is_module(name: str) -> bool:
+        base = root.joinpath(*name.split("."))
+        return base.with_suffix(".py").exists() or (base / "__init__.py").exists()
+
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                package = ["normlab", "curvature"][: 3 - node.level]
+                base = ".".join(package + ([node.module] if node.module else []))
+            found |= {f"{base}.{a.name}" if is_module(f"{base}.{a.name}") else base for a in node.names}
+    return found
+
+
+def test_generic_modules_import_nothing_of_normlab_but_each_other():
+    """operators, krylov and estimators work on any JAX function of a flat vector: their imports (anywhere in
+    the file, functions included) name no normlab module other than those three: not the model, the spec, the
+    layer inputs, nor the package's ``__init__`` (which imports the MLP modules)."""
+    package_dir = Path(C.__file__).parent
+    allowed = {f"normlab.curvature.{name}" for name in GENERIC_MODULES}
+    for name in GENERIC_MODULES:
+        ours = {m for m in _imported_modules(package_dir / f"{name}.py") if m.split(".")[0] == "normlab"}
+        assert ours <= allowed, (name, sorted(ours - allowed))
+    # the walker sees what it must refuse: the MLP module's imports of the model, the spec and the layer inputs
+    assert {"normlab.model", "normlab.spec", "normlab.layer_inputs"} <= _imported_modules(package_dir / "mlp.py")

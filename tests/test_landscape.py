@@ -1,5 +1,6 @@
 """Known-answer tests of normlab.landscape: contour slices and their roundness."""
 
+import functools
 import math
 
 import jax
@@ -9,6 +10,7 @@ import pytest
 
 from normlab import landscape as ls
 from normlab import model
+from normlab.landscape import planes as ls_planes
 
 F64 = jnp.float64
 
@@ -29,6 +31,37 @@ def _normal(seed, shape, scale=1.0):
 
 def _labels(seed, m, k):
     return jnp.asarray(np.random.default_rng(seed).integers(0, k, size=m))
+
+
+@functools.cache
+def _loss_fn(spec):
+    """``fn(params, X, y) -> J`` for ``ls.evaluate_grid(..., args=(X, y))``; one function object per spec,
+    so the compiled grid is reused."""
+    def fn(params, X, y):
+        return model.loss(spec, params, X, y)
+    return fn
+
+
+def _grid_loop(loss_fn, center, d1, d2, alphas, betas, *, args=()):
+    """Reference for the vectorized grids: one compiled loss call per grid point from a Python loop;
+    numpy (n_a, n_b) in the dtype of center."""
+    dtype = jax.tree_util.tree_leaves(center)[0].dtype
+    d1, d2 = (jax.tree_util.tree_map(lambda x, r: jnp.asarray(x, r.dtype), d, center) for d in (d1, d2))
+    point = jax.jit(lambda a, b, c, x, z, *rest: loss_fn(
+        jax.tree_util.tree_map(lambda c_, x_, z_: c_ + a * x_ + b * z_, c, x, z), *rest))
+    alphas, betas = np.asarray(alphas, dtype), np.asarray(betas, dtype)
+    out = np.empty((alphas.size, betas.size), dtype)
+    for i, a in enumerate(alphas):
+        for k, b in enumerate(betas):
+            out[i, k] = float(point(a, b, center, d1, d2, *args))
+    return out
+
+
+@functools.partial(jax.jit, static_argnames=("spec",))
+def _model_ggn(spec, params, X, y, directions):
+    """Reference 2x2 GGN: ``ls.projected_ggn`` with f = the whole network's outputs."""
+    return ls.projected_ggn(lambda p: model.forward(spec, p, X), lambda o: model.loss_from_outputs(spec, o, y),
+                            params, directions)
 
 
 def _quadratic_problem():
@@ -65,7 +98,7 @@ def test_quadratic_generic_ggn_levelset_and_loop():
 
     alphas, betas = ls.grid_axes(21, 2.0)
     grid = ls.evaluate_grid(loss_fn, center, d1, d2, alphas, betas, chunk_size=50)  # 441 = 8 chunks + pad
-    loop = ls.evaluate_grid_loop(loss_fn, center, d1, d2, alphas, betas)
+    loop = _grid_loop(loss_fn, center, d1, d2, alphas, betas)
     assert grid.shape == (21, 21) and grid.dtype == F64
     np.testing.assert_allclose(np.asarray(grid), loop, rtol=0, atol=1e-10)
     # The quadratic fit is exact on a quadratic J (only rounding), whatever the level and the gradient:
@@ -106,8 +139,8 @@ def test_lecture_slice_on_exact_quadratic_model():
     # The same two weights given as flat "eigenvectors" restricted to layer 1 (ravel order W, b).
     e = np.zeros((2, 5))
     e[0, 2], e[1, 0] = 1.0, 1.0
-    eig = ls.direction_slice(spec, params, X, y, e[0], e[1], slice="eig", scope="layer1", n_points=21,
-                             extent=0.5)
+    eig, = ls.direction_slices(spec, params, X, y, [{"d1": e[0], "d2": e[1], "slice": "eig", "scope": "layer1",
+                                                     "extent": 0.5}], n_points=21)
     np.testing.assert_allclose(eig.loss, sl.loss, rtol=0, atol=1e-10)
     np.testing.assert_allclose(eig.ggn, sl.ggn, rtol=1e-12, atol=1e-12)
 
@@ -119,7 +152,7 @@ def test_lecture_fast_path_equals_generic(norm, activation):
     X = _normal(4, (24, 3), np.array([4.0, 1.0, 0.2]))
     y = _labels(5, 24, 2)
     alphas, betas = ls.grid_axes(7, 1.5)
-    loss_fn = ls.model_loss_fn(spec)
+    loss_fn = _loss_fn(spec)
     for l, (j, hi, lo) in ((1, (2, 0, 2)), (2, (1, 3, 0))):  # a hidden layer, then the output layer
         fast = ls.lecture_grid(spec, params, X, y, l, j, hi, lo, alphas, betas, 16)
         d1, d2 = ls.lecture_directions(params, l, j, hi, lo)
@@ -140,14 +173,13 @@ def test_lecture_fast_path_equals_generic(norm, activation):
         blocks = ls.lecture_ggn_blocks(spec, params, X, y, 1, 0, 2)
         for j in (0, 3):
             d1, d2 = ls.lecture_directions(params, 1, j, 0, 2)
-            np.testing.assert_allclose(blocks[j], ls.model_ggn(spec, params, X, y, [d1, d2]),
+            np.testing.assert_allclose(blocks[j], _model_ggn(spec, params, X, y, [d1, d2]),
                                        rtol=1e-10, atol=1e-14)
     if norm == "none":
         # vectorized grid == plain per-point loop over the same grid
         d1, d2 = ls.random_directions(params, jax.random.PRNGKey(6))
-        grid = ls.evaluate_grid(ls.model_loss_fn(spec), params, d1, d2, alphas, betas, args=(X, y),
-                                chunk_size=10)
-        loop = ls.evaluate_grid_loop(ls.model_loss_fn(spec), params, d1, d2, alphas, betas, args=(X, y))
+        grid = ls.evaluate_grid(_loss_fn(spec), params, d1, d2, alphas, betas, args=(X, y), chunk_size=10)
+        loop = _grid_loop(_loss_fn(spec), params, d1, d2, alphas, betas, args=(X, y))
         np.testing.assert_allclose(np.asarray(grid), loop, rtol=0, atol=1e-10)
 
 
@@ -175,7 +207,7 @@ def test_levelset_tracks_ggn_on_logistic_regression():
     # quadratic and the centre is not a minimum. The fit then also sees third-order terms, whose share
     # of the fitted curvature grows in proportion to the grid's half-width r: so the level-set ratio
     # must approach the GGN ratio linearly as r shrinks (error at r = 0.02 about a fifth of r = 0.1),
-    # and be within 1% at r = 0.02 (measured: 0.4%), 5% at r = 0.1 (measured: 1.2%).
+    # and be within 1% at r = 0.02 (0.4% on this problem), 5% at r = 0.1 (1.2% on this problem).
     rng = np.random.default_rng(8)
     X = jnp.asarray(rng.normal(size=(300, 2)) * np.array([3.0, 0.5]))
     y = jnp.asarray((rng.random(300) < 0.5).astype(np.int32))
@@ -283,7 +315,7 @@ def test_levelset_reports_nan_when_not_resolved():
 
 def test_batched_slices_equal_one_slice_at_a_time():
     """lecture_slices / direction_slices (one compiled program for all slices) give the same grids, 2x2
-    GGNs and unit choices as lecture_slice / model_grid + model_ggn called per slice."""
+    GGNs and unit choices as lecture_slice / model_grid + the whole model's projected GGN per slice."""
     spec = model.ModelSpec(sizes=(3, 5, 4, 2), norm="batchnorm", activation="relu")
     params = _init(spec, 21)
     X, y = _normal(22, (24, 3), 2.0), _labels(23, 24, 2)
@@ -306,20 +338,21 @@ def test_batched_slices_equal_one_slice_at_a_time():
             d1, d2 = ls.normalize_direction(d1), ls.normalize_direction(d2)
         a, b = ls.grid_axes(5, pl["extent"])
         np.testing.assert_allclose(s.loss, ls.model_grid(spec, params, X, y, d1, d2, a, b), rtol=1e-12)
-        np.testing.assert_allclose(s.ggn, ls.model_ggn(spec, params, X, y, [d1, d2]), rtol=1e-10, atol=1e-14)
+        np.testing.assert_allclose(s.ggn, _model_ggn(spec, params, X, y, [d1, d2]), rtol=1e-10, atol=1e-14)
         assert (s.slice, s.scope) == (pl["slice"], pl["scope"])
 
 
 @pytest.mark.parametrize("norm,sizes", [("batchnorm", (3, 5, 5, 5, 2)), ("none", (3, 6, 6, 3)), ("none", (3, 5, 2))])
 def test_layer_planes_equal_whole_model_planes(norm, sizes, monkeypatch):
     """With equal hidden widths, planes inside one hidden layer's W and b skip the layers below it
-    (``_layer_plane``, one program for every layer), and so do the output layer's (whatever the widths);
-    grids, 2x2 GGNs and centre losses equal the whole-model evaluation (model_grid, model_ggn) for every
-    layer."""
+    (``ls_planes._layer_plane``, one program for every layer), and so do the output layer's (whatever the
+    widths); grids, 2x2 GGNs and centre losses equal the whole-model evaluation (model_grid, projected GGN)
+    for every layer."""
     # the default study's depth-8 model takes the layer path, the quick study's depth-3 one does not
-    assert ls._plane_flops(model.ModelSpec(sizes=(64,) + (64,) * 8 + (10,)), 512, 21) >= ls.LAYER_PLANE_MIN_FLOPS
-    assert ls._plane_flops(model.ModelSpec(sizes=(2, 16, 16, 16, 2)), 256, 15) < ls.LAYER_PLANE_MIN_FLOPS
-    monkeypatch.setattr(ls, "LAYER_PLANE_MIN_FLOPS", 0)  # these models are tiny: force the layer path
+    flops, threshold = ls_planes._plane_flops, ls_planes.LAYER_PLANE_MIN_FLOPS
+    assert flops(model.ModelSpec(sizes=(64,) + (64,) * 8 + (10,)), 512, 21) >= threshold
+    assert flops(model.ModelSpec(sizes=(2, 16, 16, 16, 2)), 256, 15) < threshold
+    monkeypatch.setattr(ls_planes, "LAYER_PLANE_MIN_FLOPS", 0)  # these models are tiny: force the layer path
     spec = model.ModelSpec(sizes=sizes, norm=norm, activation="relu")
     params = _init(spec, 31)
     X, y = _normal(32, (24, 3), 2.0), _labels(33, 24, sizes[-1])
@@ -330,23 +363,23 @@ def test_layer_planes_equal_whole_model_planes(norm, sizes, monkeypatch):
         d = [{f"layer{l}": {k: rng.standard_normal(np.shape(v)) for k, v in p.items() if k in ("W", "b")}}
              for _ in range(2)]
         planes.append({"d1": d[0], "d2": d[1], "slice": "eig", "scope": f"layer{l}", "extent": 0.7})
-        assert ls._layer_of(spec, *(ls.embed_direction(x, params, f"layer{l}") for x in d)) == l
+        assert ls_planes._layer_of(spec, *(ls.embed_direction(x, params, f"layer{l}") for x in d)) == l
     slices = ls.direction_slices(spec, params, X, y, planes, n_points=5)
     for pl, s in zip(planes, slices, strict=True):
         d1, d2 = (ls.normalize_direction(ls.embed_direction(pl[k], params, pl["scope"])) for k in ("d1", "d2"))
         a, b = ls.grid_axes(5, pl["extent"])
         np.testing.assert_allclose(s.loss, ls.model_grid(spec, params, X, y, d1, d2, a, b), rtol=1e-11)
-        np.testing.assert_allclose(s.ggn, ls.model_ggn(spec, params, X, y, [d1, d2]), rtol=1e-9, atol=1e-13)
+        np.testing.assert_allclose(s.ggn, _model_ggn(spec, params, X, y, [d1, d2]), rtol=1e-9, atol=1e-13)
         np.testing.assert_allclose(s.loss_center, float(model.loss(spec, params, X, y)), rtol=1e-12)
     # a plane touching two layers, or a normalization gain, runs the whole model
     two = ls.embed_direction({"layer1": {"W": np.ones((3, sizes[1]))}, "layer2": {"W": np.ones(sizes[1:3])}}, params)
-    assert ls._layer_of(spec, two, two) == 0
+    assert ls_planes._layer_of(spec, two, two) == 0
     if norm == "batchnorm":
         gain = ls.embed_direction({"layer1": {"gamma": np.ones(sizes[1])}}, params)
-        assert ls._layer_of(spec, gain, gain) == 0
+        assert ls_planes._layer_of(spec, gain, gain) == 0
     # unequal hidden widths: only the output layer's planes skip the layers below
     uneven = model.ModelSpec(sizes=(3, 5, 4, 2), norm=norm)
     p_uneven = _init(uneven, 34)
     for l in (1, 2, 3):
         d = ls.embed_direction({f"layer{l}": {"W": np.ones(uneven.sizes[l - 1:l + 1])}}, p_uneven)
-        assert ls._layer_of(uneven, d, d) == (3 if l == 3 else 0)
+        assert ls_planes._layer_of(uneven, d, d) == (3 if l == 3 else 0)

@@ -1,6 +1,6 @@
-"""Known-answer tests of normlab.model (the MLP of DESIGN.md) and normlab.io (checkpoint files).
+"""Known-answer tests of normlab.model (the MLP of docs/methods.md) and normlab.io (checkpoint files).
 
-Every reference value is computed here with numpy from the definitions in DESIGN.md section 5, not
+Every reference value is computed here with numpy from the definitions in docs/methods.md, not
 with normlab. Parameters are drawn with numpy (no JAX random kernels to compile), in float64.
 """
 
@@ -36,7 +36,7 @@ def np_ln(z, gamma, beta, eps):
 
 
 def np_forward(sizes, norm, activation, eps, params, X, stats=None):
-    """(outputs, inputs A[0..L-1], pre-norm Z[1..L]) of the DESIGN.md network, in numpy."""
+    """(outputs, inputs A[0..L-1], pre-norm Z[1..L]) of the docs/methods.md network, in numpy."""
     L = len(sizes) - 1
     act = (lambda z: np.maximum(z, 0.0)) if activation == "relu" else np.tanh
     a, inputs, pre = np.asarray(X, np.float64), [], []
@@ -62,7 +62,7 @@ def np_softmax_ce(out, y):
 
 
 def random_params(spec, seed):
-    """Generic parameters (no zero biases, no unit gammas) in the layout DESIGN.md prescribes."""
+    """Generic parameters (no zero biases, no unit gammas) in the layout docs/methods.md prescribes."""
     rng = np.random.default_rng(seed)
     L = len(spec.sizes) - 1
     params = {}
@@ -175,7 +175,7 @@ def test_bias_absent_under_batchnorm_hidden_layers_present_in_output():
         spec = M.ModelSpec((5, 4, 4, 3), norm=norm)
         assert [M.has_bias(spec, l) for l in (1, 2, 3)] == expect_b, norm
         assert [M.has_affine_norm(spec, l) for l in (1, 2, 3)] == expect_affine, norm
-    # and the parameters a BN network is built with follow the same layout (shapes per DESIGN.md)
+    # and the parameters a BN network is built with follow the same layout (shapes per docs/methods.md)
     spec = M.ModelSpec((5, 4, 4, 3), norm="batchnorm")
     params = random_params(spec, 0)
     out, _, pre = M.forward_with_inputs(spec, params, jnp.asarray(X))
@@ -328,18 +328,51 @@ def test_atomic_path_leaves_nothing_when_body_raises(tmp_path):
 
 
 @pytest.mark.parametrize("norm", ["none", "batchnorm", "layernorm"])
-def test_outputs_from_prenorm_equals_forward_for_every_hidden_layer(norm):
-    """From Z[l] = A[l-1] W[l] + b[l], the stacked layers above l give the network's outputs, with l traced
-    (one compiled program for every l: the scan skips the steps k <= l)."""
+def test_outputs_from_equals_forward_for_every_layer(norm):
+    """From Z[l] = A[l-1] W[l] + b[l] (``affine``), the layers above l give the network's outputs: with l a
+    Python int for every layer 1..L (L returns Z[L] itself), and with l traced for every hidden layer, where
+    one compiled program serves every l (the scan skips the steps k <= l)."""
     spec = M.ModelSpec((3, 4, 4, 4, 2), norm=norm, activation="tanh")
     params = M.init_params(spec, jax.random.PRNGKey(3), jnp.float64)
     params = jax.tree.map(lambda a: a + 0.1, params)  # generic biases, gammas, betas
     X = jnp.asarray(np.random.default_rng(0).normal(size=(10, 3)))
     out, inputs, pre = M.forward_with_inputs(spec, params, X)
-    stacked = M.stack_layers(spec, params)
-    tail = jax.jit(lambda l, z: M.outputs_from_prenorm(spec, stacked, l, z))
+    for l in range(1, spec.n_layers + 1):
+        np.testing.assert_allclose(M.affine(params[f"layer{l}"], inputs[l - 1]), pre[l - 1], rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(M.outputs_from(spec, params, l, pre[l - 1]), out, rtol=1e-12, atol=1e-12)
+    traced = jax.jit(lambda p, l, z: M.outputs_from(spec, p, l, z))
     for l in range(1, spec.n_layers):
-        np.testing.assert_allclose(tail(l, pre[l - 1]), out, rtol=1e-12, atol=1e-12)
-    assert tail._cache_size() == 1
-    with pytest.raises(ValueError, match="one hidden width"):
-        M.stack_layers(M.ModelSpec((3, 4, 5, 2)), M.init_params(M.ModelSpec((3, 4, 5, 2)), jax.random.PRNGKey(0)))
+        np.testing.assert_allclose(traced(params, l, pre[l - 1]), out, rtol=1e-12, atol=1e-12)
+    assert traced._cache_size() == 1
+    # a wrong layer (the tail of layer 2 from layer 1's Z) does not give the outputs
+    assert not np.allclose(M.outputs_from(spec, params, 2, pre[0]), out)
+    with pytest.raises(ValueError, match="one width"):
+        jax.jit(lambda l, z: M.outputs_from(M.ModelSpec((3, 4, 5, 2)), params, l, z))(1, pre[0])
+    with pytest.raises(ValueError, match="not in 1..4"):
+        M.outputs_from(spec, params, 5, out)
+
+
+def test_outputs_from_serves_a_model_without_hidden_layers():
+    """Depth 0 (the lecture's own model): Z[1] are the outputs, and forward is logistic regression."""
+    spec = M.ModelSpec((3, 2))
+    params = M.init_params(spec, jax.random.PRNGKey(0), jnp.float64)
+    X = jnp.asarray(np.random.default_rng(1).normal(size=(6, 3)))
+    z = M.affine(params["layer1"], X)
+    np.testing.assert_allclose(z, X @ params["layer1"]["W"] + params["layer1"]["b"], rtol=1e-12)
+    np.testing.assert_array_equal(M.outputs_from(spec, params, 1, z), z)
+    np.testing.assert_allclose(M.forward(spec, params, X), z, rtol=1e-12)
+
+
+@pytest.mark.parametrize("norm", ["none", "batchnorm"])
+def test_outputs_from_batches_over_a_leading_seed_axis(norm):
+    """Parameters of several seeds stacked on a leading axis run through jax.vmap of ``outputs_from`` (traced
+    layer) and give each seed's own outputs."""
+    spec = M.ModelSpec((3, 4, 4, 2), norm=norm)
+    seeds = [M.init_params(spec, jax.random.PRNGKey(s), jnp.float64) for s in range(3)]
+    X = jnp.asarray(np.random.default_rng(2).normal(size=(8, 3)))
+    by_seed = jax.tree.map(lambda *a: jnp.stack(a), *seeds)
+    Z1 = jax.vmap(lambda p: M.affine(p["layer1"], X))(by_seed)
+    got = jax.vmap(lambda p, z: M.outputs_from(spec, p, jnp.int32(1), z))(by_seed, Z1)
+    for s, p in enumerate(seeds):
+        np.testing.assert_allclose(got[s], M.forward(spec, p, X), rtol=1e-12, atol=1e-12)
+    assert not np.allclose(got[0], got[1])

@@ -1,0 +1,83 @@
+"""2-D contour slices of the loss J around a point, and how round they are (docs/methods.md).
+
+A slice is the loss on a grid ``J(center + alpha * d1 + beta * d2)`` for two direction pytrees
+``d1, d2`` shaped like the parameters. Three kinds of directions are built:
+
+* ``lecture``: the lecture's picture for layer l. Two incoming weights ``W[l][hi, j]`` and
+  ``W[l][lo, j]`` of one unit j, where hi / lo are the live units of the layer input A[l-1] with the
+  largest / smallest RMS over the analysis batch. The directions are unit vectors on those two
+  coordinates, so the grid axes are the weights' own values (``origin + alphas``).
+* ``eig``: two given directions (the top-2 Hessian eigenvectors from ``normlab.curvature``), for the
+  whole model or restricted to one layer (zero elsewhere).
+* ``random``: filter-normalized Gaussian directions (Li et al. 2018).
+
+Roundness of a slice is reported two ways (``roundness``): ``axis_ratio_ggn``, sqrt(lambda_1 / lambda_2)
+of the projected 2x2 Gauss-Newton matrix (the local quadratic's contours), and ``axis_ratio_levelset``,
+the axis ratio of a quadratic fitted to the grid's sub-level set J <= J0 + delta (what the picture shows).
+
+Units: grid coordinates ``alphas``, ``betas`` are in parameter units (the directions of ``lecture``
+and ``eig`` slices have unit norm, so a coordinate is a Euclidean distance in parameter space; for
+``random`` slices a coordinate of 1 is a step as large as the weights themselves, filter by filter).
+Losses are in the loss's own units (nats for softmax cross-entropy, squared target units for mse).
+Every function computes in the dtype of the parameters it is given (float64 is recommended for the
+analysis: a ratio r needs about r^2 of dynamic range in the 2x2 GGN).
+
+Modules, each importing only those above it:
+
+* ``directions``: direction pytrees (embedding, normalization, lecture and random directions);
+* ``grids``: grid axes, the vectorized grid map and ``evaluate_grid`` for any loss function, and the
+  report's colour scale (``log_excess``, ``shared_log_scale``);
+* ``roundness``: the projected GGN, 2x2 axis ratios and the level-set quadratic fit;
+* ``slices``: ``ContourSlice``, its tidy row (``slice_row``, ``ROW_KEYS``) and arrays (``slice_arrays``);
+* ``planes``: planes through the MLP (``direction_slices``, ``model_grid``), one compiled program per
+  model shape;
+* ``lecture``: the lecture slice (unit and weight choice, GGN blocks, ``lecture_slices``, ``lecture_grid``);
+* ``contours``: ``contour_slices`` and ``ContourConfig``, the entry the analysis calls.
+"""
+
+from normlab.landscape.contours import ContourConfig, contour_slices
+from normlab.landscape.directions import (
+    embed_direction,
+    lecture_directions,
+    normalize_direction,
+    random_directions,
+    tree_norm,
+)
+from normlab.landscape.grids import (
+    auto_chunk_size,
+    evaluate_grid,
+    grid_axes,
+    log_excess,
+    shared_log_scale,
+)
+from normlab.landscape.lecture import (
+    choose_unit,
+    input_rms,
+    lecture_ggn_blocks,
+    lecture_grid,
+    lecture_slice,
+    lecture_slices,
+    live_mask,
+    pick_hi_lo,
+)
+from normlab.landscape.planes import direction_slices, model_grid
+from normlab.landscape.roundness import (
+    LevelsetFit,
+    QuadraticFit,
+    axis_ratio_2x2,
+    default_rel_tol,
+    eig2x2,
+    fit_quadratic,
+    levelset_axis_ratio,
+    projected_ggn,
+)
+from normlab.landscape.slices import ROW_KEYS, SLICES, ContourSlice, slice_arrays, slice_row
+
+__all__ = [
+    "ROW_KEYS", "SLICES", "ContourConfig", "ContourSlice", "LevelsetFit", "QuadraticFit",
+    "auto_chunk_size", "axis_ratio_2x2", "choose_unit", "contour_slices", "default_rel_tol", "direction_slices",
+    "eig2x2", "embed_direction", "evaluate_grid", "fit_quadratic", "grid_axes", "input_rms", "lecture_directions",
+    "lecture_ggn_blocks", "lecture_grid", "lecture_slice", "lecture_slices", "levelset_axis_ratio", "live_mask",
+    "log_excess", "model_grid", "normalize_direction", "pick_hi_lo", "projected_ggn", "random_directions",
+    "shared_log_scale", "slice_arrays", "slice_row", "tree_norm",
+]
