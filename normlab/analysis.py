@@ -3,16 +3,32 @@
 The analysis set is the first ``max_examples`` rows of the training split, used as ONE batch: BN runs
 in training mode with that batch's statistics, so the analysis loss is a deterministic function of the
 parameters (and no running statistics exist to be updated).
+
+``analyze_variant`` is the analyze job's work for one variant: from its trained sweep (``train``'s arrays),
+its checkpoints and its row of ``variants.csv``, the checkpoints of the ``common`` and ``best`` runs and
+every measurement of them, as tidy tables and arrays ready to write.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import time
+from collections.abc import Callable, Mapping
+
 import numpy as np
 
-from normlab import layer_inputs, model
+from normlab import curvature, landscape, layer_inputs, model, selection, tables, train
 
 RUNS = ("common", "best")
 TAGS = ("init", "early", "end")
+
+# The per-checkpoint tables of ``analyze_variant`` and their columns after the ids (``tables.ID_COLUMNS``).
+CHECKPOINT_TABLES = {
+    "layer_inputs": ["run", "lr", "checkpoint", "layer", "metric", "value"],
+    "layer_units": ["run", "lr", "checkpoint", "layer", "unit", "mean", "rms", "live"],
+    "curvature": ["run", "lr", "checkpoint", "scope", "matrix", "metric", "value"],
+    "contours": ["run", "lr", "checkpoint", *landscape.ROW_KEYS],
+}
 
 
 def analysis_batch(data: dict, max_examples: int, dtype=np.float64):
@@ -53,8 +69,6 @@ def curvature_at(spec: model.ModelSpec, params: model.Params, X, y, cfg: dict, s
     slices. The probes are drawn from the key [0, seed] (the bits of ``jax.random.PRNGKey(seed)``, without
     compiling it).
     """
-    from normlab import curvature
-
     result = curvature.analyze_curvature(
         spec, params, X, y, key=np.array([0, seed], np.uint32), top_k=cfg["top_k"],
         dense_max_params=cfg["dense_max_params"], num_steps=cfg["lanczos_steps"],
@@ -75,8 +89,6 @@ def contours_at(spec: model.ModelSpec, params: model.Params, X, y, cfg: dict, de
     """Contour slices of one checkpoint: lecture slices of every layer, eigenvector slices from ``top2``
     (the Hessian's top-2 eigenvector directions per scope, from ``curvature_at``; skipped if None) and a
     filter-normalized random slice. cfg: the ``analysis.contours`` config. Returns (rows, grids)."""
-    from normlab import landscape
-
     top2 = top2 or {}
     settings = {k: v for k, v in cfg.items() if k != "checkpoints"}
     settings["dead_threshold"] = dead_threshold
@@ -93,8 +105,6 @@ def measure_checkpoint(spec: model.ModelSpec, params: model.Params, X, y, cfg: d
     (eigenvector slices when curvature was measured too). Returns a dict of tidy row lists
     (layer_inputs, layer_units, curvature, contours) and arrays (spectra: "<scope>/<matrix>/<grid|density>",
     grids: contour grids by landscape's keys)."""
-    import time
-
     progress = progress or (lambda msg: None)
     start = time.perf_counter()
     params64 = {k: {n: np.asarray(a, np.float64) for n, a in p.items()} for k, p in params.items()}
@@ -115,4 +125,65 @@ def measure_checkpoint(spec: model.ModelSpec, params: model.Params, X, y, cfg: d
     if tag in cfg["contours"]["checkpoints"]:
         out["contours"], out["grids"] = contours_at(spec, p_c, Xc, y, cfg["contours"], cfg["dead_threshold"], top2)
         progress(f"contours done ({time.perf_counter() - start:.1f} s)")
+    return out
+
+
+@dataclasses.dataclass
+class VariantAnalysis:
+    """What ``analyze_variant`` produces for one variant.
+
+    checkpoints: ``{"<run>-<tag>": flat arrays}``, the parameters of each analysed run at each checkpoint
+    (``model.flatten_params``: the ``.npz`` files of ``checkpoints/``). tables: tidy tables keyed by
+    ``CHECKPOINT_TABLES``' names and ``gradients``, ids first. spectra: ``"<run>-<tag>/<scope>/<matrix>/
+    <grid|density>"`` -> (g,) spectral densities. contour_grids: ``"<run>-<tag>/<slice>.<scope>.<name>"``
+    -> the contour slices' arrays.
+    """
+
+    checkpoints: dict[str, dict[str, np.ndarray]]
+    tables: dict[str, tables.Table]
+    spectra: dict[str, np.ndarray]
+    contour_grids: dict[str, np.ndarray]
+
+
+def analyze_variant(spec: model.ModelSpec, data: Mapping, sweep: Mapping, checkpoints: Mapping,
+                    variant_row: Mapping, cfg: dict, progress: Callable[[str], None] | None = None
+                    ) -> VariantAnalysis:
+    """Measure the ``common`` and ``best`` runs (first seed) of one variant at every checkpoint tag.
+
+    data: the processed dataset (``X_train``, ``y_train``; the analysis set is its first
+    ``cfg["max_examples"]`` rows). sweep: ``train.sweep_arrays`` (lr, seed, per-step gradients ...).
+    checkpoints: ``train.seed_checkpoint_arrays`` of the first seed (a dict or an opened .npz). variant_row:
+    the variant's row of ``variants.csv`` (ids, ``common_lr``, ``best_lr``). cfg: the ``analysis`` config.
+    progress: called with one line per finished measurement.
+
+    Identical checkpoints are measured once: every run of the first seed starts from the same init, and the
+    common and best runs are one run when they share an LR.
+    """
+    progress = progress or (lambda msg: None)
+    X, y = analysis_batch(data, cfg["max_examples"])
+    ids = {key: variant_row[key] for key in tables.ID_COLUMNS}
+    lrs = np.unique(sweep["lr"])
+    first_seed = int(sweep["seed"][0])
+    rows = {kind: [] for kind in CHECKPOINT_TABLES}
+    out = VariantAnalysis({}, {}, {}, {})
+    run_rows, measured = {}, {}
+    for run in RUNS:
+        i = lr_index(lrs, selection.run_lr(variant_row, run, lrs))
+        run_rows[run] = int(np.flatnonzero((sweep["lr"] == lrs[i]) & (sweep["seed"] == first_seed))[0])
+        for tag in TAGS:
+            params = train.checkpoint_from_arrays(checkpoints, tag, i)
+            out.checkpoints[f"{run}-{tag}"] = model.flatten_params(params)
+            key = "init" if tag == "init" else (i, tag)
+            if key not in measured:
+                label = f"{run} run (lr {lrs[i]:g}), {tag}"
+                measured[key] = measure_checkpoint(spec, params, X, y, cfg, tag,
+                                                   lambda msg, label=label: progress(f"{label}: {msg}"))
+            m = measured[key]
+            extra = {"run": run, "lr": float(lrs[i]), "checkpoint": tag}
+            for kind in rows:
+                rows[kind] += [{**extra, **r} for r in m[kind]]
+            out.spectra.update({f"{run}-{tag}/{name}": v for name, v in m["spectra"].items()})
+            out.contour_grids.update({f"{run}-{tag}/{name}": v for name, v in m["grids"].items()})
+    out.tables = {kind: tables.long_rows(ids, rows[kind], columns) for kind, columns in CHECKPOINT_TABLES.items()}
+    out.tables["gradients"] = tables.gradients_table(ids, sweep, run_rows)
     return out
