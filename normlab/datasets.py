@@ -18,13 +18,16 @@ how to fix it; the job then stops with that one line and leaves no output file b
 
 from __future__ import annotations
 
-import collections
-import hashlib
 import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+# the shared pieces live in leaf modules (download needs them too); callers may still name them from here
+from normlab.checksums import sha256_of
+from normlab.columns import check_column_names
+from normlab.errors import DatasetError
 
 SKLEARN_LOADERS = {
     "breast_cancer": "load_breast_cancer",
@@ -39,10 +42,6 @@ FILE_FORMATS = ("csv", "parquet", "arff")
 TASKS = ("classification", "regression")
 IMPUTE = ("none", "mean")
 DEFAULT_CACHE = "data/cache"
-
-
-class DatasetError(ValueError):
-    """A dataset cannot be read or used; the message says what, where and how to fix it."""
 
 
 def source_of(entry: dict) -> tuple[str, str]:
@@ -84,29 +83,6 @@ def lecture_dataset(n: int = 1000, scale_ratio: float = 1000.0, seed: int = 0, t
     x2 = rng.normal(0.0, 1.0, n)
     y = (x1 / scale_ratio + x2 > 0).astype(np.int64)
     return pd.DataFrame({"x1": x1, "x2": x2, target: y})
-
-
-def _quoted_list(names, limit: int = 20) -> str:
-    names = [str(n) for n in names]
-    shown = ", ".join(repr(n) for n in names[:limit])
-    return shown + (f", ... ({len(names) - limit} more)" if len(names) > limit else "")
-
-
-def check_column_names(names, where: str) -> None:
-    """Column names must be unique and non-empty (a blank header cell is usually a saved index)."""
-    names = ["" if n is None or (isinstance(n, float) and np.isnan(n)) else str(n) for n in names]
-    blank = [i + 1 for i, n in enumerate(names) if not n.strip()]
-    if blank:
-        raise DatasetError(
-            f"{where}: column {blank[0]} has an empty name in the header row; give every column a name "
-            "(a blank first name is usually a saved row index: write the file without it)"
-        )
-    counts = collections.Counter(names)
-    dups = [f"{n!r} ({c} times)" for n, c in counts.items() if c > 1]
-    if dups:
-        raise DatasetError(
-            f"{where}: duplicate column names {', '.join(dups)}; rename the columns so that every name is unique"
-        )
 
 
 def read_csv_file(path, where: str) -> pd.DataFrame:
@@ -218,14 +194,6 @@ def resolved_target(entry: dict, cache_dir=DEFAULT_CACHE) -> str:
         if desc and desc.get("default_target_attribute"):
             return str(desc["default_target_attribute"]).split(",")[0]
     return "target"
-
-
-def sha256_of(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def provenance(entry: dict, df: pd.DataFrame, csv_path, cache_dir=DEFAULT_CACHE) -> str:

@@ -30,7 +30,9 @@ import numpy as np
 import pandas as pd
 
 from normlab import io
-from normlab.datasets import DatasetError
+from normlab.checksums import sha256_of
+from normlab.columns import check_column_names
+from normlab.errors import DatasetError
 
 OPENML_URL = "https://www.openml.org"
 TIMEOUT_S = 60.0
@@ -132,12 +134,6 @@ def download(url: str, dest, *, what: str, fix: str, expect_sha256: str | None =
     return got
 
 
-def _sha256_file(path) -> str:
-    from normlab.datasets import sha256_of
-
-    return sha256_of(path)
-
-
 def fetch_url(url: str, sha256: str, cache_dir, *, name: str = "dataset", progress=None) -> Path:
     """The local path of the file at ``url`` whose sha256 must be ``sha256``: from the cache
     (``<cache_dir>/<sha256[:16]>-<file name>``) when there with that checksum, else downloaded."""
@@ -148,7 +144,7 @@ def fetch_url(url: str, sha256: str, cache_dir, *, name: str = "dataset", progre
                            f"got {sha256!r}")
     dest = Path(cache_dir) / f"{sha256[:16]}-{_safe_basename(url)}"
     if dest.is_file():
-        if _sha256_file(dest) == sha256:
+        if sha256_of(dest) == sha256:
             (progress or _stderr)(f"using cached {dest} (sha256 {sha256[:16]}...)")
             return dest
         dest.unlink()  # a damaged cache entry: fetch again
@@ -317,8 +313,6 @@ def parse_arff(text: str, where: str = "ARFF file") -> pd.DataFrame:
         rows.append(fields)
     if not in_data:
         raise DatasetError(f"{where}: no @data section; not an ARFF file")
-    from normlab.datasets import check_column_names
-
     check_column_names(names, where)
     cols = {}
     for j, (name, kind) in enumerate(zip(names, kinds, strict=True)):
