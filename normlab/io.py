@@ -8,6 +8,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from normlab import runtime
+
 
 @contextlib.contextmanager
 def atomic_path(path):
@@ -26,6 +28,7 @@ def atomic_path(path):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+    runtime.output_written(path)  # where a job's injected fault may wait (see normlab.runtime)
 
 
 def write_text(path, text: str) -> None:

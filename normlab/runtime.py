@@ -1,26 +1,27 @@
-"""Process set-up for one pipeline job: thread limits and a log file, and a clear one-line error."""
+"""Process set-up for one pipeline job: thread limits, the compile cache, a log file and a clear one-line
+error; and the faults that the fault tests inject through ``$NORMLAB_FAULT``."""
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import sys
 import time
 import traceback
 
-# XLA's LLVM optimization level for every compiled program (XLA's default is 2). Measured on the default study's
-# largest models (digits, depth 8, batch norm; 2 cores, cold cache, runs alternated): level 1 and 2 are the same
-# (analysis of three checkpoints 59.3 / 66.2 s vs 60.9 / 64.3 s; training 25.3 / 26.2 s vs 25.5 / 24.7 s);
-# level 0 compiles faster but runs 2.7x slower there (analysis 164 s). A user's own XLA_FLAGS setting wins.
+# XLA's LLVM optimization level for every compiled program (XLA's default is 2). On the default study's
+# largest models (digits, depth 8, batch norm) levels 1 and 2 run equally fast; level 0 compiles faster but
+# runs several times slower there (the timings: docs/performance.md). A user's own XLA_FLAGS setting wins.
 XLA_OPTIMIZATION_LEVEL = 1
 
 # Jobs whose work is below this fraction of the default study's deepest variant's (the pipeline's cost
 # scales: steps x runs x layers x width^2 for training, examples x layers^2 x width^2 x Lanczos steps for the
 # analysis) compile at level 0 instead: compilation is nearly all of such a job, and level 0 compiles about
-# twice as fast (quick study's depth-3 batch-norm training programs 4.8 -> 2.1 s). Measured on the quick study
-# (scales 2e-4 to 3e-3; 2 cores, cold cache): 95 -> 69 s for the whole DAG, the same answer section, tables
-# equal but for float32 rounding (amplified in the chaotic high-LR runs, as on another CPU). The default
-# study's smallest variants have scales 0.1-0.3, so the default study keeps XLA_OPTIMIZATION_LEVEL.
+# twice as fast. The quick study's jobs (scales 2e-4 to 3e-3) fall below it: they give the same answer
+# section, their tables equal but for float32 rounding (amplified in the chaotic high-LR runs, as on another
+# CPU). The default study's smallest variants have scales 0.1-0.3, so the default study keeps
+# XLA_OPTIMIZATION_LEVEL.
 SMALL_JOB_SCALE = 0.01
 
 
@@ -33,13 +34,13 @@ def xla_optimization_level(scale: float) -> int:
 def limit_threads(threads: int, optimization_level: int | None = None) -> None:
     """Ask XLA and the BLAS libraries for at most ``threads`` CPU threads and set XLA's optimization level
     (``optimization_level``, default ``XLA_OPTIMIZATION_LEVEL``); must run before JAX creates its CPU backend
-    (JAX ignores OMP_NUM_THREADS). The XLA flags alone no longer bound JAX's thread pools: jobs that run JAX
+    (JAX ignores OMP_NUM_THREADS). The XLA flags alone do not bound JAX's thread pools: jobs that run JAX
     also call ``start_jax``."""
     threads = max(1, int(threads))
     level = XLA_OPTIMIZATION_LEVEL if optimization_level is None else int(optimization_level)
     flags = os.environ.get("XLA_FLAGS", "")
-    # only "--" flags: XLA stops reading XLA_FLAGS at the first word without them (until 2026-11-27 a bare
-    # "intra_op_parallelism_threads=N" here hid the optimization level from XLA: every job compiled at level 2)
+    # only "--" flags: XLA stops reading XLA_FLAGS, silently, at the first word without them, so a bare
+    # "name=value" here would hide every flag after it (the optimization level included) from XLA
     if "xla_cpu_multi_thread_eigen" not in flags:
         flags = f"{flags} --xla_cpu_multi_thread_eigen={'true' if threads > 1 else 'false'}"
     if "xla_backend_optimization_level" not in flags:
@@ -54,11 +55,11 @@ def start_jax(threads: int) -> bool:
     nothing) when the backend exists already or ``threads`` covers every CPU the process may use.
 
     XLA sizes its pools (compilation and execution) from the CPUs the process may run on when the backend
-    is created, not from XLA_FLAGS: a job given one thread used 1.6 cores (depth-8 analysis: 75 CPU-s in
-    47 s), and two such jobs side by side on 2 cores took 84 s where two one-core jobs took 72 s. So the
-    process is narrowed to ``threads`` CPUs while the backend is created, then every thread of it (the
-    pools' threads inherit the narrowed set) is given back all of its CPUs: the pools keep their size and
-    the operating system still places their threads on any free core."""
+    is created, not from XLA_FLAGS: a job given one thread would use more than one core, and jobs side by
+    side would contend for the cores Snakemake gave each of them. So the process is narrowed to ``threads``
+    CPUs while the backend is created, then every thread of it (the pools' threads inherit the narrowed set)
+    is given back all of its CPUs: the pools keep their size and the operating system still places their
+    threads on any free core."""
     threads = max(1, int(threads))
     if not hasattr(os, "sched_setaffinity"):  # not Linux: XLA_FLAGS is all there is
         return False
@@ -85,12 +86,13 @@ def enable_compilation_cache(path: str | None = None) -> None:
     """Keep JAX's compiled programs on disk (``$NORMLAB_JAX_CACHE``, default ~/.cache/normlab/jax) so
     reruns and sibling jobs with the same shapes skip compilation. Results are unchanged: the cache
     stores the same executable the compiler would produce. Every program is cached, however fast it
-    compiled: an analyze job compiles about 100 small programs (0.05-0.2 s each, 8 s together) besides a
-    few large ones, and JAX's default threshold (1 s) would leave those to be compiled again by every job.
+    compiled: an analyze job compiles about 100 small programs besides a few large ones, and JAX's default
+    threshold (programs that took at least 1 s to compile) would leave the small ones to be compiled again
+    by every job.
 
     If JAX is not imported yet, this only sets the environment variables JAX reads when it is imported
     (``JAX_COMPILATION_CACHE_DIR``, ``JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS``): jobs that never use
-    JAX (fetch, preprocess, select, tables, report) then do not pay its import (about 1.4 s)."""
+    JAX (fetch, preprocess, select, tables, report) then do not pay for importing it."""
     path = path or os.environ.get("NORMLAB_JAX_CACHE") or os.path.expanduser("~/.cache/normlab/jax")
     if path.lower() in ("", "0", "off", "none"):
         return
@@ -103,33 +105,79 @@ def enable_compilation_cache(path: str | None = None) -> None:
         os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
 
 
-def fail_once(marker: str) -> None:
-    """Test hook (config ``testing.fail_once_marker``): on the first call with a marker path, create
-    the file and fail; once the file exists, do nothing. An empty path disables it. Lets a test check
-    that a retried job (Snakemake's ``--retries``) completes the study."""
-    if not marker:
+# Fault injection, for the project's fault tests (kill and resume, a retried cluster job). The workflow has
+# no switch for it: the fault comes from this one environment variable, which Snakemake passes on to local
+# jobs and the SLURM executor to its batch jobs (sbatch --export=ALL); the config schema refuses unknown
+# keys, so no config can carry it. Unset (the normal case), every job runs as written.
+FAULT_VARIABLE = "NORMLAB_FAULT"
+HOLD_POLL_S = 0.05  # how often a held job looks for its hold file again
+HOLD_TIMEOUT_S = 900.0  # a hold file left this long (seconds) is an error, not a hang
+
+
+@dataclasses.dataclass(frozen=True)
+class Fault:
+    """A fault to inject into the jobs of rule ``rule``:
+
+    * ``fail_once``: the job fails at its start if the file ``path`` does not exist, creating it; once it
+      exists the job runs normally (so Snakemake's retry of the job succeeds);
+    * ``hold``: once the job has written its output named ``after`` (a file name; empty: at its start), it
+      waits while the file ``path`` exists, having said so on stderr (``holding: ...``), so that a test
+      interrupts it at a known point (some outputs written, others not) instead of racing it."""
+
+    kind: str
+    rule: str
+    path: str
+    after: str = ""
+
+
+def fault_from_environment(environ=None) -> Fault | None:
+    """The fault that ``$NORMLAB_FAULT`` asks for (the only place it is read), None when unset or empty:
+    ``fail_once:<rule>:<marker file>`` or ``hold:<rule>:<output file name or empty>:<hold file>``.
+    Anything else is an error, so that a mistyped fault never passes as no fault."""
+    text = (os.environ if environ is None else environ).get(FAULT_VARIABLE, "")
+    if not text:
+        return None
+    kind = text.split(":", 1)[0]
+    fields = {"fail_once": 3, "hold": 4}
+    parts = text.split(":", fields.get(kind, 1) - 1)
+    if kind not in fields or len(parts) != fields[kind] or not parts[1] or not parts[-1]:
+        raise ValueError(f"{FAULT_VARIABLE}={text!r}: expected 'fail_once:<rule>:<marker file>' or "
+                         "'hold:<rule>:<output file name, or empty>:<hold file>'")
+    if kind == "fail_once":
+        return Fault(kind, parts[1], parts[2])
+    return Fault(kind, parts[1], parts[3], after=parts[2])
+
+
+_ARMED: Fault | None = None  # the running job's fault (set by ``job`` for the job of its rule)
+
+
+def _fail_once(path: str) -> None:
+    if os.path.exists(path):
+        print(f"fail_once: {path} exists, running normally", file=sys.stderr)
         return
-    if os.path.exists(marker):
-        print(f"fail_once: {marker} exists, running normally", file=sys.stderr)
-        return
-    os.makedirs(os.path.dirname(os.path.abspath(marker)), exist_ok=True)
-    with open(marker, "w") as f:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
         f.write("failed once\n")
-    raise RuntimeError(f"failing on purpose, once (testing.fail_once_marker = {marker}); a retry will pass")
+    raise RuntimeError(f"failing on purpose, once ({FAULT_VARIABLE}: {path} did not exist); a retry will pass")
 
 
-def hold_while_exists(path: str, poll_s: float = 0.05, timeout_s: float = 900.0) -> None:
-    """Test hook (config ``testing.hold_train_while_exists``): while the file ``path`` exists, wait here,
-    having said so once on stderr (``holding: ...``). Lets a test interrupt a job at a known point instead
-    of racing it. An empty path disables it; a file left for ``timeout_s`` seconds is an error."""
-    if not path or not os.path.exists(path):
+def _hold(path: str) -> None:
+    if not os.path.exists(path):
         return
     print(f"holding: {path} exists; waiting until it is removed", file=sys.stderr, flush=True)
-    deadline = time.monotonic() + timeout_s
+    deadline = time.monotonic() + HOLD_TIMEOUT_S
     while os.path.exists(path):
         if time.monotonic() > deadline:
-            raise RuntimeError(f"held for {timeout_s:.0f} s: remove {path} (testing.hold_train_while_exists)")
-        time.sleep(poll_s)
+            raise RuntimeError(f"held for {HOLD_TIMEOUT_S:.0f} s: remove {path} ({FAULT_VARIABLE})")
+        time.sleep(HOLD_POLL_S)
+
+
+def output_written(path) -> None:
+    """Called by normlab.io once an output is in place under its final name: a ``hold`` fault armed for
+    this output's file name waits here."""
+    fault = _ARMED
+    if fault is not None and fault.kind == "hold" and fault.after and os.path.basename(path) == fault.after:
+        _hold(fault.path)
 
 
 @contextlib.contextmanager
@@ -137,9 +185,12 @@ def job(log_path: str | None, threads: int = 1, name: str = "normlab", uses_jax:
         optimization_level: int | None = None):
     """Run a job body with its progress going to ``log_path`` (and stderr). An exception ends the
     process with status 1 after writing ``<name>: error: <message>`` to both, with the traceback in
-    the log only: the user sees what went wrong without digging. ``uses_jax``: create JAX's backend
-    with ``threads`` threads (``start_jax``) first; jobs without JAX do not import it.
-    ``optimization_level``: XLA's (see ``limit_threads``; a level in the user's XLA_FLAGS wins)."""
+    the log only: the user sees what went wrong without digging. ``name``: ``<rule> <what>`` (e.g.
+    ``train digits/raw-none-d2``); a ``$NORMLAB_FAULT`` fault (``fault_from_environment``) for that rule
+    applies to this job. ``uses_jax``: create JAX's backend with ``threads`` threads (``start_jax``) first;
+    jobs without JAX do not import it. ``optimization_level``: XLA's (see ``limit_threads``; a level in the
+    user's XLA_FLAGS wins)."""
+    global _ARMED
     limit_threads(threads, optimization_level)
     enable_compilation_cache()
     if uses_jax:
@@ -161,6 +212,13 @@ def job(log_path: str | None, threads: int = 1, name: str = "normlab", uses_jax:
     if uses_jax:
         print(f"{name}: {max(1, int(threads))} CPU thread(s), XLA_FLAGS={os.environ['XLA_FLAGS']}", file=sys.stderr)
     try:
+        fault = fault_from_environment()
+        if fault is not None and fault.rule == name.partition(" ")[0]:
+            _ARMED = fault
+            if fault.kind == "fail_once":
+                _fail_once(fault.path)
+            elif not fault.after:
+                _hold(fault.path)
         yield
     except Exception as exc:  # noqa: BLE001
         if log:
@@ -169,6 +227,7 @@ def job(log_path: str | None, threads: int = 1, name: str = "normlab", uses_jax:
         sys.stderr = real_stderr
         sys.exit(1)
     finally:
+        _ARMED = None
         sys.stderr = real_stderr
         if log:
             log.close()

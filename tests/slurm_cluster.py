@@ -60,8 +60,8 @@ class OneNodeCluster:
         r = self.root
         # more CPUs and memory than the machine may have (slurmd accepts the configured node with
         # config_overrides, and nothing enforces them): the quick study's 8 train (or 4 analyze) jobs then
-        # run as one wave, not four waves with a status poll between each; each asks 1.3-2.1 GB (the 8 train
-        # jobs 13.2 GB in all), and uses about 0.5 GB
+        # run as one wave, not four waves with a status poll between each; together they ask for more memory
+        # (the rules' requests carry head room) than they use
         cpus = max(8, os.cpu_count() or 1)
         memory = max(32000, int(total_memory_mb() * 0.9))
         self.conf.write_text(f"""\

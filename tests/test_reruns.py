@@ -6,8 +6,9 @@
   categorical column and missing values) and finding the first dataset's files untouched;
 * two runs from scratch with the same config, in two folders, write bitwise-identical tables and arrays
   (same machine): the interrupted-then-rerun study below is compared file by file with the first run;
-* Ctrl-C (SIGINT to Snakemake and its jobs) in the middle of the train job (held, by the test-only config
-  key ``testing.hold_train_while_exists``, after writing two of its five outputs), then a rerun, completes;
+* Ctrl-C (SIGINT to Snakemake and its jobs) in the middle of the train job (held after writing two of its
+  five outputs by the fault ``$NORMLAB_FAULT`` injects: ``hold:train:sweep.npz:<hold file>``, see
+  normlab.runtime), then a rerun, completes;
   so does a kill -9 of everything at the same point followed by ``snakemake --unlock`` and a rerun, which
   must redo the partial job rather than trust the two outputs it left.
   Between the attempts no output is truncated; at the end no temporary file is left and every output is
@@ -238,8 +239,8 @@ def test_adding_a_dataset_runs_only_its_jobs(first_run, tmp_path, jax_cache):
 
 
 def wait_for_hold(proc: subprocess.Popen, root: Path, timeout: float = 600) -> None:
-    """Until the train job is held (config ``testing.hold_train_while_exists``): it has trained and written
-    two of its five outputs, and waits while the hold file exists. Interrupting it there is not a race."""
+    """Until the train job is held (``$NORMLAB_FAULT``, see ``hold_env``): it has trained and written two of
+    its five outputs, and waits while the hold file exists. Interrupting it there is not a race."""
     log = root / "logs" / "train" / "tiny" / f"{VARIANT}.log"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -251,7 +252,13 @@ def wait_for_hold(proc: subprocess.Popen, root: Path, timeout: float = 600) -> N
     pytest.fail("training was not held in time")
 
 
-def start(root: Path, jax_cache: Path, cfg: str) -> subprocess.Popen:
+def hold_env(jax_cache: Path, hold: Path) -> dict:
+    """The environment of a Snakemake whose train job waits, once it has written sweep.npz (its second
+    output), while the file ``hold`` exists; Snakemake passes the variable on to its jobs."""
+    return dict(subprocess_env(jax_cache), NORMLAB_FAULT=f"hold:train:sweep.npz:{hold}")
+
+
+def start(root: Path, env: dict, cfg: str) -> subprocess.Popen:
     """Snakemake in its own process group (as a terminal's foreground job), output to a file.
 
     A shell's background job starts with SIGINT ignored and children inherit that, so pytest run that way
@@ -262,7 +269,7 @@ def start(root: Path, jax_cache: Path, cfg: str) -> subprocess.Popen:
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         return subprocess.Popen([snakemake_exe(), "--cores", "2", "--configfile", cfg], cwd=root,
-                                env=subprocess_env(jax_cache), stdout=out, stderr=subprocess.STDOUT,
+                                env=env, stdout=out, stderr=subprocess.STDOUT,
                                 start_new_session=True)
     finally:
         signal.signal(signal.SIGINT, previous)
@@ -291,12 +298,12 @@ def test_killed_in_training_then_rerun_completes_with_nothing_stale(first_run, t
     tiny_csv(root / "tiny.csv")
     hold = root / "hold-train"
     hold.write_text("the train job waits while this file exists\n")
-    cfg = write_config(root, dict(tiny_config({"tiny": TINY}), testing={"hold_train_while_exists": str(hold)}))
+    cfg = write_config(root, tiny_config({"tiny": TINY}))
     out_dir = root / "results" / "tiny" / VARIANT
     written_first, written_last = out_dir / "sweep.npz", out_dir / "runs.csv"
 
     # 1. Ctrl-C: SIGINT to Snakemake and its jobs, while the train job has written two of its outputs
-    proc = start(root, jax_cache, cfg)
+    proc = start(root, hold_env(jax_cache, hold), cfg)
     wait_for_hold(proc, root)
     assert written_first.exists() and not written_last.exists()
     os.killpg(proc.pid, signal.SIGINT)
@@ -306,7 +313,7 @@ def test_killed_in_training_then_rerun_completes_with_nothing_stale(first_run, t
 
     # 2. the rerun is killed too, harder: kill -9 of Snakemake and its jobs, held at the same point
     (root / "logs" / "train" / "tiny" / f"{VARIANT}.log").unlink()
-    proc = start(root, jax_cache, cfg)
+    proc = start(root, hold_env(jax_cache, hold), cfg)
     wait_for_hold(proc, root)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(60)

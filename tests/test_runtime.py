@@ -1,4 +1,5 @@
-"""The job-level helpers of normlab.runtime: the test hooks behave as their docstrings say."""
+"""The job-level helpers of normlab.runtime: thread limits, the compile cache, the job wrapper, and the
+faults that ``$NORMLAB_FAULT`` injects for the fault tests (test_reruns.py, test_slurm.py)."""
 
 import os
 import subprocess
@@ -8,38 +9,106 @@ import time
 
 import pytest
 
-from normlab import runtime
+from normlab import io, runtime
 
 
-def test_fail_once_fails_on_the_first_call_only(tmp_path):
+@pytest.fixture
+def job_env(monkeypatch):
+    """The variables a job sets (thread limits, XLA flags, the compile cache) restored after the test; no
+    compile cache; no fault unless the test sets one."""
+    for var in ("XLA_FLAGS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        monkeypatch.setenv(var, "")
+    monkeypatch.setenv("NORMLAB_JAX_CACHE", "off")
+    monkeypatch.delenv(runtime.FAULT_VARIABLE, raising=False)
+    return monkeypatch
+
+
+def run_job(log, name, body=lambda: None) -> int:
+    """Run ``body`` as the job ``name``; its exit status (0, or 1 after an error)."""
+    try:
+        with runtime.job(str(log), 1, name):
+            body()
+    except SystemExit as exc:
+        return exc.code
+    return 0
+
+
+def test_a_fault_is_read_from_one_environment_variable():
+    env = {runtime.FAULT_VARIABLE: "fail_once:select:/tmp/a:b"}  # a path may hold colons
+    assert runtime.fault_from_environment(env) == runtime.Fault("fail_once", "select", "/tmp/a:b")
+    env = {runtime.FAULT_VARIABLE: "hold:train:sweep.npz:/tmp/h:old"}
+    assert runtime.fault_from_environment(env) == runtime.Fault("hold", "train", "/tmp/h:old", after="sweep.npz")
+    env = {runtime.FAULT_VARIABLE: "hold:train::/tmp/hold"}  # no output named: at the job's start
+    assert runtime.fault_from_environment(env) == runtime.Fault("hold", "train", "/tmp/hold")
+    assert runtime.fault_from_environment({}) is None
+    assert runtime.fault_from_environment({runtime.FAULT_VARIABLE: ""}) is None
+    for bad in ("crash:train:/x", "fail_once:select", "fail_once::/x", "hold:train:/tmp/hold", "hold:train:x:"):
+        with pytest.raises(ValueError, match=runtime.FAULT_VARIABLE):
+            runtime.fault_from_environment({runtime.FAULT_VARIABLE: bad})
+
+
+def test_fail_once_fails_the_first_job_of_its_rule_only(tmp_path, job_env):
     marker = tmp_path / "sub" / "failed-once"
-    with pytest.raises(RuntimeError, match="once"):
-        runtime.fail_once(str(marker))
-    assert marker.exists()
-    runtime.fail_once(str(marker))  # the retry passes
-    runtime.fail_once("")  # disabled
+    job_env.setenv(runtime.FAULT_VARIABLE, f"fail_once:select:{marker}")
+    ran = []
+    assert run_job(tmp_path / "train.log", "train demo/raw-none-d0", lambda: ran.append("train")) == 0
+    assert not marker.exists()  # another rule's job: untouched
+    assert run_job(tmp_path / "select.log", "select demo", lambda: ran.append("select 1")) == 1
+    assert marker.exists() and ran == ["train"]
+    assert "select demo: error: failing on purpose, once" in (tmp_path / "select.log").read_text()
+    assert run_job(tmp_path / "select.log", "select demo", lambda: ran.append("select 2")) == 0  # the retry
+    assert ran == ["train", "select 2"]
 
 
-def test_hold_waits_until_the_file_is_removed(tmp_path, capsys):
+def test_hold_waits_after_the_named_output_until_the_file_is_removed(tmp_path, job_env):
     hold = tmp_path / "hold"
     hold.write_text("")
-    threading.Timer(0.4, hold.unlink).start()
+    job_env.setenv(runtime.FAULT_VARIABLE, f"hold:train:second.csv:{hold}")
+    seen = {}
+
+    def release():
+        seen.update({p: (tmp_path / p).exists() for p in ("first.txt", "second.csv", "third.csv")})
+        hold.unlink()
+
+    def body():
+        io.write_text(tmp_path / "first.txt", "1")
+        threading.Timer(0.4, release).start()
+        t0 = time.monotonic()
+        io.write_text(tmp_path / "second.csv", "2")
+        seen["waited"] = time.monotonic() - t0
+        io.write_text(tmp_path / "third.csv", "3")
+
+    assert run_job(tmp_path / "train.log", "train demo/raw-none-d0", body) == 0
+    assert seen["first.txt"] and seen["second.csv"] and not seen["third.csv"]
+    assert 0.35 < seen["waited"] < 5.0
+    assert "holding:" in (tmp_path / "train.log").read_text()
+    # no hold file, another rule, or no job at all: no wait
+    def write_second():
+        io.write_text(tmp_path / "second.csv", "")
+
     t0 = time.monotonic()
-    runtime.hold_while_exists(str(hold), poll_s=0.01)
-    waited = time.monotonic() - t0
-    assert 0.35 < waited < 5.0
-    assert "holding:" in capsys.readouterr().err
-    t0 = time.monotonic()
-    runtime.hold_while_exists(str(hold))  # no file: no wait
-    runtime.hold_while_exists("")
-    assert time.monotonic() - t0 < 0.1
+    assert run_job(tmp_path / "train.log", "train demo/raw-none-d0", write_second) == 0
+    hold.write_text("")
+    assert run_job(tmp_path / "select.log", "select demo", write_second) == 0
+    write_second()
+    assert time.monotonic() - t0 < 1.0
 
 
-def test_a_hold_left_in_place_ends_in_an_error_that_names_the_file(tmp_path):
+def test_a_hold_left_in_place_ends_in_an_error_that_names_the_file(tmp_path, job_env):
     hold = tmp_path / "forgotten"
     hold.write_text("")
-    with pytest.raises(RuntimeError, match="forgotten"):
-        runtime.hold_while_exists(str(hold), poll_s=0.01, timeout_s=0.05)
+    job_env.setenv(runtime.FAULT_VARIABLE, f"hold:train::{hold}")
+    job_env.setattr(runtime, "HOLD_POLL_S", 0.01)
+    job_env.setattr(runtime, "HOLD_TIMEOUT_S", 0.05)
+    ran = []
+    assert run_job(tmp_path / "train.log", "train demo/raw-none-d0", lambda: ran.append(1)) == 1
+    assert ran == [] and "forgotten" in (tmp_path / "train.log").read_text()
+
+
+def test_a_mistyped_fault_stops_the_job_instead_of_passing_as_none(tmp_path, job_env):
+    job_env.setenv(runtime.FAULT_VARIABLE, "fail-once:select:/tmp/x")
+    assert run_job(tmp_path / "select.log", "select demo") == 1
+    assert f"select demo: error: {runtime.FAULT_VARIABLE}=" in (tmp_path / "select.log").read_text()
 
 
 def test_compilation_cache_is_set_without_importing_jax_and_used_once_jax_compiles(tmp_path):

@@ -3,7 +3,8 @@ workflow run through ``snakemake --profile workflow/profiles/slurm`` (snakemake-
 pinned in requirements.lock), every job an sbatch job.
 
 Checked: the run completes within a hard limit (SIGKILL: a status loop that hangs ignores SIGTERM); one
-job made to fail on its first attempt (config ``testing.fail_once_marker``) is retried and the study still
+job made to fail on its first attempt (the fault ``NORMLAB_FAULT=fail_once:select:<marker>``, see
+normlab.runtime, which reaches the batch jobs through the environment) is retried and the study still
 completes; every rule ran as a SLURM job; the tables, arrays and checkpoints are bitwise equal to the local
 run of the same study (the ``quick`` fixture) and so is the report, apart from its wall-time table and
 config echo. The cluster has no accounting database, so job status comes from squeue
@@ -54,7 +55,7 @@ def cluster(tmp_path_factory, pytestconfig):
 
 def report_without_run_details(html: str) -> str:
     """The report minus what differs between two runs of the same study: the wall-time table and the
-    config echo (this run's config adds the test switch and the partition)."""
+    config echo (this run's config adds the partition)."""
     return re.sub(r"<h3>Wall time per rule.*?</pre>", "", html, flags=re.S)
 
 
@@ -79,20 +80,21 @@ def test_quick_study_on_slurm_retries_a_failed_job_and_matches_the_local_run(qui
     copy_workflow(root)
     marker = root / "fail-once.marker"
     (root / "config" / "slurm-test.yaml").write_text(yaml.safe_dump({
-        "testing": {"fail_once_marker": str(marker)},
         "resources": {"slurm_partition": cluster.partition},
     }))
     # The plugin polls job status init, 2 init + 10, 3 init + 30, ... s after the last finished job: with
-    # init = 20, at 20, 50, 90 s. Measured here (2 cores, warm JAX cache): a single or grouped job takes
-    # 10-25 s from sbatch to its end (queueing, then snakemake starts twice in the job), seen at 20 or 50 s;
-    # the 8 trains 52 s and the 8 analyses 78 s, both seen at 90 s.
+    # init = 20, at 20, 50, 90 s, so that a short single or grouped job (queueing, then snakemake starting
+    # twice in the job) is seen at the first or second poll and a wave of train or analyze jobs at the third.
     cmd = [snakemake_exe(), "--profile", "workflow/profiles/slurm",
            "--configfile", "config/quick.yaml", "config/slurm-test.yaml",
            "--jobs", "8", "--retries", "1",
            "--slurm-status-command", "squeue", "--slurm-no-account",
            "--slurm-init-seconds-before-status-checks", "20", "--slurm-keep-successful-logs"]
-    # the local run's compile cache, as a shared filesystem gives every node: jobs skip XLA compilation
-    env = dict(subprocess_env(local_root / "jax-cache"), SLURM_CONF=str(cluster.conf))
+    # the local run's compile cache, as a shared filesystem gives every node: jobs skip XLA compilation.
+    # The fault travels as the compile cache's variable does: the plugin submits with sbatch --export=ALL,
+    # and the job step (srun, snakemake, the script) inherits the batch job's environment.
+    env = dict(subprocess_env(local_root / "jax-cache"), SLURM_CONF=str(cluster.conf),
+               NORMLAB_FAULT=f"fail_once:select:{marker}")
     start = time.perf_counter()
     rc, out = run_killable(cmd, root, env, HARD_LIMIT_S)
     wall = time.perf_counter() - start

@@ -12,7 +12,6 @@ rule train:
         variants=config["variants"],
         sweep=config["sweep"],
         analysis=config["analysis"],
-        hold_while_exists=config.get("testing", {}).get("hold_train_while_exists", ""),
         xla_level=xla_level(train_scale),
     threads: TRAIN_THREADS
     resources:
@@ -35,8 +34,6 @@ rule select:
         runs=expand("results/{{dataset}}/{variant}/runs.csv", variant=VARIANTS),
     output:
         variants="results/{dataset}/variants.csv",
-    params:
-        fail_once_marker=config.get("testing", {}).get("fail_once_marker", ""),
     threads: 1
     resources:
         mem_mb=mem_mb(306),
