@@ -1,7 +1,7 @@
 """From a raw table to model-ready arrays: checks, a fixed, seeded train/test split and the input treatments.
 
 Checks (:func:`validate`): every problem a table can have stops the run with a
-:class:`normlab.datasets.DatasetError` that names the dataset, the columns concerned and the fix: a
+:class:`normlab.errors.DatasetError` that names the dataset, the columns concerned and the fix: a
 missing target or categorical column, non-numeric feature columns not declared ``categorical``, missing
 values without ``impute``, infinite values, a target with a single class (classification) or non-numeric
 values (regression), fewer training rows than the mini-batch size. Constant columns are allowed.
@@ -30,7 +30,8 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from normlab.datasets import IMPUTE, TASKS, DatasetError
+from normlab.datasets import IMPUTE, TASKS, task_of
+from normlab.errors import DatasetError
 from normlab.variants import INPUTS
 
 MAX_CATEGORIES = 1000
@@ -43,8 +44,8 @@ def split_indices(y: np.ndarray, test_fraction: float, seed: int, stratify: bool
 
     Stratified by class when ``stratify``, every class has at least two rows and each split can hold
     every class: each class then gets its share of the test rows (``stratified_test_counts``: at least
-    one in each split), drawn uniformly from its rows. Otherwise a uniform random subset. Numpy only
-    (scikit-learn's splitter cost the preprocess job 2-3 s of imports, on every study's critical path).
+    one in each split), drawn uniformly from its rows. Otherwise a uniform random subset. Numpy only:
+    importing scikit-learn's splitter would cost every preprocess job, on every study's critical path.
     """
     n = len(y)
     n_test = math.ceil(test_fraction * n)
@@ -240,6 +241,16 @@ def encode_features(df: pd.DataFrame, features: list[str], categorical) -> tuple
         blocks.append(onehot)
         names += [f"{c}={v}" for v in values]
     return np.concatenate(blocks, axis=1), names
+
+
+def prepare_dataset(df: pd.DataFrame, entry: dict, target: str, split: dict, treatments, batch_size: int,
+                    name: str):
+    """:func:`prepare` for a dataset of the config: its entry's ``task`` (or the bundled dataset's own),
+    ``categorical`` and ``impute``; the config's ``split`` (``test_fraction``, ``seed``); ``target`` as the
+    fetch step resolved it (its provenance's)."""
+    return prepare(df, target, split["test_fraction"], split["seed"], treatments, task=task_of(entry),
+                   categorical=entry.get("categorical", []), impute=entry.get("impute", "none"),
+                   batch_size=batch_size, name=name)
 
 
 def prepare(df: pd.DataFrame, target: str, test_fraction: float, seed: int, treatments=INPUTS, *,

@@ -5,17 +5,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from normlab import datasets, io, preprocess, runtime
+from normlab import io, preprocess, runtime
 
 sm = snakemake  # noqa: F821
 name = sm.wildcards.dataset
 with runtime.job(sm.log[0], sm.threads, f"preprocess {name}"):
-    entry = sm.params.entry
     target = json.loads(Path(sm.input.provenance).read_text())["target"]
-    prepared = preprocess.prepare(
-        pd.read_csv(sm.input.csv), target, sm.params.split["test_fraction"], sm.params.split["seed"],
-        sm.params.inputs, task=datasets.task_of(entry), categorical=entry.get("categorical", []),
-        impute=entry.get("impute", "none"), batch_size=sm.params.batch_size, name=name,
-    )
+    prepared = preprocess.prepare_dataset(pd.read_csv(sm.input.csv), sm.params.entry, target, sm.params.split,
+                                          sm.params.inputs, sm.params.batch_size, name)
     for treatment, path in zip(sm.params.inputs, sm.output, strict=True):
         io.write_npz(path, prepared[treatment])
