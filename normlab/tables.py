@@ -4,7 +4,7 @@
 A table here is a column mapping ``{name: 1-D numpy array}``, all of one length, in column order:
 ``pandas.DataFrame(table)`` is the frame, and ``io.write_csv`` writes it byte for byte as pandas'
 ``to_csv(index=False)`` would. Building them needs no pandas, so the jobs that only write tables
-(train, analyze) do not import it (0.7 s per job).
+(train, analyze) do not pay for importing it.
 """
 
 from __future__ import annotations

@@ -271,7 +271,7 @@ def steps_claim(variants: pd.DataFrame) -> Claim:
     )
 
 
-# The sub-questions of the thread (QUESTION.md) and the claims that answer each.
+# The sub-questions of the thread (docs/question.md) and the claims that answer each.
 QUESTIONS = {
     "q1": "Are all W[l], b[l] independent variables of the optimization, and is J equally curved along all of them?",
     "q2": "Which variables are in the input-normalization contour plots: W[1], b[1], or A[1]?",

@@ -1,4 +1,5 @@
-"""Running the ``snakemake`` command from tests (DESIGN.md: through the command, in a subprocess)."""
+"""Running the ``snakemake`` command from tests: through the command, in a subprocess, as a user runs it (its
+Python API would share this process's state, imports and working directory with the tests)."""
 
 from __future__ import annotations
 

@@ -1,9 +1,8 @@
 rule analyze:
     """Checkpoints of the common-LR and best-LR runs of every input treatment of one network (norm and depth):
     layer-input scales, gradient norms, curvature spectra, contour slices. The input treatments train the
-    same shapes, so one process analyzes them all: the second one reuses the first one's compiled programs (in
-    the default study, with one job per variant, the second variant's job spent 127 of the analysis' 1,503
-    job-seconds re-tracing and re-loading those programs and 72 starting its process)."""
+    same shapes, so one process analyzes them all: the second one reuses the first one's compiled programs
+    instead of re-tracing and re-loading them, and no second process starts."""
     input:
         data=lambda wc: expand("data/processed/{dataset}/{input}.npz", dataset=wc.dataset, input=INPUTS),
         model=per_variant("results/{dataset}/{variant}/model.json"),

@@ -55,12 +55,12 @@ def source_file(wildcards):
 
 
 # ----------------------------------------------------------------------------------------------------
-# Resources. Measured in the default study's benchmark files (benchmarks/<rule>/...tsv; commit 7788641,
-# 2 cores): fetch, preprocess and select <= 14 s and <= 306 MB; train <= 88 s and 647 MB (the depth-8
-# variants); analyze <= 159 s and 1039 MB (depth-8 batch norm); tables 5 s, report 70 s and 447 MB.
-# Requests add head room (x3 runtime, at least 10 minutes, +1 GB memory), scale with the study for
-# train, analyze, tables and report, grow with each retry (attempt), and are multiplied by
-# config["resources"]'s factors. runtime in minutes, mem_mb in MB.
+# Resources. Each rule's requests start from the largest wall time (seconds) and memory peak (MB) of its
+# jobs in the benchmark files (benchmarks/<rule>/...tsv, on 2 cores) of the default study (fetch,
+# preprocess, select, train, analyze) or of the quick study (tables, report; see study_scale), given at the
+# rule (runtime_minutes(<s>, ...), mem_mb(<MB>, ...)). Requests add head room (x3 runtime, at least 10
+# minutes, +1 GB memory), scale with the study for train, analyze, tables and report, grow with each retry
+# (attempt), and are multiplied by config["resources"]'s factors. runtime in minutes, mem_mb in MB.
 # ----------------------------------------------------------------------------------------------------
 RESOURCES = config.get("resources", {})
 TRAIN_THREADS = RESOURCES.get("train_threads", 1)
@@ -123,7 +123,7 @@ def xla_level(scale):
 
 def study_scale(wildcards):
     """Size of the whole study relative to the quick one (1 dataset x 8 variants), for the rules that read
-    every variant (tables: measured 10 s and 280 MB on the quick study; report: 16 s and 418 MB)."""
+    every variant (tables, report: their base requests are the quick study's)."""
     return len(DATASETS) * len(VARIANTS) / 8
 
 
