@@ -134,7 +134,8 @@ def test_stratified_split_known_counts_and_properties():
     # classes 0 / 1 / 2 hold 30 / 20 / 50 rows: shares 7.5 / 5 / 12.5, the tie goes to class 0
     np.testing.assert_array_equal(np.bincount(y[test]), [8, 5, 12])
     again = P.split_indices(y, 0.25, 7, stratify=True)
-    np.testing.assert_array_equal(again[0], train) and np.testing.assert_array_equal(again[1], test)
+    np.testing.assert_array_equal(again[0], train)
+    np.testing.assert_array_equal(again[1], test)
     other = P.split_indices(y, 0.25, 8, stratify=True)[1]
     assert not np.array_equal(other, test)  # the seed matters
     assert not np.all(np.diff(train) > 0)  # train rows come shuffled

@@ -2,7 +2,7 @@
 
 The session-scoped ``quick`` fixture (tests/conftest.py, shared with tests/test_browser.py) copies workflow/,
 scripts/ and config/ into a temporary folder and runs the quick DAG once through the ``snakemake`` command in
-a subprocess (DESIGN.md section 3). The tests then read the tables, checkpoints, processed data and report it
+a subprocess, as a user runs it. The tests then read the tables, checkpoints, processed data and report it
 wrote, and recompute what they can with their own numpy code: the checkpoints + model.json + data/processed npz
 must rebuild the logged loss.
 ``test_lint`` lints the workflow as it is in the repository.
@@ -50,7 +50,7 @@ def logged_steps(config) -> np.ndarray:
 
 def np_forward(spec: dict, arrays: dict, X: np.ndarray):
     """(outputs, [A[0..L-1]], [Z[1..L]]) from model.json and the checkpoint arrays, written from the
-    contract in DESIGN.md section 5 (BN in training mode on X: batch mean, biased variance, eps)."""
+    contract in docs/methods.md (BN in training mode on X: batch mean, biased variance, eps)."""
     sizes, eps = spec["sizes"], spec["eps"]
     L = len(sizes) - 1
     a, inputs, pre = X.astype(np.float64), [], []
@@ -319,14 +319,6 @@ def test_dry_run_after_completion_does_nothing(quick):
 
 
 @pytest.mark.workflow
-def test_quick_dag_wall_time(quick, record_property):
-    _, _, wall = quick
-    record_property("quick_dag_wall_s", round(wall, 1))
-    print(f"quick DAG wall time: {wall:.1f} s")
-    assert wall > 0
-
-
-@pytest.mark.workflow
 def test_quick_study_jobs_compile_at_level_zero(quick):
     """The quick study's train and analyze jobs are compile-bound (normlab.runtime.SMALL_JOB_SCALE): each
     log's first line shows the XLA level the job ran with, 0, unless the user's XLA_FLAGS set one."""
@@ -424,6 +416,7 @@ def test_snakemake_report_builds(quick, tmp_path):
     assert "report.html" in text
 
 
+@pytest.mark.workflow
 def test_report_figures_are_the_same_drawn_in_parallel(quick):
     """The report draws its figures in a process pool (rule report's threads); the PNG bytes must be those
     drawn one by one, in the same order. Run in a fresh Python without JAX, as the report job runs (forked
