@@ -12,7 +12,7 @@ import traceback
 
 # XLA's LLVM optimization level for every compiled program (XLA's default is 2). On the default study's
 # largest models (digits, depth 8, batch norm) levels 1 and 2 run equally fast; level 0 compiles faster but
-# runs several times slower there (the timings: docs/performance.md). A user's own XLA_FLAGS setting wins.
+# runs several times slower there. A user's own XLA_FLAGS setting wins.
 XLA_OPTIMIZATION_LEVEL = 1
 
 # Jobs whose work is below this fraction of the default study's deepest variant's (the pipeline's cost
