@@ -1,41 +1,53 @@
 # normlab: `make report` runs the default study, `make test` runs the test suite.
-# Both create .venv from the pinned lock (requirements.lock) on first use.
+# Both create .venv on first use: `make setup` (and report, bench) installs the runtime lock
+# (requirements.lock) and the optional ones asked for; `make test` (and test-fast, lint) adds the test
+# tools, the SLURM executor and Parquet support (requirements-{test,cluster,parquet}.lock).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.normlab-installed$(if $(ACCEL),-$(ACCEL))
 CORES ?= all
 CONFIG ?= config/config.yaml
+# EXTRAS: optional parts, each one requirements-<name>.lock on top of the runtime: parquet (Parquet sources),
+# cluster (the SLURM executor), e.g. `make setup EXTRAS="parquet cluster"`
+EXTRAS ?=
 # ACCEL=cuda12: also install JAX's CUDA 12 build (requirements-cuda12.lock) for the GPU path
 ACCEL ?=
+LOCKS := requirements.lock $(foreach x,$(EXTRAS) $(ACCEL),requirements-$(x).lock)
+STAMP := $(VENV)/.normlab-installed$(foreach x,$(EXTRAS) $(ACCEL),-$(x))
+TEST_LOCKS := requirements-test.lock requirements-cluster.lock requirements-parquet.lock
+TEST_STAMP := $(VENV)/.normlab-test-installed
 
 .PHONY: setup report test test-fast bench lint clean
 
 setup: $(STAMP)
 
-$(STAMP): requirements.lock pyproject.toml $(if $(ACCEL),requirements-$(ACCEL).lock)
+$(STAMP): $(LOCKS) pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -r requirements.lock
-	$(if $(ACCEL),$(BIN)/python -m pip install --quiet -r requirements-$(ACCEL).lock)
+	$(BIN)/python -m pip install --quiet $(addprefix -r ,$(LOCKS))
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
-	touch $(STAMP)
+	touch $@
+
+# the test tools on top of the runtime, resolved together with it in one pip call
+$(TEST_STAMP): $(STAMP) $(TEST_LOCKS)
+	$(BIN)/python -m pip install --quiet $(addprefix -r ,$(LOCKS) $(TEST_LOCKS))
+	touch $@
 
 report: $(STAMP)
-	$(BIN)/snakemake --cores $(CORES) --configfile $(CONFIG) --printshellcmds
-	@echo "report: reports/report.html"
+	$(BIN)/snakemake --cores $(CORES) --configfile $(CONFIG)
+	@$(BIN)/python -c 'import sys, yaml; print("report: reports/%s/report.html" % ((yaml.safe_load(open(sys.argv[1])) or {}).get("study") or "default"))' $(CONFIG)
 
-test: $(STAMP)
+test: $(TEST_STAMP)
 	bash tests/system_deps.sh
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest
 
-test-fast: $(STAMP)
+test-fast: $(TEST_STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -m "not workflow and not browser and not slurm"
 
 bench: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/run_all.py
 
-lint: $(STAMP)
+lint: $(TEST_STAMP)
 	$(BIN)/ruff check normlab scripts tests bench
 	$(BIN)/snakemake --lint --configfile $(CONFIG)
 
