@@ -24,6 +24,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from normlab import io
+
 # the shared pieces live in leaf modules (download needs them too); callers may still name them from here
 from normlab.checksums import sha256_of
 from normlab.columns import check_column_names
@@ -42,6 +44,7 @@ FILE_FORMATS = ("csv", "parquet", "arff")
 TASKS = ("classification", "regression")
 IMPUTE = ("none", "mean")
 DEFAULT_CACHE = "data/cache"
+PARQUET_LOCK = "requirements-parquet.lock"  # pyarrow's pin (the optional 'parquet' extra), at the repository root
 
 
 def source_of(entry: dict) -> tuple[str, str]:
@@ -100,15 +103,27 @@ def read_csv_file(path, where: str) -> pd.DataFrame:
         raise DatasetError(f"{where}: the file is not UTF-8 text; save it as UTF-8") from None
 
 
-def read_parquet_file(path, where: str) -> pd.DataFrame:
-    """A Parquet file (needs pyarrow or fastparquet, which pandas uses to read it)."""
+def parquet_missing(where: str) -> DatasetError | None:
+    """The error to raise for a Parquet source when pyarrow, which pandas reads Parquet with, is not installed
+    (it is normlab's optional ``parquet`` extra), else None. Checked before any download."""
     try:
-        df = pd.read_parquet(path)
+        import pyarrow  # noqa: F401
     except ImportError:
-        raise DatasetError(
-            f"{where}: reading Parquet needs the 'pyarrow' package, which is not installed; install it "
-            "(pip install pyarrow) or convert the file to CSV and use 'csv:'"
-        ) from None
+        return DatasetError(
+            f"{where}: reading Parquet needs normlab's optional 'parquet' extra (the pyarrow package), which "
+            f"is not installed; install it (make setup EXTRAS=parquet, or pip install -r {PARQUET_LOCK}, or "
+            "pip install 'normlab[parquet]'), or convert the file to CSV and use 'csv:'"
+        )
+    return None
+
+
+def read_parquet_file(path, where: str) -> pd.DataFrame:
+    """A Parquet file, read by pandas with pyarrow (the optional ``parquet`` extra; see ``parquet_missing``)."""
+    missing = parquet_missing(where)
+    if missing is not None:
+        raise missing
+    try:
+        df = pd.read_parquet(path, engine="pyarrow")
     except Exception as exc:  # noqa: BLE001  (pyarrow raises its own error types)
         raise DatasetError(f"{where}: not a valid Parquet file ({exc}); check the file") from None
     check_column_names(list(df.columns), where)
@@ -123,9 +138,9 @@ def read_table_file(path, fmt: str, where: str) -> pd.DataFrame:
     if fmt == "parquet":
         return read_parquet_file(path, where)
     if fmt == "arff":
-        from normlab.download import parse_arff
+        from normlab.download import read_arff
 
-        return parse_arff(Path(path).read_text(encoding="utf-8", errors="replace"), where)
+        return read_arff(path, where)
     raise DatasetError(f"{where}: unknown file format {fmt!r}; choose one of {list(FILE_FORMATS)}")
 
 
@@ -156,31 +171,44 @@ def url_format(entry: dict) -> str:
 
 def load_source(entry: dict, name: str = "dataset", cache_dir=DEFAULT_CACHE, progress=None) -> pd.DataFrame:
     """The raw table a dataset entry points to. ``cache_dir`` keeps downloads (url, openml) between runs;
-    ``progress`` (a callable taking one line) reports download progress (default: stderr)."""
+    ``progress`` (a callable taking one line) reports download progress (default: the ``normlab.download``
+    logger). What was read (the file or source, rows and columns) is logged (``normlab.io.log_read``)."""
     kind, value = source_of(entry)
+    df, read = _load_source(kind, value, entry, name, cache_dir, progress)
+    io.log_read(read, f"{df.shape[1]} column{'' if df.shape[1] == 1 else 's'}", rows=len(df))
+    return df
+
+
+def _load_source(kind, value, entry, name, cache_dir, progress) -> tuple[pd.DataFrame, str]:
+    """(table, what was read: a path or a description) of ``load_source``."""
     target = entry.get("target", "target")
     if kind == "sklearn":
-        return load_sklearn(value, target)
+        return load_sklearn(value, target), f"scikit-learn's bundled dataset {value!r}"
     if kind == "synthetic":
         if value != "lecture":
             raise DatasetError(f"unknown synthetic dataset {value!r}; the only one is 'lecture'")
-        return lecture_dataset(
+        df = lecture_dataset(
             n=int(entry.get("rows", 1000)), scale_ratio=float(entry.get("scale_ratio", 1000.0)),
             seed=int(entry.get("seed", 0)), target=target,
         )
+        return df, "the synthetic dataset 'lecture' (generated)"
     if kind in ("csv", "parquet"):
         path = local_file(kind, value, name)
-        return read_table_file(path, kind, f"{kind} file {value!r} of dataset {name!r}")
+        return read_table_file(path, kind, f"{kind} file {value!r} of dataset {name!r}"), str(path)
     from normlab import download
 
     if kind == "url":
         if "sha256" not in entry:
             raise DatasetError(f"dataset {name!r} has 'url' but no 'sha256'; add the file's sha256 checksum "
                                "(sha256sum FILE) to its config entry")
+        fmt, where = url_format(entry), f"file {value} of dataset {name!r}"
+        if fmt == "parquet" and (missing := parquet_missing(where)) is not None:
+            raise missing  # before the download
         path = download.fetch_url(value, str(entry["sha256"]), Path(cache_dir) / "url", name=name,
                                   progress=progress)
-        return read_table_file(path, url_format(entry), f"file {value} of dataset {name!r}")
-    return download.fetch_openml(value, Path(cache_dir) / "openml", name=name, progress=progress)
+        return read_table_file(path, fmt, where), f"{path} (downloaded from {value})"
+    df, path = download.fetch_openml_file(value, Path(cache_dir) / "openml", name=name, progress=progress)
+    return df, f"{path} (OpenML dataset {value})"
 
 
 def resolved_target(entry: dict, cache_dir=DEFAULT_CACHE) -> str:

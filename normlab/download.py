@@ -8,8 +8,14 @@
   (``<base>/api/v1/json/data/<id>``), downloads the ARFF file it points to (checked against the
   description's md5 when given) and caches both under ``<cache>/<id>/``; later fetches use the cache.
   The base address is ``$NORMLAB_OPENML_URL`` (default ``https://www.openml.org``).
-* :func:`parse_arff` reads dense ARFF text (numeric, nominal, string and date attributes; ``?`` is a
-  missing value) into a DataFrame.
+* :func:`read_arff` / :func:`parse_arff` read an ARFF file / text into a DataFrame with liac-arff (the ARFF
+  reader scikit-learn's own ``fetch_openml`` uses): dense or sparse data; numeric, integer, nominal, string
+  and date attributes; ``?`` is a missing value.
+
+scikit-learn's ``fetch_openml`` is not used: its OpenML addresses are fixed, while the download and cache code
+here serves both ``url:`` and ``openml:`` sources and is tested offline against a local server
+(``$NORMLAB_OPENML_URL``). Progress lines go to the ``normlab.download`` logger unless a ``progress``
+callable is given.
 """
 
 from __future__ import annotations
@@ -17,9 +23,9 @@ from __future__ import annotations
 import hashlib
 import http.client
 import json
+import logging
 import os
 import re
-import sys
 import time
 import urllib.error
 import urllib.parse
@@ -38,10 +44,16 @@ OPENML_URL = "https://www.openml.org"
 TIMEOUT_S = 60.0
 CHUNK = 1 << 16
 PROGRESS_EVERY_S = 0.5
+ARFF_FORMATS = ("arff", "sparse_arff")  # OpenML's names (any case) of the formats read_arff reads
 
 
-def _stderr(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
+log = logging.getLogger(__name__)
+
+
+def _progress_line(line: str) -> None:
+    """The default ``progress``: one INFO line of the ``normlab.download`` logger (inside a job: the terminal
+    and the job's log, labelled with the job)."""
+    log.info(line)
 
 
 def human_bytes(n: float) -> str:
@@ -87,8 +99,8 @@ def download(url: str, dest, *, what: str, fix: str, expect_sha256: str | None =
     """Stream ``url`` into ``dest`` atomically; returns its sha256. With ``expect_sha256`` (or
     ``expect_md5``) a mismatch raises DatasetError and leaves no file at ``dest``. Progress lines
     (bytes, percent when the size is known, at most one every PROGRESS_EVERY_S, plus a last one) go to
-    ``progress`` (default: stderr)."""
-    progress = progress or _stderr
+    ``progress`` (default: the ``normlab.download`` logger)."""
+    progress = progress or _progress_line
     sha, md5 = hashlib.sha256(), hashlib.md5()
     start = last = time.monotonic()
     with _open(url, what, fix) as resp, io.atomic_path(dest) as tmp:
@@ -145,7 +157,7 @@ def fetch_url(url: str, sha256: str, cache_dir, *, name: str = "dataset", progre
     dest = Path(cache_dir) / f"{sha256[:16]}-{_safe_basename(url)}"
     if dest.is_file():
         if sha256_of(dest) == sha256:
-            (progress or _stderr)(f"using cached {dest} (sha256 {sha256[:16]}...)")
+            (progress or _progress_line)(f"using cached {dest} (sha256 {sha256[:16]}...)")
             return dest
         dest.unlink()  # a damaged cache entry: fetch again
     download(url, dest, what=what, fix="check the 'url' in its config entry", expect_sha256=sha256,
@@ -195,8 +207,9 @@ def openml_description(data_id, cache_dir, *, name: str = "dataset", progress=No
     except (ValueError, KeyError, TypeError):
         raise DatasetError(f"{what}: {url} did not answer with an OpenML dataset description; check "
                            "$NORMLAB_OPENML_URL") from None
-    if str(desc.get("format", "ARFF")).lower() not in ("arff", "sparse_arff"):
-        raise DatasetError(f"{what}: OpenML format {desc.get('format')!r} is not supported (only ARFF)")
+    if str(desc.get("format", "ARFF")).lower() not in ARFF_FORMATS:
+        raise DatasetError(f"{what}: OpenML format {desc.get('format')!r} is not supported (only ARFF and "
+                           "sparse ARFF)")
     if not desc.get("url"):
         raise DatasetError(f"{what}: the OpenML description has no download address ('url')")
     io.write_text(Path(cache_dir) / data_id / "description.json", json.dumps(desc, indent=2, sort_keys=True) + "\n")
@@ -204,8 +217,14 @@ def openml_description(data_id, cache_dir, *, name: str = "dataset", progress=No
 
 
 def fetch_openml(data_id, cache_dir, *, name: str = "dataset", progress=None) -> pd.DataFrame:
-    """An OpenML dataset as a DataFrame (all its columns; the entry's ``target`` picks the label).
-    The description and the ARFF file are cached under ``<cache_dir>/<id>/`` after the first fetch."""
+    """An OpenML dataset as a DataFrame (all its columns but its row id and ignored attributes; the entry's
+    ``target`` picks the label). The description and the ARFF file are cached under ``<cache_dir>/<id>/``
+    after the first fetch. Sparse ARFF is read into a dense table (absent values are 0)."""
+    return fetch_openml_file(data_id, cache_dir, name=name, progress=progress)[0]
+
+
+def fetch_openml_file(data_id, cache_dir, *, name: str = "dataset", progress=None) -> tuple[pd.DataFrame, Path]:
+    """``fetch_openml``'s table and the path of the cached ARFF file it was read from."""
     data_id = _openml_id(data_id)
     what = f"dataset {name!r} (openml {data_id})"
     desc = openml_description(data_id, cache_dir, name=name, progress=progress)
@@ -213,124 +232,78 @@ def fetch_openml(data_id, cache_dir, *, name: str = "dataset", progress=None) ->
     path = Path(cache_dir) / data_id / f"{file_id}.arff"
     md5 = desc.get("md5_checksum") or None
     if path.is_file() and (md5 is None or hashlib.md5(path.read_bytes()).hexdigest() == md5.lower()):
-        (progress or _stderr)(f"using cached {path}")
+        (progress or _progress_line)(f"using cached {path}")
     else:
         download(str(desc["url"]), path, what=what, fix="rerun later, or check the dataset on OpenML",
                  expect_md5=md5, progress=progress)
-    df = parse_arff(path.read_text(encoding="utf-8", errors="replace"), f"{what} file {path}")
+    df = read_arff(path, f"{what} file {path}")
     ignore = [c for c in str(desc.get("ignore_attribute") or "").split(",") if c]
     row_id = [c for c in str(desc.get("row_id_attribute") or "").split(",") if c]
     drop = [c for c in ignore + row_id if c in df.columns]
-    return df.drop(columns=drop) if drop else df
+    return (df.drop(columns=drop) if drop else df), path
 
 
 # --- ARFF -------------------------------------------------------------------------------------------------
 
-def _split_arff(line: str, where: str, lineno: int) -> list[str | None]:
-    """Fields of one ARFF data line (comma-separated, ' or " quoting with backslash escapes); unquoted
-    ``?`` is None (missing)."""
-    fields, i, n = [], 0, len(line)
-    while True:
-        while i < n and line[i] in " \t":
-            i += 1
-        if i < n and line[i] in "'\"":
-            q, i, buf = line[i], i + 1, []
-            while i < n and line[i] != q:
-                if line[i] == "\\" and i + 1 < n:
-                    i += 1
-                buf.append(line[i])
-                i += 1
-            if i >= n:
-                raise DatasetError(f"{where}: line {lineno} has an unclosed quote")
-            i += 1
-            fields.append("".join(buf))
-            while i < n and line[i] in " \t":
-                i += 1
-        else:
-            j = line.find(",", i)
-            j = n if j < 0 else j
-            raw = line[i:j].strip()
-            fields.append(None if raw == "?" else raw)
-            i = j
-        if i >= n:
-            return fields
-        if line[i] != ",":
-            raise DatasetError(f"{where}: line {lineno}: expected ',' after a quoted value")
-        i += 1
+# An attribute of type DATE (with or without a format): liac-arff has no date type, so its header line is read
+# as a STRING attribute (the dates stay text, as a CSV source's would).
+_DATE_ATTRIBUTE = re.compile(r"""^(\s*@attribute\s+(?:'[^']*'|"[^"]*"|[^\s{}%,]+)\s+)date\b.*$""", re.IGNORECASE)
 
 
-def _attribute(rest: str, where: str, lineno: int) -> tuple[str, str]:
-    """(name, type) of the text after ``@attribute``."""
-    rest = rest.strip()
-    if rest[:1] in "'\"":
-        q = rest[0]
-        end = rest.find(q, 1)
-        if end < 0:
-            raise DatasetError(f"{where}: line {lineno}: unclosed quote in an attribute name")
-        return rest[1:end], rest[end + 1:].strip()
-    parts = rest.split(None, 1)
-    if len(parts) != 2:
-        raise DatasetError(f"{where}: line {lineno}: an @attribute needs a name and a type")
-    return parts[0], parts[1].strip()
+def _dates_as_strings(lines):
+    """The lines of an ARFF file with DATE attributes declared as STRING; data lines unchanged."""
+    in_header = True
+    for line in lines:
+        if in_header:
+            if line.lstrip()[:5].lower() == "@data":
+                in_header = False
+            else:
+                line = _DATE_ATTRIBUTE.sub(r"\1STRING", line)
+        yield line.rstrip("\r\n")
 
 
-def parse_arff(text: str, where: str = "ARFF file") -> pd.DataFrame:
-    """A dense ARFF file as a DataFrame: numeric attributes as float64 (``?`` -> NaN), nominal, string
-    and date attributes as text (``?`` -> missing). Sparse ARFF and relational attributes are refused."""
-    names, kinds, rows = [], [], []
-    in_data = False
-    for lineno, line in enumerate(text.splitlines(), 1):
-        s = line.strip()
-        if not s or s.startswith("%"):
-            continue
-        if not in_data:
-            low = s.lower()
-            if low.startswith("@relation"):
-                continue
-            if low.startswith("@attribute"):
-                name, typ = _attribute(s[len("@attribute"):], where, lineno)
-                t = typ.lower()
-                if t.startswith("{"):
-                    kind = "nominal"
-                elif t in ("numeric", "real", "integer"):
-                    kind = "numeric"
-                elif t == "string" or t.startswith("date"):
-                    kind = "text"
-                else:
-                    raise DatasetError(f"{where}: line {lineno}: attribute {name!r} has unsupported type {typ!r}")
-                names.append(name)
-                kinds.append(kind)
-                continue
-            if low.startswith("@data"):
-                in_data = True
-                continue
-            raise DatasetError(f"{where}: line {lineno}: expected @relation, @attribute or @data, got {s[:40]!r}")
-        if s.startswith("{"):
-            raise DatasetError(f"{where}: line {lineno}: sparse ARFF is not supported; convert the data to CSV")
-        fields = _split_arff(s, where, lineno)
-        if len(fields) != len(names):
-            raise DatasetError(f"{where}: line {lineno} has {len(fields)} values, the header declares {len(names)}")
-        rows.append(fields)
-    if not in_data:
-        raise DatasetError(f"{where}: no @data section; not an ARFF file")
+def _arff_frame(lines, where: str) -> pd.DataFrame:
+    import arff  # liac-arff
+
+    try:
+        decoded = arff.load(_dates_as_strings(lines), return_type=arff.DENSE)
+    except arff.ArffException as exc:
+        reason = str(exc).rstrip(".")
+        raise DatasetError(f"{where}: not a valid ARFF file ({reason}); fix the file, or convert it to CSV") from None
+    names = [str(name) for name, _ in decoded["attributes"]]
     check_column_names(names, where)
+    rows = decoded["data"]
     cols = {}
-    for j, (name, kind) in enumerate(zip(names, kinds, strict=True)):
-        vals = [r[j] for r in rows]
-        if kind == "numeric":
+    for j, (name, kind) in enumerate(decoded["attributes"]):
+        values = [row[j] for row in rows]
+        if kind in ("NUMERIC", "REAL", "INTEGER"):
             try:
-                cols[name] = np.array([np.nan if v is None else float(v) for v in vals], dtype=np.float64)
-            except ValueError:
-                bad = next(v for v in vals if v is not None and not _is_float(v))
+                cols[str(name)] = np.array([np.nan if v is None else float(v) for v in values], dtype=np.float64)
+            except (TypeError, ValueError):
+                bad = next(v for v in values if v is not None and not _is_float(v))
                 raise DatasetError(f"{where}: numeric attribute {name!r} has the value {bad!r}") from None
-        else:
-            cols[name] = pd.Series(vals, dtype=object)
+        else:  # nominal (a list of its values) or STRING: text, missing values None
+            cols[str(name)] = pd.Series(values, dtype=object)
     return pd.DataFrame(cols, columns=names)
 
 
-def _is_float(v: str) -> bool:
+def read_arff(path, where: str = "ARFF file") -> pd.DataFrame:
+    """An ARFF file (dense or sparse) as a DataFrame: numeric and integer attributes as float64 (``?`` ->
+    NaN), nominal, string and date attributes as text (``?`` -> None); in sparse data an absent value is 0
+    (a nominal attribute's first value). A malformed file raises DatasetError with liac-arff's reason and
+    line number; ``where`` starts the message."""
+    with open(path, encoding="utf-8", errors="replace", newline="") as f:
+        return _arff_frame(f, where)
+
+
+def parse_arff(text: str, where: str = "ARFF file") -> pd.DataFrame:
+    """``read_arff`` of ARFF text."""
+    return _arff_frame(text.splitlines(), where)
+
+
+def _is_float(v) -> bool:
     try:
         float(v)
-    except ValueError:
+    except (TypeError, ValueError):
         return False
     return True

@@ -4,6 +4,8 @@ applies (categorical one-hot, mean imputation, regression targets) with its outp
 Unit tests: no Snakemake, no network (URL and OpenML sources are in test_download.py)."""
 
 import json
+import logging
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +16,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from normlab import datasets as D
+from normlab import download as DL
 from normlab import preprocess as P
 
 REPO = Path(__file__).resolve().parents[1]
@@ -49,11 +52,47 @@ def test_csv_source_reads_the_file_as_is(tmp_path, monkeypatch):
 
 
 def test_parquet_source(tmp_path, monkeypatch):
-    """pyarrow is pinned in the environment, so a Parquet file reads back exactly."""
+    """The test environment has the 'parquet' extra (pyarrow, requirements-parquet.lock), so a Parquet file
+    reads back exactly."""
     monkeypatch.chdir(tmp_path)
     df = pd.DataFrame({"a": [1.0, 2.0, 3.0], "y": [0, 1, 0]})
     df.to_parquet("d.parquet")
     pd.testing.assert_frame_equal(D.load_source({"parquet": "d.parquet"}, name="pq"), df)
+
+
+def test_parquet_without_its_extra_is_one_clear_error_before_any_download(tmp_path, monkeypatch):
+    """Without pyarrow (simulated: its import fails) a Parquet source stops with an error that names the
+    optional 'parquet' extra and how to install it; a url: source in Parquet stops before downloading."""
+    monkeypatch.chdir(tmp_path)
+    pd.DataFrame({"a": [1.0, 2.0], "y": [0, 1]}).to_parquet("d.parquet")
+    monkeypatch.setitem(sys.modules, "pyarrow", None)  # `import pyarrow` now raises ImportError
+    expected = ("reading Parquet needs normlab's optional 'parquet' extra (the pyarrow package), which is not "
+                "installed; install it (make setup EXTRAS=parquet, or pip install -r requirements-parquet.lock, or "
+                "pip install 'normlab[parquet]'), or convert the file to CSV and use 'csv:'")
+    with pytest.raises(D.DatasetError) as err:
+        D.load_source({"parquet": "d.parquet"}, name="pq")
+    assert str(err.value) == f"parquet file 'd.parquet' of dataset 'pq': {expected}"
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("downloaded")
+
+    monkeypatch.setattr(DL, "fetch_url", no_download)
+    url = "http://127.0.0.1:1/data.parquet"
+    with pytest.raises(D.DatasetError) as err:
+        D.load_source({"url": url, "sha256": "0" * 64}, name="u", cache_dir=tmp_path / "cache")
+    assert str(err.value) == f"file {url} of dataset 'u': {expected}"
+    assert not (tmp_path / "cache").exists()
+
+
+def test_load_source_logs_what_it_read(tmp_path, monkeypatch, caplog):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "d.csv").write_text("a,y\n1,0\n2,1\n3,0\n")
+    with caplog.at_level(logging.DEBUG, logger="normlab.io"):
+        D.load_source({"csv": "d.csv", "target": "y"}, name="d")
+        D.load_source({"sklearn": "iris"})
+    reads = [(r.getMessage(), r.io, r.rows) for r in caplog.records if r.name == "normlab.io"]
+    assert reads == [("read d.csv (3 rows, 2 columns)", "read", 3),
+                     ("read scikit-learn's bundled dataset 'iris' (150 rows, 5 columns)", "read", 150)]
 
 
 def test_provenance_records_source_options_and_checksum(tmp_path):

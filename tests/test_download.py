@@ -3,11 +3,13 @@
 The server serves fixed answers per path and counts requests, so the tests see when the cache is used.
 Checked: download + sha256 + atomic move into place (the final name never holds a partial file), a wrong
 checksum / HTTP error / broken connection leaves no file, progress lines, the cache, and OpenML's REST
-API (description JSON + ARFF file) with its cache, unknown ids and md5 check; plus the ARFF parser."""
+API (description JSON + ARFF file, dense or sparse) with its cache, unknown ids, unsupported formats (refused
+before any download) and md5 check; plus reading ARFF with liac-arff."""
 
 import collections
 import hashlib
 import json
+import logging
 import re
 import threading
 import time
@@ -201,11 +203,13 @@ def test_progress_is_reported_while_downloading(server, tmp_path, monkeypatch):
     assert "256.0 KiB of 256.0 KiB (100%) in" in lines[-1]
 
 
-def test_progress_goes_to_stderr_by_default(server, tmp_path, capsys):
+def test_progress_goes_to_the_download_logger_by_default(server, tmp_path, caplog):
+    """Inside a job (normlab.runtime.job) the logger's lines reach the terminal and the job's log."""
     url = server.serve("/data.csv", CSV)
-    DL.fetch_url(url, SHA, tmp_path)
-    captured = capsys.readouterr()
-    assert captured.out == "" and f"downloading {url}" in captured.err and "(100%)" in captured.err
+    with caplog.at_level(logging.INFO, logger="normlab.download"):
+        DL.fetch_url(url, SHA, tmp_path)
+    lines = [r.getMessage() for r in caplog.records if r.name == "normlab.download"]
+    assert lines[0] == f"downloading {url} of {len(CSV)} B" and "(100%)" in lines[-1]
 
 
 def test_bad_sha256_and_scheme_are_refused(tmp_path):
@@ -251,11 +255,11 @@ ARFF = """% a toy dataset in OpenML's ARFF dialect
 """
 
 
-def openml_routes(server, data_id=42, arff=ARFF, md5=None):
+def openml_routes(server, data_id=42, arff=ARFF, md5=None, fmt="ARFF"):
     body = arff.encode()
     arff_url = server.serve("/data/v1/download/99/toy.arff", body)
     desc = {"data_set_description": {
-        "id": str(data_id), "name": "toy", "version": "1", "format": "ARFF", "file_id": "99", "url": arff_url,
+        "id": str(data_id), "name": "toy", "version": "1", "format": fmt, "file_id": "99", "url": arff_url,
         "default_target_attribute": "class", "row_id_attribute": "id", "ignore_attribute": "note",
         "md5_checksum": md5 or hashlib.md5(body).hexdigest(), "status": "active"}}
     server.serve(f"/api/v1/json/data/{data_id}", json.dumps(desc).encode(), **{"Content-Type": "application/json"})
@@ -312,16 +316,63 @@ def test_openml_answer_that_is_not_a_description(server, tmp_path, monkeypatch):
                               "OpenML dataset description; check $NORMLAB_OPENML_URL")
 
 
-def test_arff_parser():
+SPARSE_ARFF = """@RELATION sparse
+@ATTRIBUTE id INTEGER
+@ATTRIBUTE w1 NUMERIC
+@ATTRIBUTE w2 NUMERIC
+@ATTRIBUTE class {neg,pos}
+@DATA
+{0 1, 1 2.5, 3 pos}
+{0 2, 2 ?}
+{0 3, 1 0.5, 2 1.5, 3 neg}
+"""
+
+
+def test_openml_sparse_arff_is_read_into_a_dense_table(server, tmp_path, monkeypatch):
+    monkeypatch.setenv("NORMLAB_OPENML_URL", server.url(""))
+    openml_routes(server, arff=SPARSE_ARFF, fmt="Sparse_ARFF")
+    df = D.load_source({"openml": 42}, name="sp", cache_dir=tmp_path, progress=lambda m: None)
+    assert list(df.columns) == ["w1", "w2", "class"]  # the row id attribute dropped
+    assert df["w1"].tolist() == [2.5, 0.0, 0.5] and df["w2"].tolist()[::2] == [0.0, 1.5] and np.isnan(df["w2"][1])
+    assert df["class"].tolist() == ["pos", "neg", "neg"]  # absent: the nominal's first value, as 0 is
+
+
+def test_openml_format_that_is_not_arff_is_refused_before_any_download(server, tmp_path, monkeypatch):
+    monkeypatch.setenv("NORMLAB_OPENML_URL", server.url(""))
+    openml_routes(server, fmt="Parquet")
+    with pytest.raises(D.DatasetError) as err:
+        D.load_source({"openml": 42}, name="o", cache_dir=tmp_path, progress=lambda m: None)
+    assert str(err.value) == ("dataset 'o' (openml 42): OpenML format 'Parquet' is not supported (only ARFF and "
+                              "sparse ARFF)")
+    assert server.hits["/data/v1/download/99/toy.arff"] == 0 and files_in(tmp_path) == []
+
+
+def test_arff_reader():
     df = DL.parse_arff(ARFF)
     assert list(df.columns) == ["id", "sepal length", "colour", "note", "class"]
     assert df["note"].tolist() == ["fine", "quoted, with comma", "esc ' quote", "plain"]
-    assert df["id"].dtype == np.float64
-    with pytest.raises(D.DatasetError, match=r"^toy: line 4: sparse ARFF is not supported; convert the data to CSV$"):
-        DL.parse_arff("@relation r\n@attribute a real\n@data\n{0 1.0}\n", "toy")
-    with pytest.raises(D.DatasetError, match=r"^toy: numeric attribute 'a' has the value 'x'$"):
-        DL.parse_arff("@relation r\n@attribute a real\n@data\n1\nx\n", "toy")
-    with pytest.raises(D.DatasetError, match=r"^toy: line 5 has 1 values, the header declares 2$"):
-        DL.parse_arff("@relation r\n@attribute a real\n@attribute b real\n@data\n1\n", "toy")
-    with pytest.raises(D.DatasetError, match=r"^toy: duplicate column names 'a' \(2 times\); rename"):
-        DL.parse_arff("@relation r\n@attribute a real\n@attribute a real\n@data\n1,2\n", "toy")
+    assert df["id"].dtype == np.float64 and df["id"].tolist() == [1.0, 2.0, 3.0, 4.0]
+    dates = DL.parse_arff("@relation r\n@attribute 'when' DATE \"yyyy-MM-dd HH:mm:ss\"\n@attribute a real\n"
+                          "@data\n'2001-04-03 12:12:12',1\n?,2\n")
+    assert dates["when"].tolist() == ["2001-04-03 12:12:12", None] and dates["a"].tolist() == [1.0, 2.0]
+
+
+def test_arff_reader_reads_a_file_as_its_text(tmp_path):
+    (tmp_path / "toy.arff").write_bytes(ARFF.replace("\n", "\r\n").encode())
+    pd.testing.assert_frame_equal(DL.read_arff(tmp_path / "toy.arff"), DL.parse_arff(ARFF))
+
+
+@pytest.mark.parametrize("text, reason", [
+    ("@relation r\n@attribute a real\n@data\n1\nx\n", "Invalid numerical value, at line 5"),
+    ("@relation r\n@attribute a real\n@attribute b real\n@data\n1\n",
+     "Bad @DATA instance format in line 5: 1"),
+    ("@relation r\n@attribute a real\n@attribute a real\n@data\n1,2\n",
+     "Bad @ATTRIBUTE name a at line 3, this name is already in use in line 2"),
+    ("@relation r\n@attribute c {x,y}\n@data\nz\n", "Data value z not found in nominal declaration, at line 4"),
+    ("@relation r\n@attribute a relational\n@data\n", "Bad @ATTRIBUTE type, at line 2"),
+    ("@relation r\n@attribute a real\n", "Invalid layout of the ARFF file, at line 2"),
+])
+def test_a_malformed_arff_file_is_one_clear_error(text, reason):
+    with pytest.raises(D.DatasetError) as err:
+        DL.parse_arff(text, "toy")
+    assert str(err.value) == f"toy: not a valid ARFF file ({reason}); fix the file, or convert it to CSV"
