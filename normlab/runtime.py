@@ -1,14 +1,17 @@
-"""Process set-up for one pipeline job: thread limits, the compile cache, a log file and a clear one-line
-error; and the faults that the fault tests inject through ``$NORMLAB_FAULT``."""
+"""Process set-up for one pipeline job: thread limits, the compile cache, its lines labelled with the job on
+the terminal and in its log file (through ``logging``), a clear one-line error; and the faults that the
+fault tests inject through ``$NORMLAB_FAULT``."""
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import io
+import logging
 import os
 import sys
+import threading
 import time
-import traceback
 
 # XLA's LLVM optimization level for every compiled program (XLA's default is 2). On the default study's
 # largest models (digits, depth 8, batch norm) levels 1 and 2 run equally fast; level 0 compiles faster but
@@ -121,7 +124,7 @@ class Fault:
     * ``fail_once``: the job fails at its start if the file ``path`` does not exist, creating it; once it
       exists the job runs normally (so Snakemake's retry of the job succeeds);
     * ``hold``: once the job has written its output named ``after`` (a file name; empty: at its start), it
-      waits while the file ``path`` exists, having said so on stderr (``holding: ...``), so that a test
+      waits while the file ``path`` exists, having said so in its log (``holding: ...``), so that a test
       interrupts it at a known point (some outputs written, others not) instead of racing it."""
 
     kind: str
@@ -153,7 +156,7 @@ _ARMED: Fault | None = None  # the running job's fault (set by ``job`` for the j
 
 def _fail_once(path: str) -> None:
     if os.path.exists(path):
-        print(f"fail_once: {path} exists, running normally", file=sys.stderr)
+        logging.getLogger(LOGGER).info(f"fail_once: {path} exists, running normally")
         return
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w") as f:
@@ -164,7 +167,7 @@ def _fail_once(path: str) -> None:
 def _hold(path: str) -> None:
     if not os.path.exists(path):
         return
-    print(f"holding: {path} exists; waiting until it is removed", file=sys.stderr, flush=True)
+    logging.getLogger(LOGGER).info(f"holding: {path} exists; waiting until it is removed")
     deadline = time.monotonic() + HOLD_TIMEOUT_S
     while os.path.exists(path):
         if time.monotonic() > deadline:
@@ -180,54 +183,210 @@ def output_written(path) -> None:
         _hold(fault.path)
 
 
+# --- The job's log -----------------------------------------------------------------------------------------
+# A job's lines go through the ``logging`` logger "normlab" (the library's modules log under it, e.g.
+# "normlab.io", "normlab.download"): every line starts with the job's label, ``<rule> <what>:``, so that
+# lines of jobs running side by side stay apart on the terminal. Two handlers: the terminal (stderr, INFO and
+# above) and the job's log file (everything: also each file the job read or wrote, and a failure's traceback).
+# Text that other code prints to sys.stderr (a library's warning, a progress print) is passed to the same
+# logger line by line.
+LOGGER = "normlab"
+IO_LOGGER = "normlab.io"  # normlab.io logs each file a job reads or writes here (``io`` and ``rows`` attributes)
+
+
+class LabelFormatter(logging.Formatter):
+    """``<label>: <message>``, the label on every line of a message of several lines (a traceback included)."""
+
+    def __init__(self, label: str):
+        super().__init__()
+        self.label = label
+
+    def format(self, record: logging.LogRecord) -> str:
+        return "\n".join(f"{self.label}: {line}" for line in super().format(record).splitlines() or [""])
+
+
+class StderrToLog(io.TextIOBase):
+    """What sys.stderr is while a job runs: each complete line written to it becomes one INFO record of
+    ``logger`` (so it gets the job's label and reaches the job's log), the rest of a line waits for its end.
+    Everything else a library may ask of sys.stderr (``fileno``, ``isatty``, ``encoding``, ``errors``,
+    ``buffer``) is the real stream's: bytes written through those bypass the log. Text written while a line
+    is being logged (a handler reporting its own failure on sys.stderr) goes to the real stream directly."""
+
+    def __init__(self, logger: logging.Logger, stream):
+        super().__init__()
+        self._logger, self._stream, self._pending = logger, stream, ""
+        self._lock = threading.Lock()
+        self._busy = threading.local()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, s) -> int:
+        s = str(s)
+        if getattr(self._busy, "on", False):
+            return self._stream.write(s)
+        with self._lock:
+            lines = (self._pending + s).split("\n")
+            self._pending = lines.pop()
+        self._busy.on = True
+        try:
+            for line in lines:
+                self._logger.info(line.rstrip("\r"))
+        finally:
+            self._busy.on = False
+        return len(s)
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+    def close_pending(self) -> None:
+        """Log the text after the last newline, if any."""
+        with self._lock:
+            rest, self._pending = self._pending, ""
+        if rest.strip():
+            self._logger.info(rest.rstrip("\r"))
+
+    def fileno(self) -> int:
+        return self._stream.fileno()
+
+    def isatty(self) -> bool:
+        return self._stream.isatty()
+
+    @property
+    def encoding(self):
+        return getattr(self._stream, "encoding", "utf-8")
+
+    @property
+    def errors(self):
+        return getattr(self._stream, "errors", "strict")
+
+    @property
+    def buffer(self):
+        return self._stream.buffer
+
+
+class IOTally(logging.Handler):
+    """Counts the files (and table rows) a job read and wrote, from normlab.io's records."""
+
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.files = {"read": 0, "wrote": 0}
+        self.rows = {"read": 0, "wrote": 0}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        action = getattr(record, "io", None)
+        if action in self.files:
+            self.files[action] += 1
+            self.rows[action] += int(getattr(record, "rows", None) or 0)
+
+    def summary(self) -> str:
+        def part(action):
+            n, rows = self.files[action], self.rows[action]
+            text = f"{action} {n} file{'' if n == 1 else 's'}"
+            return f"{text} ({rows:,} table rows)" if rows else text
+
+        return f"{part('read')}, {part('wrote')}"
+
+
+@contextlib.contextmanager
+def _job_logging(log_path: str | None, label: str):
+    """The job's handlers on the "normlab" logger and sys.stderr routed into it, for the ``with`` body; yields
+    (logger, IOTally, the StderrToLog). Undone afterwards (the logger's level, handlers and propagation,
+    sys.stderr)."""
+    logger = logging.getLogger(LOGGER)
+    saved = (logger.level, logger.propagate, sys.stderr)
+    real_stderr = sys.stderr
+    formatter = LabelFormatter(label)
+    terminal = logging.StreamHandler(real_stderr)
+    terminal.setLevel(logging.INFO)
+    handlers = [terminal]
+    if log_path:
+        handlers.append(logging.FileHandler(log_path, mode="w", encoding="utf-8"))
+        handlers[-1].setLevel(logging.DEBUG)
+    for h in handlers:
+        h.setFormatter(formatter)
+        logger.addHandler(h)
+    tally = IOTally()
+    logging.getLogger(IO_LOGGER).addHandler(tally)
+    logger.setLevel(logging.DEBUG)
+    logger.propagate = False  # the root logger's handlers (if any) would print every line again
+    stream = StderrToLog(logging.getLogger(f"{LOGGER}.stderr"), real_stderr)
+    sys.stderr = stream
+    try:
+        yield logger, tally, stream
+    finally:
+        stream.close_pending()
+        sys.stderr = saved[2]
+        logging.getLogger(IO_LOGGER).removeHandler(tally)
+        for h in handlers:
+            logger.removeHandler(h)
+            h.close()
+        logger.setLevel(saved[0])
+        logger.propagate = saved[1]
+
+
 @contextlib.contextmanager
 def job(log_path: str | None, threads: int = 1, name: str = "normlab", uses_jax: bool = False,
         optimization_level: int | None = None):
-    """Run a job body with its progress going to ``log_path`` (and stderr). An exception ends the
-    process with status 1 after writing ``<name>: error: <message>`` to both, with the traceback in
-    the log only: the user sees what went wrong without digging. ``name``: ``<rule> <what>`` (e.g.
-    ``train digits/raw-none-d2``); a ``$NORMLAB_FAULT`` fault (``fault_from_environment``) for that rule
-    applies to this job. ``uses_jax``: create JAX's backend with ``threads`` threads (``start_jax``) first;
-    jobs without JAX do not import it. ``optimization_level``: XLA's (see ``limit_threads``; a level in the
-    user's XLA_FLAGS wins)."""
+    """Run a job body with its lines labelled ``<name>: `` on stderr and in the log file ``log_path``
+    (the logging set-up above). A successful job's last line says how long it took and how many files (and
+    table rows) it read and wrote; its log also names each of those files. An exception ends the process
+    with status 1 after writing ``<name>: error: <message>`` to both, with the traceback in the log only
+    (just before that line): the user sees what went wrong without digging. ``name``: ``<rule> <what>``
+    (e.g. ``train digits/raw-none-d2``); a ``$NORMLAB_FAULT`` fault (``fault_from_environment``) for that
+    rule applies to this job. ``uses_jax``: create JAX's backend with ``threads`` threads (``start_jax``)
+    first; jobs without JAX do not import it. ``optimization_level``: XLA's (see ``limit_threads``; a level in
+    the user's XLA_FLAGS wins)."""
     global _ARMED
     limit_threads(threads, optimization_level)
     enable_compilation_cache()
-    if uses_jax:
-        start_jax(threads)
-    real_stderr = sys.stderr
-    log = open(log_path, "w") if log_path else None  # noqa: SIM115
-
-    class Tee:
-        def write(self, s):
-            real_stderr.write(s)
-            if log:
-                log.write(s)
-                log.flush()
-
-        def flush(self):
-            real_stderr.flush()
-
-    sys.stderr = Tee()
-    if uses_jax:
-        print(f"{name}: {max(1, int(threads))} CPU thread(s), XLA_FLAGS={os.environ['XLA_FLAGS']}", file=sys.stderr)
-    try:
-        fault = fault_from_environment()
-        if fault is not None and fault.rule == name.partition(" ")[0]:
-            _ARMED = fault
-            if fault.kind == "fail_once":
-                _fail_once(fault.path)
-            elif not fault.after:
-                _hold(fault.path)
-        yield
-    except Exception as exc:  # noqa: BLE001
-        if log:
-            traceback.print_exc(file=log)
-        print(f"{name}: error: {exc}", file=sys.stderr)
-        sys.stderr = real_stderr
+    start = time.perf_counter()
+    with _job_logging(log_path, name) as (logger, tally, stream):
+        if uses_jax:
+            logger.info(f"{max(1, int(threads))} CPU thread(s), XLA_FLAGS={os.environ['XLA_FLAGS']}")
+        try:
+            if uses_jax:
+                start_jax(threads)
+            fault = fault_from_environment()
+            if fault is not None and fault.rule == name.partition(" ")[0]:
+                _ARMED = fault
+                if fault.kind == "fail_once":
+                    _fail_once(fault.path)
+                elif not fault.after:
+                    _hold(fault.path)
+            yield
+        except Exception as exc:  # noqa: BLE001
+            stream.close_pending()
+            logger.debug("traceback:", exc_info=True)
+            logger.error(f"error: {exc}")
+            failed = True
+        else:
+            failed = False
+            stream.close_pending()
+            logger.info(f"done in {time.perf_counter() - start:.1f} s: {tally.summary()}")
+        finally:
+            _ARMED = None
+    if failed:
         sys.exit(1)
-    finally:
-        _ARMED = None
-        sys.stderr = real_stderr
-        if log:
-            log.close()
+
+
+def failure_lines(log_paths) -> list[str]:
+    """One line per job log in ``log_paths`` (jobs that failed), for a summary at the end of a run: the log's
+    first error line (``<label>: error: <message>``, as ``job`` writes it), else its last line, then the log's
+    path. A job killed from outside (out of memory, a time limit) wrote no error line: its last line shows how
+    far it got."""
+    lines = []
+    for path in log_paths:
+        try:
+            with open(path, encoding="utf-8", errors="replace") as f:
+                text = [ln.rstrip("\n") for ln in f if ln.strip()]
+        except OSError:
+            text = []
+        first_error = next((ln for ln in text if ": error: " in ln), None)
+        if first_error is not None:
+            lines.append(f"{first_error}  (log: {path})")
+        elif text:
+            lines.append(f"no error line; the log ends with: {text[-1]}  (log: {path})")
+        else:
+            lines.append(f"no output; see the error report above  (log: {path})")
+    return lines

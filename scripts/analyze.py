@@ -3,8 +3,6 @@ treatment of one network (sm.params.variants, in the order of the rule's per-var
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from normlab import analysis, io, model, runtime
 
 sm = snakemake  # noqa: F821
@@ -12,13 +10,11 @@ sm = snakemake  # noqa: F821
 
 def analyze_variant(k: int, variant: str, variant_rows: list[dict]) -> None:
     """The k-th variant of the job: read its inputs, measure it, write its outputs."""
-    spec = model.ModelSpec.from_json(Path(sm.input.model[k]).read_text())
-    with np.load(sm.input.data[k]) as f:
-        data = {key: f[key] for key in f.files}
-    with np.load(sm.input.sweep[k]) as f:
-        sweep = {key: f[key] for key in f.files}
+    spec = model.ModelSpec.from_json(io.read_text(sm.input.model[k]))
+    data = io.load_npz(sm.input.data[k])
+    sweep = io.load_npz(sm.input.sweep[k])
     row = next(r for r in variant_rows if r["variant"] == variant)
-    with np.load(sm.input.checkpoints[k]) as checkpoints:
+    with io.open_npz(sm.input.checkpoints[k]) as checkpoints:
         result = analysis.analyze_variant(spec, data, sweep, checkpoints, row, sm.params.analysis,
                                           lambda msg: print(f"{variant}: {msg}", file=sys.stderr, flush=True))
     out_dir = Path(sm.output.checkpoints[k])

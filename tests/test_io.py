@@ -1,4 +1,7 @@
-"""Tables written without pandas are byte-identical to pandas' CSV, and read back with the same types."""
+"""Tables written without pandas are byte-identical to pandas' CSV, and read back with the same types; every
+read and write is logged."""
+
+import logging
 
 import numpy as np
 import pandas as pd
@@ -79,3 +82,24 @@ def test_concat_csv_keeps_rows_and_text_and_refuses_other_columns(tmp_path):
     with pytest.raises(ValueError, match="c.csv: its columns"):
         io.concat_csv(tmp_path / "bad.csv", [a, c])
     assert not (tmp_path / "bad.csv").exists()
+
+
+def test_reads_and_writes_are_logged_with_their_rows(tmp_path, caplog):
+    """normlab.io logs each file it reads or writes (DEBUG, logger normlab.io, with ``io`` and ``rows``): a job
+    (normlab.runtime.job) shows them in its log and counts them in its closing line."""
+    a, b = tmp_path / "a.csv", tmp_path / "b.csv"
+    with caplog.at_level(logging.DEBUG, logger="normlab.io"):
+        io.write_csv(a, pd.DataFrame({"x": [1, 2, 3]}))
+        io.write_csv(b, {"x": np.array([4])})
+        io.concat_csv(tmp_path / "all.csv", [a, b])
+        frame = io.read_csv(tmp_path / "all.csv")
+    records = [(r.getMessage(), r.io, r.rows) for r in caplog.records if r.name == "normlab.io"]
+    assert records == [
+        (f"wrote {a} (3 rows, 1 column)", "wrote", 3),
+        (f"wrote {b} (1 row, 1 column)", "wrote", 1),
+        (f"read {a} (3 rows)", "read", 3),
+        (f"read {b} (1 row)", "read", 1),
+        (f"wrote {tmp_path / 'all.csv'} (4 rows, from 2 tables)", "wrote", 4),
+        (f"read {tmp_path / 'all.csv'} (4 rows, 1 column)", "read", 4),
+    ]
+    assert frame["x"].tolist() == [1, 2, 3, 4]

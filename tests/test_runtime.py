@@ -1,12 +1,16 @@
-"""The job-level helpers of normlab.runtime: thread limits, the compile cache, the job wrapper, and the
-faults that ``$NORMLAB_FAULT`` injects for the fault tests (test_reruns.py, test_slurm.py)."""
+"""The job-level helpers of normlab.runtime: thread limits, the compile cache, the job wrapper and its
+logging (labelled lines, the files read and written, the error line), and the faults that ``$NORMLAB_FAULT``
+injects for the fault tests (test_reruns.py, test_slurm.py)."""
 
+import logging
 import os
+import re
 import subprocess
 import sys
 import threading
 import time
 
+import numpy as np
 import pytest
 
 from normlab import io, runtime
@@ -208,7 +212,7 @@ def test_a_jax_job_names_its_threads_and_xla_flags_in_its_log(tmp_path, monkeypa
     log = tmp_path / "job.log"
     with runtime.job(str(log), 1, "demo"):  # uses_jax False: no header, no JAX
         pass
-    assert log.read_text() == ""
+    assert re.fullmatch(r"demo: done in \d+\.\d s: read 0 files, wrote 0 files\n", log.read_text())
     code = (f"from normlab import runtime\nwith runtime.job({str(log)!r}, 1, 'demo', uses_jax=True, "
             "optimization_level=1):\n    pass\n")
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
@@ -227,3 +231,138 @@ def test_xla_reads_every_flag_limit_threads_sets():
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False)
     assert proc.returncode != 0 and "xla_normlab_no_such_flag" in proc.stderr, proc.stderr[-2000:]
+
+
+# --- the job's lines ---------------------------------------------------------------------------------------
+
+def test_every_line_of_a_job_carries_its_label_on_the_terminal_and_in_its_log(tmp_path, job_env, capsys):
+    """Lines from print(file=sys.stderr) (whole, in pieces, several at once) and from normlab's loggers start
+    with the job's label, on stderr and in the log; DEBUG lines go to the log only; stdout is left alone."""
+    log = tmp_path / "train.log"
+
+    def body():
+        print("  step 10/20  median train loss 0.5", file=sys.stderr)
+        sys.stderr.write("in ")
+        sys.stderr.write("pieces\nsecond line\nunfinished")
+        logging.getLogger("normlab.somewhere").info("from a logger")
+        logging.getLogger("normlab.somewhere").debug("details for the log only")
+        print("to stdout")
+
+    assert run_job(log, "train demo/raw-none-d0", body) == 0
+    captured = capsys.readouterr()
+    err = captured.err.splitlines()
+    assert captured.out == "to stdout\n"
+    label = "train demo/raw-none-d0: "
+    assert all(line.startswith(label) for line in err), err
+    text = [line.removeprefix(label) for line in err]
+    assert text[:-2] == ["  step 10/20  median train loss 0.5", "in pieces", "second line", "from a logger"]
+    assert text[-2] == "unfinished"  # the rest of a line, at the job's end
+    assert re.fullmatch(r"done in \d+\.\d s: read 0 files, wrote 0 files", text[-1])
+    logged = log.read_text().splitlines()
+    assert [ln for ln in logged if "details" not in ln] == err  # the log holds the terminal's lines, and more
+    assert f"{label}details for the log only" in logged
+
+
+_PROBING_JOB = """
+import faulthandler, logging, sys, warnings
+from normlab import runtime
+with runtime.job(sys.argv[1], 1, "train demo/raw-none-d0"):
+    faulthandler.enable()  # asks sys.stderr for its fileno()
+    assert sys.stderr.isatty() in (True, False) and sys.stderr.encoding and sys.stderr.errors
+    warnings.warn("a library's warning")
+    logging.getLogger("somelib").warning("a library's own logger, through logging's last resort")
+    print("a progress line", file=sys.stderr)
+"""
+
+
+def test_libraries_that_probe_or_write_to_stderr_work_inside_a_job_and_get_the_label(tmp_path):
+    log = tmp_path / "job.log"
+    proc = subprocess.run([sys.executable, "-c", _PROBING_JOB, str(log)], capture_output=True, text=True,
+                          check=False, env={**os.environ, "NORMLAB_JAX_CACHE": "off"})
+    assert proc.returncode == 0, proc.stderr
+    err = proc.stderr.splitlines()
+    assert err and all(line.startswith("train demo/raw-none-d0: ") for line in err), err
+    assert any("UserWarning: a library's warning" in line for line in err)
+    assert "train demo/raw-none-d0: a library's own logger, through logging's last resort" in err
+    assert "train demo/raw-none-d0: a progress line" in err
+    assert log.read_text().splitlines() == err
+
+
+def test_a_job_s_stderr_answers_what_libraries_ask_of_it(tmp_path, job_env):
+    """Libraries probe sys.stderr (isatty, fileno, encoding, errors, buffer) before writing to it."""
+    seen = {}
+
+    def body():
+        seen.update(isatty=sys.stderr.isatty(), fileno=sys.stderr.fileno(), encoding=sys.stderr.encoding,
+                    errors=sys.stderr.errors, writable=sys.stderr.writable())
+        sys.stderr.flush()
+
+    with open(tmp_path / "fake-tty", "w", encoding="utf-8") as stream:
+        real, sys.stderr = sys.stderr, stream
+        try:
+            assert run_job(tmp_path / "job.log", "select demo", body) == 0
+        finally:
+            sys.stderr = real
+        assert seen == {"isatty": False, "fileno": stream.fileno(), "encoding": "utf-8", "errors": "strict",
+                        "writable": True}
+
+
+def test_a_job_s_log_says_what_it_read_and_wrote(tmp_path, job_env):
+    from normlab import io
+
+    csv, npz = tmp_path / "in.csv", tmp_path / "in.npz"
+    csv.write_text("a,b\n1,2\n3,4\n5,6\n")
+    io.write_npz(npz, {"x": np.zeros((4, 2)), "y": np.arange(4)})
+    log = tmp_path / "job.log"
+
+    def body():
+        rows = io.read_csv_rows(csv)
+        arrays = io.load_npz(npz)
+        io.write_csv(tmp_path / "out.csv", {"a": np.array([r["a"] for r in rows]), "n": np.full(3, len(arrays))})
+        io.write_text(tmp_path / "out.json", "{}\n")
+
+    assert run_job(log, "select demo", body) == 0
+    lines = log.read_text().splitlines()
+    assert lines[:4] == [f"select demo: read {csv} (3 rows)",
+                         f"select demo: read {npz} (2 arrays, {npz.stat().st_size:,} bytes)",
+                         f"select demo: wrote {tmp_path / 'out.csv'} (3 rows, 2 columns)",
+                         f"select demo: wrote {tmp_path / 'out.json'} (3 bytes)"]
+    assert re.fullmatch(r"select demo: done in \d+\.\d s: read 2 files \(3 table rows\), wrote 2 files "
+                        r"\(3 table rows\)", lines[4]) and len(lines) == 5
+
+
+def test_a_failed_job_prints_one_error_line_and_logs_the_traceback_before_it(tmp_path, job_env, capsys):
+    log = tmp_path / "fetch.log"
+
+    def body():
+        print("reading", file=sys.stderr)
+        raise ValueError("the column 'y' is missing; set 'target'")
+
+    assert run_job(log, "fetch demo", body) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err == ["fetch demo: reading", "fetch demo: error: the column 'y' is missing; set 'target'"]
+    lines = log.read_text().splitlines()
+    assert lines[0] == "fetch demo: reading" and lines[-1] == err[-1]
+    assert "fetch demo: Traceback (most recent call last):" in lines
+    assert all(ln.startswith("fetch demo: ") for ln in lines)
+    assert runtime.failure_lines([log]) == [f"{err[-1]}  (log: {log})"]
+
+
+def test_the_job_s_logging_is_undone_afterwards(tmp_path, job_env):
+    logger, stderr = logging.getLogger("normlab"), sys.stderr
+    before = (list(logger.handlers), logger.level, logger.propagate)
+    assert run_job(tmp_path / "a.log", "select demo", lambda: 1 / 0) == 1
+    assert run_job(tmp_path / "b.log", "select demo") == 0
+    assert sys.stderr is stderr and (list(logger.handlers), logger.level, logger.propagate) == before
+    assert "ZeroDivisionError" not in (tmp_path / "b.log").read_text()
+
+
+def test_failure_lines_name_each_failed_job_s_error_and_log(tmp_path):
+    killed, empty, missing = tmp_path / "killed.log", tmp_path / "empty.log", tmp_path / "missing.log"
+    killed.write_text("train d/v: 1 CPU thread(s), XLA_FLAGS=...\ntrain d/v:   step 100/600\n")
+    empty.write_text("")
+    assert runtime.failure_lines([killed, empty, missing]) == [
+        f"no error line; the log ends with: train d/v:   step 100/600  (log: {killed})",
+        f"no output; see the error report above  (log: {empty})",
+        f"no output; see the error report above  (log: {missing})",
+    ]
