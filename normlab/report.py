@@ -210,7 +210,8 @@ def load_spectra(paths) -> dict[str, list[dict]]:
 def build_report(table_paths: dict, provenance_paths: list, config: dict, out, benchmarks_dir="benchmarks",
                  spectra_paths=(), contour_paths=(), workers: int = 1) -> None:
     """Render the report to ``out`` from the tables (paths by kind), the datasets' provenance and the
-    spectral densities; ``workers`` processes draw the figures (``render_figures``)."""
+    spectral densities; its wall time per rule from the study's benchmark files under ``benchmarks_dir``;
+    ``workers`` processes draw the figures (``render_figures``)."""
     t = load_tables(table_paths)
     spectra = load_spectra(spectra_paths)
     grids = load_contour_grids(contour_paths)

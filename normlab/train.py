@@ -289,7 +289,8 @@ def train_variant(dataset: str, variant: str, data: dict, variants_config: dict,
     arrays of ``data/processed/<dataset>/<input>.npz``) and the config's ``variants`` and ``sweep``
     sections: the network is ``variants_config``'s width, activation and eps at the variant's norm and
     depth; its output is one unit with the ``mse`` loss for a regression dataset, else one per class with
-    ``softmax_cross_entropy``; every (lr, seed) of the sweep's grid is trained (``train_sweep``).
+    ``softmax_cross_entropy``; every (lr, seed) of the sweep's grid is trained (``train_sweep``) and logged
+    on the evaluation set, the first ``eval_examples`` training rows (the config's ``sweep.eval_examples``).
 
     Returns, in the order the job writes them: ``model`` (model.json text), ``sweep`` (``sweep_arrays``),
     ``checkpoints`` (``seed_checkpoint_arrays`` of the first seed), ``runs`` and ``training`` (tables)."""

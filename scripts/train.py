@@ -1,15 +1,12 @@
 """Rule train: all (lr, seed) runs of one variant; writes model.json, sweep arrays, runs/training tables."""
-import numpy as np
-
 from normlab import io, runtime, train
 
 sm = snakemake  # noqa: F821
 with runtime.job(sm.log[0], sm.threads, f"train {sm.wildcards.dataset}/{sm.wildcards.variant}", uses_jax=True,
                  optimization_level=sm.params.xla_level):
-    with np.load(sm.input.data) as f:
-        data = {k: f[k] for k in f.files}
+    data = io.load_npz(sm.input.data)
     out = train.train_variant(sm.wildcards.dataset, sm.wildcards.variant, data, sm.params.variants, sm.params.sweep,
-                              sm.params.analysis["max_examples"])
+                              sm.params.sweep["eval_examples"])
     io.write_text(sm.output.model, out["model"])
     io.write_npz(sm.output.sweep, out["sweep"])
     io.write_npz(sm.output.checkpoints, out["checkpoints"])

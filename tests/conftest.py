@@ -1,11 +1,15 @@
 """Shared fixtures. ``quick`` runs the quick DAG once per test session; tests/test_workflow.py checks what it
-wrote and tests/test_browser.py opens its report."""
+wrote, tests/test_browser.py opens its report and tests/test_studies.py reruns copies of it.
+
+A study writes under its own folders (config key ``study``): data/<study>/, results/<study>/,
+reports/<study>/, logs/<study>/, benchmarks/<study>/ (``study_folders``)."""
 
 import os
 import shutil
 import subprocess
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -15,6 +19,14 @@ import normlab  # noqa: F401  (enables float64 in JAX before any test builds arr
 
 REPO = Path(__file__).resolve().parents[1]
 TIMEOUT_S = 1800
+QUICK = "quick"  # config/quick.yaml's study
+
+
+def study_folders(root: Path, study: str) -> SimpleNamespace:
+    """The folders a study writes in the run folder ``root``, and its report and tables folder."""
+    f = SimpleNamespace(**{top: root / top / study for top in ("data", "results", "reports", "logs", "benchmarks")})
+    f.tables, f.report = f.results / "tables", f.reports / "report.html"
+    return f
 
 
 def copy_workflow(dest: Path) -> None:
@@ -48,4 +60,5 @@ def quick(tmp_path_factory, pytestconfig):
     say(pytestconfig, f"[workflow] quick DAG wall time: {wall:.1f} s with --cores 2 (goal <= 90 s on 2 idle cores; "
                       f"1-min load average now {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")
     config = yaml.safe_load((root / "config" / "quick.yaml").read_text())
+    assert config["study"] == QUICK
     return root, config, wall

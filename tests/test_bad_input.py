@@ -11,10 +11,21 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import study_folders
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 from test_download import LocalServer
-from test_reruns import HTML_TARGET, TINY, new_workdir, snakemake, temp_files, tiny_config, tiny_csv, write_config
+from test_reruns import (
+    HTML_TARGET,
+    TINY,
+    TINY_STUDY,
+    new_workdir,
+    snakemake,
+    temp_files,
+    tiny_config,
+    tiny_csv,
+    write_config,
+)
 
 from normlab import datasets as D
 from normlab import preprocess as P
@@ -274,6 +285,29 @@ def test_unknown_keys_and_wrong_types_name_the_key():
     assert schema_message({"datasets": {long: {"sklearn": "iris"}}})[0] == f"ValidationError: {long!r} is too long"
 
 
+@pytest.mark.parametrize("name", ["../etc", "x/y", "/abs", "a b", "a;rm -rf x", "$(id)", "~", ".", ""])
+def test_study_names_with_path_or_shell_characters_are_refused_naming_the_key(name):
+    assert schema_message({"study": name, "datasets": {"d": {"sklearn": "iris"}}}) == [
+        f"ValidationError: {name!r} does not match '^[A-Za-z0-9_-]+$'", "On instance['study']:"]
+
+
+def test_other_bad_study_names_are_refused_naming_the_key():
+    base = {"datasets": {"d": {"sklearn": "iris"}}}
+    assert schema_message({**base, "study": "d\n"}) == [
+        "ValidationError: 'd\\n' should not be valid under {'pattern': '\\n'}", "On instance['study']:"]
+    assert schema_message({**base, "study": "cache"}) == [  # data/cache/ holds the downloads of every study
+        "ValidationError: 'cache' should not be valid under {'const': 'cache'}", "On instance['study']:"]
+    assert schema_message({**base, "study": 3}) == ["ValidationError: 3 is not of type 'string'",
+                                                    "On instance['study']:"]
+
+
+def test_a_config_without_study_gets_the_default_name_and_evaluation_set():
+    config = {"datasets": {"d": {"sklearn": "iris"}}}
+    validate(config, SCHEMA)
+    assert config["study"] == "default"
+    assert config["sweep"]["eval_examples"] == 512 == config["analysis"]["max_examples"]
+
+
 @pytest.mark.workflow
 def test_workflow_refuses_bad_names_before_running_anything(tmp_path):
     root = new_workdir(tmp_path / "names")
@@ -283,9 +317,17 @@ def test_workflow_refuses_bad_names_before_running_anything(tmp_path):
     assert proc.returncode != 0
     assert "ValidationError: 'a;touch pwned' does not match '^[A-Za-z0-9_-]+$'" in out, out
     assert "On instance['datasets']:" in out
+    # a study name with path characters: refused by the schema, naming the key
+    cfg = tiny_config({"iris": {"sklearn": "iris"}}, study="../elsewhere")
+    proc = snakemake(root, tmp_path / "jax", "--configfile", write_config(root, cfg), "--dry-run", check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "ValidationError: '../elsewhere' does not match '^[A-Za-z0-9_-]+$'" in out, out
+    assert "On instance['study']:" in out
     # wildcard constraints: a target whose dataset part has path or shell characters matches no rule
     cfg = tiny_config({"iris": {"sklearn": "iris"}})
-    for target in ("data/raw/a;b.csv", "data/processed/../x/standardize.npz", "data/raw/<b>.csv"):
+    data = f"data/{TINY_STUDY}"
+    for target in (f"{data}/raw/a;b.csv", f"{data}/processed/../x/standardize.npz", f"{data}/raw/<b>.csv"):
         proc = snakemake(root, tmp_path / "jax", "--configfile", write_config(root, cfg), "--dry-run", target,
                          check=False)
         out = proc.stdout + proc.stderr
@@ -316,11 +358,12 @@ def test_bad_datasets_fail_with_their_message_and_leave_no_files(tmp_path):
             "few": {"csv": "few.csv", "target": HTML_TARGET},
         }
         cfg = write_config(root, tiny_config(datasets))
-        targets = [f"data/processed/{d}/standardize.npz" for d in datasets]
+        targets = [f"data/{TINY_STUDY}/processed/{d}/standardize.npz" for d in datasets]
         proc = snakemake(root, tmp_path / "jax", "--configfile", cfg, "--keep-going", *targets, check=False)
     finally:
         server.close()
     assert proc.returncode != 0
+    study = study_folders(root, TINY_STUDY)
     expected = {
         ("fetch", "missing_file"): f"csv file 'nope.csv' of dataset 'missing_file' does not exist (looked for "
                                    f"{root}/nope.csv); fix 'csv' in its config entry (a relative path starts at the "
@@ -342,10 +385,10 @@ def test_bad_datasets_fail_with_their_message_and_leave_no_files(tmp_path):
     for (job, ds), msg in expected.items():
         line = f"{job} {ds}: error: {msg}"
         assert line in proc.stderr.splitlines(), (line, proc.stderr[-6000:])
-        assert (root / "logs" / job / f"{ds}.log").read_text().splitlines()[-1] == line
-        assert not list((root / "data" / "processed").glob(f"{ds}/*")), ds
+        assert (study.logs / job / f"{ds}.log").read_text().splitlines()[-1] == line
+        assert not list((study.data / "processed").glob(f"{ds}/*")), ds
         if job == "fetch":
-            assert not list((root / "data" / "raw").glob(f"{ds}.*")), ds
+            assert not list((study.data / "raw").glob(f"{ds}.*")), ds
     assert [p for p in (root / "data" / "cache").rglob("*") if p.is_file()] == []  # the bad download was dropped
     assert temp_files(root) == []
 
@@ -359,19 +402,20 @@ def all_diverged(tmp_path_factory):
     cfg = tiny_config({"tiny": TINY}, lr_min=100.0, lr_max=1000.0)
     cfg["variants"] = {"inputs": ["raw"], "norms": ["none"], "depths": [1], "width": 8}
     snakemake(root, root / "jax", "--configfile", write_config(root, cfg))
-    return root, (root / "reports" / "report.html").read_text()
+    return root, study_folders(root, TINY_STUDY).report.read_text()
 
 
 @pytest.mark.workflow
 def test_every_run_diverging_is_recorded_and_the_pipeline_finishes(all_diverged):
     root, html = all_diverged
-    runs = pd.read_csv(root / "results" / "tables" / "runs.csv")
+    tables = study_folders(root, TINY_STUDY).tables
+    runs = pd.read_csv(tables / "runs.csv")
     assert len(runs) == 2 and runs["diverged"].all() and (runs["diverged_step"] >= 0).all()
     assert runs["test_accuracy"].isna().all()
-    variants = pd.read_csv(root / "results" / "tables" / "variants.csv")
+    variants = pd.read_csv(tables / "variants.csv")
     assert variants["max_stable_lr"].isna().all() and variants["best_lr"].isna().all()
     assert not variants["common_lr_stable_everywhere"].any() and (variants["n_lr_stable"] == 0).all()
-    training = pd.read_csv(root / "results" / "tables" / "training.csv")
+    training = pd.read_csv(tables / "training.csv")
     assert training["frozen"].any()
     row = re.search(r"<tr><td class=\"l\">raw-none-d1</td>(.*?)</tr>", html, re.S)
     assert row is not None, "the variant's row is missing from the report"

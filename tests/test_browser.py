@@ -3,7 +3,8 @@
 
 The page must load with no console error, every image must decode (naturalWidth > 0), the short answer and
 the Q1-Q5 sections must be there, nothing may be fetched over http(s), and the page must stay readable on a
-400 px wide screen. A full-page screenshot is saved to ``<quick root>/results/report-screenshot.png``.
+400 px wide screen. A full-page screenshot is saved beside the report:
+``<quick root>/reports/quick/report-screenshot.png``.
 
 Selenium never downloads anything: the chromedriver path is given explicitly and SE_OFFLINE=true keeps
 Selenium Manager offline. A missing chromium / chromedriver is an error, not a skip.
@@ -14,6 +15,7 @@ import struct
 from pathlib import Path
 
 import pytest
+from conftest import QUICK, study_folders
 from selenium import webdriver
 from selenium.common.exceptions import TimeoutException
 from selenium.webdriver.chrome.options import Options
@@ -92,7 +94,7 @@ def make_driver(profile: Path, log: Path) -> webdriver.Chrome:
 def page(quick, tmp_path_factory):
     """The quick report loaded in headless Chromium (one browser for the module, quit in any case)."""
     root = quick[0]
-    report = root / "reports" / "report.html"
+    report = study_folders(root, QUICK).report
     assert report.is_file(), report
     tmp = tmp_path_factory.mktemp("chromium")
     with pytest.MonkeyPatch.context() as mp:
@@ -148,11 +150,11 @@ def test_nothing_is_fetched_over_the_network(page):
 
 
 def test_full_page_screenshot(page):
-    """Window = the whole document (capped), then one screenshot: results/report-screenshot.png."""
+    """Window = the whole document (capped), then one screenshot: reports/quick/report-screenshot.png."""
     page.resize(1280, 1000)
     w, h = page.js("return [document.documentElement.scrollWidth, document.documentElement.scrollHeight]")
     got = page.resize(min(w, MAX_SHOT[0]), min(h, MAX_SHOT[1]))
-    shot = page.root / "results" / "report-screenshot.png"
+    shot = study_folders(page.root, QUICK).reports / "report-screenshot.png"
     shot.parent.mkdir(parents=True, exist_ok=True)
     shot.unlink(missing_ok=True)
     assert page.driver.save_screenshot(str(shot)), shot

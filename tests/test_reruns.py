@@ -1,5 +1,6 @@
-"""Reruns through the ``snakemake`` command (subprocess), on a tiny study: one CSV dataset, one variant
-(standardize-batchnorm-d1), 2 learning rates, 1 seed, 20 steps.
+"""Reruns through the ``snakemake`` command (subprocess), on a tiny study (named ``tiny-study``: its files are
+in data/tiny-study/, results/tiny-study/, ...): one CSV dataset, one variant (standardize-batchnorm-d1),
+2 learning rates, 1 seed, 20 steps.
 
 * adding a dataset to the config and rerunning executes only the new dataset's jobs (plus the study-wide
   tables and report): checked on the dry-run job list, then by running it (a regression dataset with a
@@ -33,6 +34,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from conftest import study_folders
 from snakemake_cli import snakemake_exe, subprocess_env
 
 pytestmark = pytest.mark.workflow
@@ -40,6 +42,7 @@ pytestmark = pytest.mark.workflow
 REPO = Path(__file__).resolve().parents[1]
 TIMEOUT_S = 1800
 VARIANT = "standardize-batchnorm-d1"
+TINY_STUDY = "tiny-study"
 HTML_TARGET = "<b>label</b>"
 HTML_COLUMN = "<script>alert(1)</script>"
 
@@ -54,17 +57,18 @@ def new_workdir(root: Path) -> Path:
     return root
 
 
-def tiny_config(datasets: dict, **sweep) -> dict:
-    """A tiny study on ``datasets``: the quick config's analysis settings (kept in step with the schema by
-    whoever changes it), one variant, 2 LRs, 1 seed, 20 steps."""
+def tiny_config(datasets: dict, study: str = TINY_STUDY, **sweep) -> dict:
+    """A tiny study named ``study`` on ``datasets``: the quick config's analysis settings (kept in step with
+    the schema by whoever changes it), one variant, 2 LRs, 1 seed, 20 steps, 64 rows evaluated."""
     quick = yaml.safe_load((REPO / "config" / "quick.yaml").read_text())
     analysis = dict(quick.get("analysis", {}), max_examples=64)
     return {
+        "study": study,
         "datasets": datasets,
         "split": {"test_fraction": 0.25, "seed": 0},
         "variants": {"inputs": ["standardize"], "norms": ["batchnorm"], "depths": [1], "width": 8},
         "sweep": {"lr_min": 0.01, "lr_max": 0.1, "n_lr": 2, "seeds": [0], "steps": 20, "batch_size": 16,
-                  "log_every": 10, "target_loss": 0.3, **sweep},
+                  "log_every": 10, "eval_examples": 64, "target_loss": 0.3, **sweep},
         "analysis": analysis,
         "report": {"title": "tiny <i>study</i>"},
     }
@@ -114,13 +118,15 @@ def snakemake(root: Path, jax_cache: Path, *args, check: bool = True) -> subproc
 
 
 def outputs(root: Path) -> dict[str, bytes]:
-    """Every deterministic output: data/raw, data/processed and results/ (tables, arrays, checkpoints).
-    The report and the benchmark files hold wall times, so they are left out."""
+    """Every deterministic output of every study in ``root``: data/<study>/ (raw, processed) and
+    results/<study>/ (tables, arrays, checkpoints); not the shared downloads (data/cache/). The report and the
+    benchmark files hold wall times, so they are left out."""
     files = {}
-    for top in ("data/raw", "data/processed", "results"):
+    for top in ("data", "results"):
         for p in sorted((root / top).rglob("*")):
-            if p.is_file():
-                files[str(p.relative_to(root))] = p.read_bytes()
+            key = str(p.relative_to(root))
+            if p.is_file() and not key.startswith("data/cache/"):
+                files[key] = p.read_bytes()
     return files
 
 
@@ -166,24 +172,25 @@ def first_run(tmp_path_factory, jax_cache):
 
 def test_outputs_are_complete_escaped_and_finite(first_run):
     root, _, files = first_run
-    tables = sorted(p.name for p in (root / "results" / "tables").glob("*.csv"))
+    study = study_folders(root, TINY_STUDY)
+    tables = sorted(p.name for p in study.tables.glob("*.csv"))
     assert {"runs.csv", "variants.csv", "training.csv", "layer_inputs.csv", "gradients.csv"} <= set(tables)
     assert temp_files(root) == []
     # HTML in the target and column names: kept in the data, escaped in the report
-    raw = pd.read_csv(root / "data" / "raw" / "tiny.csv")
+    raw = pd.read_csv(study.data / "raw" / "tiny.csv")
     assert list(raw.columns) == ["x1", HTML_COLUMN, "const", HTML_TARGET]
-    with np.load(root / "data" / "processed" / "tiny" / "standardize.npz") as f:
+    with np.load(study.data / "processed" / "tiny" / "standardize.npz") as f:
         assert f["feature_names"].tolist() == ["x1", HTML_COLUMN, "const"]
         assert all(np.isfinite(f[k]).all() for k in ("X_train", "X_test", "input_mean", "input_scale"))
         assert np.all(f["X_train"][:, 2] == 0.0)  # the constant column: centred, scale 1
-    html = (root / "reports" / "report.html").read_text()
+    html = study.report.read_text()
     for text in (HTML_TARGET, HTML_COLUMN, "<i>study</i>"):
         assert text not in html
     assert "&lt;b&gt;label&lt;/b&gt;" in html and "tiny &lt;i&gt;study&lt;/i&gt;" in html
     # the constant column (a dead input unit once standardized) puts no NaN/inf into the layer-input table
-    li = pd.read_csv(root / "results" / "tables" / "layer_inputs.csv")
+    li = pd.read_csv(study.tables / "layer_inputs.csv")
     assert len(li) and np.isfinite(li["value"].astype(float)).all()
-    runs = pd.read_csv(root / "results" / "tables" / "runs.csv")
+    runs = pd.read_csv(study.tables / "runs.csv")
     assert np.isfinite(runs["final_train_loss"]).all() and not runs["diverged"].any()
 
 
@@ -191,6 +198,7 @@ def test_adding_a_dataset_runs_only_its_jobs(first_run, tmp_path, jax_cache):
     root0, cfg_name, files1 = first_run
     root = tmp_path / "added"
     shutil.copytree(root0, root, symlinks=True)  # copy2 keeps the modification times Snakemake compares
+    study = study_folders(root, TINY_STUDY)
     regression_csv(root / "prices.csv")
     cfg = write_config(root, tiny_config({"tiny": TINY, "prices": REGRESSION}), "tiny.yaml")
     assert cfg == cfg_name
@@ -207,25 +215,25 @@ def test_adding_a_dataset_runs_only_its_jobs(first_run, tmp_path, jax_cache):
     mtimes = {k: (root / k).stat().st_mtime_ns for k in files1}
     snakemake(root, jax_cache, "--configfile", cfg)
     for k, data in files1.items():
-        if k.startswith("results/tables/"):
+        if k.startswith(f"results/{TINY_STUDY}/tables/"):
             continue  # the study-wide tables gain the new dataset's rows
         assert (root / k).read_bytes() == data, k
         assert (root / k).stat().st_mtime_ns == mtimes[k], k
-    runs = pd.read_csv(root / "results" / "tables" / "runs.csv")
+    runs = pd.read_csv(study.tables / "runs.csv")
     reg = runs[runs["dataset"] == "prices"]
     assert len(reg) == 2 and reg["test_accuracy"].isna().all() and np.isfinite(reg["test_loss"]).all()
     old = runs[runs["dataset"] == "tiny"].reset_index(drop=True)
-    pd.testing.assert_frame_equal(old, pd.read_csv(root0 / "results" / "tables" / "runs.csv"))
-    model = json.loads((root / "results" / "prices" / VARIANT / "model.json").read_text())
+    pd.testing.assert_frame_equal(old, pd.read_csv(study_folders(root0, TINY_STUDY).tables / "runs.csv"))
+    model = json.loads((study.results / "prices" / VARIANT / "model.json").read_text())
     assert model["loss"] == "mse" and model["sizes"] == [5, 8, 1]  # x1, x2, colour=blue/green/red -> 1 output
     for table in ("layer_inputs", "gradients", "training"):
-        t = pd.read_csv(root / "results" / "tables" / f"{table}.csv")
+        t = pd.read_csv(study.tables / f"{table}.csv")
         assert (t["dataset"] == "prices").any(), table
-    curvature = root / "results" / "tables" / "curvature.csv"
+    curvature = study.tables / "curvature.csv"
     if curvature.exists():
         c = pd.read_csv(curvature)
         assert (c["dataset"] == "prices").any()
-    html = (root / "reports" / "report.html").read_text()
+    html = study.report.read_text()
     assert "Dataset: prices" in html and "Dataset: tiny" in html
     # a third run has nothing left to do ...
     again = snakemake(root, jax_cache, "--configfile", cfg, "--dry-run")
@@ -241,7 +249,7 @@ def test_adding_a_dataset_runs_only_its_jobs(first_run, tmp_path, jax_cache):
 def wait_for_hold(proc: subprocess.Popen, root: Path, timeout: float = 600) -> None:
     """Until the train job is held (``$NORMLAB_FAULT``, see ``hold_env``): it has trained and written two of
     its five outputs, and waits while the hold file exists. Interrupting it there is not a race."""
-    log = root / "logs" / "train" / "tiny" / f"{VARIANT}.log"
+    log = study_folders(root, TINY_STUDY).logs / "train" / "tiny" / f"{VARIANT}.log"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -299,7 +307,8 @@ def test_killed_in_training_then_rerun_completes_with_nothing_stale(first_run, t
     hold = root / "hold-train"
     hold.write_text("the train job waits while this file exists\n")
     cfg = write_config(root, tiny_config({"tiny": TINY}))
-    out_dir = root / "results" / "tiny" / VARIANT
+    study = study_folders(root, TINY_STUDY)
+    out_dir = study.results / "tiny" / VARIANT
     written_first, written_last = out_dir / "sweep.npz", out_dir / "runs.csv"
 
     # 1. Ctrl-C: SIGINT to Snakemake and its jobs, while the train job has written two of its outputs
@@ -312,7 +321,7 @@ def test_killed_in_training_then_rerun_completes_with_nothing_stale(first_run, t
     assert_nothing_truncated(root)
 
     # 2. the rerun is killed too, harder: kill -9 of Snakemake and its jobs, held at the same point
-    (root / "logs" / "train" / "tiny" / f"{VARIANT}.log").unlink()
+    (study.logs / "train" / "tiny" / f"{VARIANT}.log").unlink()
     proc = start(root, hold_env(jax_cache, hold), cfg)
     wait_for_hold(proc, root)
     os.killpg(proc.pid, signal.SIGKILL)
@@ -330,7 +339,7 @@ def test_killed_in_training_then_rerun_completes_with_nothing_stale(first_run, t
     files = outputs(root)
     assert sorted(files) == sorted(files1)
     assert [k for k in files1 if files[k] != files1[k]] == []
-    assert (root / "reports" / "report.html").exists()
+    assert study.report.exists()
     # Snakemake's record of incomplete jobs is empty again
     incomplete = root / ".snakemake" / "incomplete"
     assert not incomplete.exists() or [p for p in incomplete.rglob("*") if p.is_file()] == []

@@ -21,7 +21,7 @@ import time
 
 import pytest
 import yaml
-from conftest import copy_workflow, say
+from conftest import QUICK, copy_workflow, say, study_folders
 from slurm_cluster import OneNodeCluster, missing_commands
 from snakemake_cli import snakemake_exe, subprocess_env
 from test_reruns import outputs
@@ -29,7 +29,6 @@ from test_reruns import outputs
 pytestmark = [pytest.mark.slurm, pytest.mark.workflow]
 
 HARD_LIMIT_S = 1200
-SCREENSHOT = "results/report-screenshot.png"  # written into the quick run's folder by test_browser.py
 # one batch job per rule, or per group of the slurm profile (fetch+preprocess, tables+report)
 BATCH_JOBS = ("group_prepare_fetch_preprocess", "rule_train", "rule_select", "rule_analyze",
               "group_summarize_report_tables")
@@ -114,12 +113,10 @@ def test_quick_study_on_slurm_retries_a_failed_job_and_matches_the_local_run(qui
     slurm_logs = root / ".snakemake" / "slurm_logs"
     assert sorted(p.name for p in slurm_logs.iterdir()) == sorted(BATCH_JOBS)
 
-    # data/raw, data/processed, results/: all but the report and benchmarks; the local run's folder also
-    # holds the browser test's screenshot, which is not a pipeline output
-    local = {k: v for k, v in outputs(local_root).items() if k != SCREENSHOT}
-    remote = outputs(root)
+    # data/quick/raw, data/quick/processed, results/quick/: all but the report and benchmarks
+    local, remote = outputs(local_root), outputs(root)
     assert sorted(remote) == sorted(local)
     assert [k for k in local if local[k] != remote[k]] == []
-    html_local = (local_root / "reports" / "report.html").read_text()
-    html_remote = (root / "reports" / "report.html").read_text()
+    html_local = study_folders(local_root, QUICK).report.read_text()
+    html_remote = study_folders(root, QUICK).report.read_text()
     assert report_without_run_details(html_remote) == report_without_run_details(html_local)

@@ -3,8 +3,9 @@
 The session-scoped ``quick`` fixture (tests/conftest.py, shared with tests/test_browser.py) copies workflow/,
 scripts/ and config/ into a temporary folder and runs the quick DAG once through the ``snakemake`` command in
 a subprocess, as a user runs it. The tests then read the tables, checkpoints, processed data and report it
-wrote, and recompute what they can with their own numpy code: the checkpoints + model.json + data/processed npz
-must rebuild the logged loss.
+wrote (in the study's folders: data/quick/, results/quick/, reports/quick/, logs/quick/), and recompute what
+they can with their own numpy code: the checkpoints + model.json + data/quick/processed npz must rebuild the
+logged loss.
 ``test_lint`` lints the workflow as it is in the repository.
 """
 
@@ -19,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import copy_workflow
+from conftest import QUICK, copy_workflow, study_folders
 from snakemake_cli import snakemake_exe, subprocess_env
 
 IDS = ["dataset", "variant", "input", "norm", "depth"]
@@ -27,7 +28,7 @@ RUNS, TAGS = ("common", "best"), ("init", "early", "end")
 
 
 def table(root: Path, name: str) -> pd.DataFrame:
-    return pd.read_csv(root / "results" / "tables" / f"{name}.csv")
+    return pd.read_csv(study_folders(root, QUICK).tables / f"{name}.csv")
 
 
 def expected_variants(config) -> list[tuple[str, str, int]]:
@@ -96,10 +97,11 @@ def np_weight_grad_norms(spec: dict, arrays: dict, X: np.ndarray, y: np.ndarray)
     return norms[::-1]
 
 
-def analysis_set(root: Path, config, dataset: str, inp: str):
-    with np.load(root / "data" / "processed" / dataset / f"{inp}.npz") as f:
+def analysis_set(root: Path, config, dataset: str, inp: str, rows: int | None = None):
+    """The processed data and its first ``rows`` training rows (default: the analysis set's)."""
+    with np.load(study_folders(root, QUICK).data / "processed" / dataset / f"{inp}.npz") as f:
         data = {k: f[k] for k in f.files}
-    m = config["analysis"]["max_examples"]
+    m = config["analysis"]["max_examples"] if rows is None else rows
     return data, data["X_train"][:m], data["y_train"][:m]
 
 
@@ -243,11 +245,12 @@ def test_checkpoints_rebuild_the_logged_loss(quick):
     for dataset in sorted(config["datasets"]):
         for inp, norm, depth in expected_variants(config):
             variant = f"{inp}-{norm}-d{depth}"
-            vdir = root / "results" / dataset / variant
+            vdir = study_folders(root, QUICK).results / dataset / variant
             spec = json.loads((vdir / "model.json").read_text())
             assert spec["norm"] == norm and spec["input"] == inp and spec["depth"] == depth
             assert len(spec["sizes"]) == depth + 2 and spec["loss"] == "softmax_cross_entropy"
-            data, X, y = analysis_set(root, config, dataset, inp)
+            # the training log and its gradients are measured on the evaluation set (sweep.eval_examples rows)
+            data, X, y = analysis_set(root, config, dataset, inp, config["sweep"]["eval_examples"])
             assert spec["sizes"][0] == X.shape[1] and spec["sizes"][-1] == len(np.unique(data["y_train"]))
             row = var[(var["dataset"] == dataset) & (var["variant"] == variant)].iloc[0]
             L = depth + 1
@@ -294,7 +297,7 @@ def test_checkpoints_rebuild_the_logged_loss(quick):
 @pytest.mark.workflow
 def test_report_is_self_contained(quick):
     root, config, _ = quick
-    html = (root / "reports" / "report.html").read_text()
+    html = study_folders(root, QUICK).report.read_text()
     for ds in config["datasets"]:
         assert ds in html
     srcs = re.findall(r"""\bsrc\s*=\s*["']?([^"'\s>]+)""", html, flags=re.I)
@@ -325,8 +328,9 @@ def test_quick_study_jobs_compile_at_level_zero(quick):
     root, config, _ = quick
     if "xla_backend_optimization_level" in os.environ.get("XLA_FLAGS", ""):
         pytest.skip("XLA_FLAGS sets the optimization level")
-    train = sorted((root / "logs" / "train").rglob("*.log"))
-    analyze = sorted((root / "logs" / "analyze").rglob("*.log"))
+    logs = study_folders(root, QUICK).logs
+    train = sorted((logs / "train").rglob("*.log"))
+    analyze = sorted((logs / "analyze").rglob("*.log"))
     v = config["variants"]
     networks = len(config["datasets"]) * len(v["norms"]) * len(v["depths"])
     assert len(train) == networks * len(v["inputs"]) and len(analyze) == networks
@@ -406,7 +410,7 @@ def test_snakemake_report_builds(quick, tmp_path):
     """Snakemake's own report (`snakemake --report`) builds from the finished quick study and carries normlab's
     report as its marked result."""
     root, _, _ = quick
-    out = root / "reports" / "snakemake-report.html"
+    out = study_folders(root, QUICK).reports / "snakemake-report.html"
     proc = subprocess.run([snakemake_exe(), "--configfile", "config/quick.yaml", "--report", str(out)], cwd=root,
                           env=subprocess_env(root / "jax-cache"), capture_output=True, text=True, timeout=600,
                           check=False)
@@ -426,11 +430,11 @@ def test_report_figures_are_the_same_drawn_in_parallel(quick):
 import sys
 from pathlib import Path
 from normlab import report
-root = Path({str(root)!r})
+results = Path({str(study_folders(root, QUICK).results)!r})
 names = ["runs", "variants", "training", "layer_inputs", "layer_units", "gradients", "curvature", "contours"]
-t = report.load_tables({{k: root / "results" / "tables" / f"{{k}}.csv" for k in names}})
-spectra = report.load_spectra(sorted(root.glob("results/*/*/analysis/spectra.npz")))
-grids = report.load_contour_grids(sorted(root.glob("results/*/*/analysis/contours.npz")))
+t = report.load_tables({{k: results / "tables" / f"{{k}}.csv" for k in names}})
+spectra = report.load_spectra(sorted(results.glob("*/*/analysis/spectra.npz")))
+grids = report.load_contour_grids(sorted(results.glob("*/*/analysis/contours.npz")))
 tasks = [task for _, task in report.dataset_figure_tasks("lecture", t, spectra, grids)]
 assert len(tasks) >= 8, len(tasks)
 tasks = tasks[:4]  # the four cheapest to draw (curves, stable LRs, two per-layer plots): enough to compare

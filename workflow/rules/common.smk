@@ -1,9 +1,37 @@
-# Shared helpers: the variant grid from the config, wildcard constraints, and each job's resources.
+# Shared helpers: the study's folders, the variant grid from the config, wildcard constraints, and each job's
+# resources.
 import math
 import os
 
 from normlab.runtime import xla_optimization_level
 from normlab.variants import Variant, variant_grid
+
+# Every file a study writes lives under its own folders (config key `study`, default "default"), so studies
+# with different names sit side by side and never rerun each other's jobs. Downloads are shared: they are
+# cached by address and checked by checksum (rule fetch).
+STUDY = config["study"]
+DOWNLOAD_CACHE = "data/cache"
+
+
+def data_path(path):
+    return f"data/{STUDY}/{path}"
+
+
+def results_path(path):
+    return f"results/{STUDY}/{path}"
+
+
+def report_path(path):
+    return f"reports/{STUDY}/{path}"
+
+
+def log_path(path):
+    return f"logs/{STUDY}/{path}"
+
+
+def benchmark_path(path):
+    return f"benchmarks/{STUDY}/{path}"
+
 
 DATASETS = sorted(config["datasets"])
 VARIANTS = [
@@ -33,17 +61,30 @@ TABLES = ["runs", "variants", "training", "layer_inputs", "layer_units", "gradie
 
 def table_inputs(wildcards):
     per_variant = {
-        "runs": "results/{dataset}/{variant}/runs.csv",
-        "training": "results/{dataset}/{variant}/training.csv",
-        "layer_inputs": "results/{dataset}/{variant}/analysis/layer_inputs.csv",
-        "layer_units": "results/{dataset}/{variant}/analysis/layer_units.csv",
-        "gradients": "results/{dataset}/{variant}/analysis/gradients.csv",
-        "curvature": "results/{dataset}/{variant}/analysis/curvature.csv",
-        "contours": "results/{dataset}/{variant}/analysis/contours.csv",
+        "runs": "{dataset}/{variant}/runs.csv",
+        "training": "{dataset}/{variant}/training.csv",
+        "layer_inputs": "{dataset}/{variant}/analysis/layer_inputs.csv",
+        "layer_units": "{dataset}/{variant}/analysis/layer_units.csv",
+        "gradients": "{dataset}/{variant}/analysis/gradients.csv",
+        "curvature": "{dataset}/{variant}/analysis/curvature.csv",
+        "contours": "{dataset}/{variant}/analysis/contours.csv",
     }
-    inputs = {k: expand(p, dataset=DATASETS, variant=VARIANTS) for k, p in per_variant.items()}
-    inputs["variants"] = expand("results/{dataset}/variants.csv", dataset=DATASETS)
+    inputs = {k: expand(results_path(p), dataset=DATASETS, variant=VARIANTS) for k, p in per_variant.items()}
+    inputs["variants"] = expand(results_path("{dataset}/variants.csv"), dataset=DATASETS)
     return inputs
+
+
+# What a job reads of the config is its params, and nothing more: Snakemake reruns a job whose params changed,
+# so a job must not rerun for a setting it never reads (another rule's, or the list of depths).
+def subset(mapping, keys):
+    """The entries of ``mapping`` named in ``keys`` (those present)."""
+    return {k: mapping[k] for k in keys if k in mapping}
+
+
+# the network's shape besides its norm and depth (which the variant's name gives): normlab.train.train_variant
+TRAIN_VARIANT_KEYS = ("width", "activation", "eps")
+# the dataset entry's keys normlab.preprocess.prepare_dataset reads (sklearn: a bundled dataset's own task)
+PREPROCESS_ENTRY_KEYS = ("sklearn", "task", "categorical", "impute")
 
 
 # The local source file of a dataset, if any (an input of fetch).
@@ -56,7 +97,7 @@ def source_file(wildcards):
 
 # ----------------------------------------------------------------------------------------------------
 # Resources. Each rule's requests start from the largest wall time (seconds) and memory peak (MB) of its
-# jobs in the benchmark files (benchmarks/<rule>/...tsv, on 2 cores) of the default study (fetch,
+# jobs in the benchmark files (benchmarks/<study>/<rule>/...tsv, on 2 cores) of the default study (fetch,
 # preprocess, select, train, analyze) or of the quick study (tables, report; see study_scale), given at the
 # rule (runtime_minutes(<s>, ...), mem_mb(<MB>, ...)). Requests add head room (x3 runtime, at least 10
 # minutes, +1 GB memory), scale with the study for train, analyze, tables and report, grow with each retry

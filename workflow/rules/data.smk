@@ -1,23 +1,25 @@
 rule fetch:
     """Read a dataset from its source; write the raw table and its provenance (source, sha256, shape).
-    Downloads (url, openml) are cached in data/cache/ and reused by later runs."""
+    Downloads (url, openml) are cached in data/cache/, shared by every study, and reused by later runs."""
     input:
         source_file,
     output:
-        csv="data/raw/{dataset}.csv",
-        provenance="data/raw/{dataset}.json",
+        csv=data_path("raw/{dataset}.csv"),
+        provenance=data_path("raw/{dataset}.json"),
     params:
         entry=lambda wc: config["datasets"][wc.dataset],
-        cache="data/cache",
+        cache=DOWNLOAD_CACHE,
     threads: 1
     resources:
         mem_mb=mem_mb(306),
         runtime=runtime_minutes(14),
         slurm_partition=SLURM_PARTITION,
+    message:
+        "fetch {wildcards.dataset}"
     log:
-        "logs/fetch/{dataset}.log",
+        log_path("fetch/{dataset}.log"),
     benchmark:
-        "benchmarks/fetch/{dataset}.tsv"
+        benchmark_path("fetch/{dataset}.tsv")
     conda:
         CONDA_ENV
     script:
@@ -28,12 +30,12 @@ rule preprocess:
     """Check the table; seeded train/test split; one array file per input treatment (fitted on the
     training split)."""
     input:
-        csv="data/raw/{dataset}.csv",
-        provenance="data/raw/{dataset}.json",
+        csv=data_path("raw/{dataset}.csv"),
+        provenance=data_path("raw/{dataset}.json"),
     output:
-        expand("data/processed/{{dataset}}/{input}.npz", input=INPUTS),
+        expand(data_path("processed/{{dataset}}/{input}.npz"), input=INPUTS),
     params:
-        entry=lambda wc: config["datasets"][wc.dataset],
+        entry=lambda wc: subset(config["datasets"][wc.dataset], PREPROCESS_ENTRY_KEYS),
         split=config["split"],
         inputs=INPUTS,
         batch_size=config["sweep"]["batch_size"],
@@ -42,10 +44,12 @@ rule preprocess:
         mem_mb=mem_mb(306),
         runtime=runtime_minutes(14),
         slurm_partition=SLURM_PARTITION,
+    message:
+        "preprocess {wildcards.dataset}"
     log:
-        "logs/preprocess/{dataset}.log",
+        log_path("preprocess/{dataset}.log"),
     benchmark:
-        "benchmarks/preprocess/{dataset}.tsv"
+        benchmark_path("preprocess/{dataset}.tsv")
     conda:
         CONDA_ENV
     script:

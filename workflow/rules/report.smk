@@ -1,18 +1,20 @@
 rule tables:
-    """Concatenate the per-variant tables into results/tables/<kind>.csv."""
+    """Concatenate the per-variant tables into results/<study>/tables/<kind>.csv."""
     input:
         unpack(table_inputs),
     output:
-        **{t: f"results/tables/{t}.csv" for t in TABLES},
+        **{t: results_path(f"tables/{t}.csv") for t in TABLES},
     threads: 1
     resources:
         mem_mb=mem_mb(280, study_scale),
         runtime=runtime_minutes(10, study_scale),
         slurm_partition=SLURM_PARTITION,
+    message:
+        "tables"
     log:
-        "logs/tables.log",
+        log_path("tables.log"),
     benchmark:
-        "benchmarks/tables.tsv"
+        benchmark_path("tables.tsv")
     conda:
         CONDA_ENV
     script:
@@ -22,29 +24,34 @@ rule tables:
 rule report:
     """Render the self-contained HTML report from the tables."""
     input:
-        **{t: f"results/tables/{t}.csv" for t in TABLES},
-        provenance=expand("data/raw/{dataset}.json", dataset=DATASETS),
-        spectra=expand("results/{dataset}/{variant}/analysis/spectra.npz", dataset=DATASETS, variant=VARIANTS),
+        **{t: results_path(f"tables/{t}.csv") for t in TABLES},
+        provenance=expand(data_path("raw/{dataset}.json"), dataset=DATASETS),
+        spectra=expand(
+            results_path("{dataset}/{variant}/analysis/spectra.npz"), dataset=DATASETS, variant=VARIANTS
+        ),
         contour_grids=expand(
-            "results/{dataset}/{variant}/analysis/contours.npz", dataset=DATASETS, variant=VARIANTS
+            results_path("{dataset}/{variant}/analysis/contours.npz"), dataset=DATASETS, variant=VARIANTS
         ),
     output:
         report(
-            "reports/report.html",
+            report_path("report.html"),
             caption="../report/report.rst",
             category="Report",
         ),
     params:
-        config=config,
+        config=config,  # the report echoes the whole configuration (its Methods section)
+        benchmarks=benchmark_path(""),  # the folder of the study's benchmark files: its wall time per rule
     threads: 4  # figures drawn in parallel (Snakemake lowers it to --cores)
     resources:
         mem_mb=mem_mb(418, study_scale),
         runtime=runtime_minutes(16, study_scale),
         slurm_partition=SLURM_PARTITION,
+    message:
+        "report"
     log:
-        "logs/report.log",
+        log_path("report.log"),
     benchmark:
-        "benchmarks/report.tsv"
+        benchmark_path("report.tsv")
     conda:
         CONDA_ENV
     script:

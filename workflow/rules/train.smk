@@ -1,27 +1,30 @@
 rule train:
     """Train every (lr, seed) run of one variant in one compiled, vmapped call."""
     input:
-        data=lambda wc: f"data/processed/{wc.dataset}/{variant_input(wc)}.npz",
+        data=lambda wc: data_path(f"processed/{wc.dataset}/{variant_input(wc)}.npz"),
     output:
-        model="results/{dataset}/{variant}/model.json",
-        sweep="results/{dataset}/{variant}/sweep.npz",
-        checkpoints="results/{dataset}/{variant}/sweep_checkpoints.npz",
-        runs="results/{dataset}/{variant}/runs.csv",
-        training="results/{dataset}/{variant}/training.csv",
+        model=results_path("{dataset}/{variant}/model.json"),
+        sweep=results_path("{dataset}/{variant}/sweep.npz"),
+        checkpoints=results_path("{dataset}/{variant}/sweep_checkpoints.npz"),
+        runs=results_path("{dataset}/{variant}/runs.csv"),
+        training=results_path("{dataset}/{variant}/training.csv"),
     params:
-        variants=config["variants"],
+        # the network's width, activation and eps (not the lists of variants: adding a depth trains only
+        # the new variants) and the whole sweep, its evaluation set (sweep.eval_examples) included
+        variants=subset(config["variants"], TRAIN_VARIANT_KEYS),
         sweep=config["sweep"],
-        analysis=config["analysis"],
         xla_level=xla_level(train_scale),
     threads: TRAIN_THREADS
     resources:
         mem_mb=mem_mb(647, train_scale),
         runtime=runtime_minutes(88, train_scale),
         slurm_partition=SLURM_PARTITION,
+    message:
+        "train {wildcards.dataset}/{wildcards.variant}"
     log:
-        "logs/train/{dataset}/{variant}.log",
+        log_path("train/{dataset}/{variant}.log"),
     benchmark:
-        "benchmarks/train/{dataset}/{variant}.tsv"
+        benchmark_path("train/{dataset}/{variant}.tsv")
     conda:
         CONDA_ENV
     script:
@@ -31,18 +34,20 @@ rule train:
 rule select:
     """Per dataset: max stable, best and common learning rates of every variant."""
     input:
-        runs=expand("results/{{dataset}}/{variant}/runs.csv", variant=VARIANTS),
+        runs=expand(results_path("{{dataset}}/{variant}/runs.csv"), variant=VARIANTS),
     output:
-        variants="results/{dataset}/variants.csv",
+        variants=results_path("{dataset}/variants.csv"),
     threads: 1
     resources:
         mem_mb=mem_mb(306),
         runtime=runtime_minutes(14),
         slurm_partition=SLURM_PARTITION,
+    message:
+        "select {wildcards.dataset}"
     log:
-        "logs/select/{dataset}.log",
+        log_path("select/{dataset}.log"),
     benchmark:
-        "benchmarks/select/{dataset}.tsv"
+        benchmark_path("select/{dataset}.tsv")
     conda:
         CONDA_ENV
     script:

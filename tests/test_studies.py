@@ -1,0 +1,99 @@
+"""What a rerun redoes after the config changes, and studies side by side, on copies of the finished quick study
+(the session's ``quick`` fixture; copies keep the files' modification times, which Snakemake compares).
+
+* Each job's params are only the settings it reads, so a changed setting reruns only the jobs that read it:
+  a changed analysis setting (``analysis.curvature.lanczos_steps``) plans no train or select job, only
+  analyze and the study-wide tables and report; an added depth plans train jobs for the new variants only
+  (checked on the job list of ``snakemake --dry-run``, exactly).
+* A second study (a config with another ``study``; here none, so the default name ``default``) run in the same
+  folder writes only under its own folders and leaves every file of the quick study as it was (bytes and
+  modification times); afterwards neither study plans any job.
+"""
+
+import copy
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from conftest import QUICK, study_folders
+from test_reruns import TINY, dry_run_jobs, snakemake, tiny_config, tiny_csv, write_config
+
+pytestmark = pytest.mark.workflow
+
+TOPS = ("data", "results", "reports", "logs", "benchmarks")
+
+
+def copy_run(src: Path, dest: Path) -> Path:
+    shutil.copytree(src, dest, symlinks=True)  # copy2 keeps the modification times Snakemake compares
+    return dest
+
+
+def planned(root: Path, config: dict, name: str) -> list[tuple[str, str]]:
+    """(rule, wildcards) of every job a dry run with ``config`` (written to config/<name>) plans."""
+    proc = snakemake(root, root / "jax-cache", "--configfile", write_config(root, config, name), "--dry-run")
+    return dry_run_jobs(proc.stdout)
+
+
+def study_files(root: Path, study: str) -> dict[str, tuple[bytes, int]]:
+    """Every file of the study in ``root`` (data, results, reports, logs, benchmarks): bytes, mtime (ns)."""
+    files = {}
+    for top in TOPS:
+        for p in sorted(getattr(study_folders(root, study), top).rglob("*")):
+            if p.is_file():
+                files[str(p.relative_to(root))] = (p.read_bytes(), p.stat().st_mtime_ns)
+    return files
+
+
+@pytest.fixture(scope="module")
+def quick_copy(quick, tmp_path_factory):
+    """A copy of the finished quick study, for dry runs only: (folder, its config)."""
+    root, config, _ = quick
+    return copy_run(root, tmp_path_factory.mktemp("quick-copy") / "run"), config
+
+
+def test_an_analysis_setting_reruns_no_train_or_select_job(quick_copy):
+    root, config = quick_copy
+    assert planned(root, config, "quick-same.yaml") == []
+    edited = copy.deepcopy(config)  # keys in the same order: a dict param's value is its repr
+    edited["analysis"]["curvature"]["lanczos_steps"] += 1
+    jobs = planned(root, edited, "quick-lanczos.yaml")
+    v = config["variants"]
+    networks = len(config["datasets"]) * len(v["norms"]) * len(v["depths"])
+    # one analyze job per network reads the setting; the tables and the report follow from its outputs
+    assert Counter(rule for rule, _ in jobs) == {"analyze": networks, "tables": 1, "report": 1, "all": 1}, jobs
+
+
+def test_an_added_depth_trains_only_the_new_variants(quick_copy):
+    root, config = quick_copy
+    edited = copy.deepcopy(config)
+    v = edited["variants"]
+    new_depth = max(v["depths"]) + 1
+    v["depths"] = [*v["depths"], new_depth]
+    jobs = planned(root, edited, "quick-depth.yaml")
+    trains = sorted(w for rule, w in jobs if rule == "train")
+    assert trains == sorted(f"dataset={ds}, variant={i}-{n}-d{new_depth}"
+                            for ds in config["datasets"] for i in v["inputs"] for n in v["norms"]), jobs
+    # the data are as they were; select (and the analyze jobs after it) may rerun: variants.csv gains rows
+    assert not {rule for rule, _ in jobs} & {"fetch", "preprocess"}, jobs
+    assert sorted(w for rule, w in jobs if rule == "select") == [f"dataset={ds}" for ds in sorted(config["datasets"])]
+
+
+def test_a_second_study_leaves_the_first_untouched_and_neither_reruns(quick, tmp_path):
+    root = copy_run(quick[0], tmp_path / "two-studies")
+    before = study_files(root, QUICK)
+    assert any(k.startswith(f"results/{QUICK}/tables/") for k in before)
+    tiny_csv(root / "tiny.csv")
+    other = tiny_config({"tiny": TINY})
+    del other["study"]  # a config without `study`: the default name
+    other_cfg = write_config(root, other, "other.yaml")
+    snakemake(root, root / "jax-cache", "--configfile", other_cfg)
+    default = study_folders(root, "default")
+    assert default.report.is_file() and (default.tables / "runs.csv").is_file()
+    for top in TOPS:
+        assert sorted(p.name for p in (root / top).iterdir() if p.name != "cache") == ["default", QUICK], top
+    changed = [k for k, v in study_files(root, QUICK).items() if before.get(k) != v]
+    assert changed == [] and sorted(study_files(root, QUICK)) == sorted(before), changed
+    for cfg in ("config/quick.yaml", other_cfg):
+        proc = snakemake(root, root / "jax-cache", "--configfile", cfg, "--dry-run")
+        assert dry_run_jobs(proc.stdout) == [] and "Nothing to be done" in proc.stdout + proc.stderr, proc.stdout
