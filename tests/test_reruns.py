@@ -136,10 +136,25 @@ def temp_files(root: Path) -> list[str]:
                   for p in (root / top).rglob(".*.tmp*") if p.is_file())
 
 
+# the wildcards of each rule's one-line job message ("train <dataset>/<variant>", workflow/rules/*.smk)
+MESSAGE_WILDCARDS = {"fetch": ("dataset",), "preprocess": ("dataset",), "select": ("dataset",),
+                     "train": ("dataset", "variant"), "analyze": ("dataset", "arch"), "tables": (), "report": ()}
+
+
 def dry_run_jobs(stdout: str) -> list[tuple[str, str]]:
-    """(rule, wildcards) of every job a dry run lists."""
+    """(rule, wildcards) of every job a dry run lists: a rule with a message prints ``Job <id>: <message>``
+    (its wildcards read back from the message), one without prints ``rule <name>:`` and its wildcards."""
     jobs, rule = [], None
     for line in stdout.splitlines():
+        m = re.match(r"^Job \d+: (\w+)(?: (\S+))?$", line)
+        if m and m.group(1) in MESSAGE_WILDCARDS:
+            if rule is not None:
+                jobs.append((rule, ""))
+                rule = None
+            names, values = MESSAGE_WILDCARDS[m.group(1)], (m.group(2) or "").split("/") if m.group(2) else []
+            assert len(names) == len(values), line
+            jobs.append((m.group(1), ", ".join(f"{k}={v}" for k, v in zip(names, values, strict=True))))
+            continue
         m = re.match(r"^(?:local)?rule (\w+):$", line)
         if m:
             if rule is not None:
