@@ -19,7 +19,8 @@ PACKAGES = ["normlab", "jax", "jaxlib", "optax", "numpy", "pandas", "scikit-lear
 
 
 def load_tables(paths: dict) -> dict[str, pd.DataFrame]:
-    return {k: pd.read_csv(v) for k, v in paths.items()}
+    """{kind: table} from {kind: csv path} (each read through ``io``, so the job's log lists it)."""
+    return {k: io.read_csv(v) for k, v in paths.items()}
 
 
 def fmt(x, digits: int = 3) -> str:
@@ -40,7 +41,7 @@ def load_contour_grids(paths) -> dict[tuple[str, str], dict]:
     out = {}
     for p in paths:
         p = Path(p)
-        with np.load(p) as f:
+        with io.open_npz(p) as f:
             out[(p.parts[-4], p.parts[-3])] = {k: f[k] for k in f.files}
     return out
 
@@ -196,7 +197,7 @@ def load_spectra(paths) -> dict[str, list[dict]]:
         p = Path(p)
         ds, variant = p.parts[-4], p.parts[-3]
         v = Variant.parse(variant)
-        with np.load(p) as f:
+        with io.open_npz(p) as f:
             keys = sorted({k.rsplit("/", 1)[0] for k in f.files})
             for k in keys:
                 run_tag, scope, matrix = k.split("/")
