@@ -284,13 +284,13 @@ def checkpoint_from_arrays(arrays, tag: str, lr_index: int) -> model.Params:
 
 
 def train_variant(dataset: str, variant: str, data: dict, variants_config: dict, sweep_config: dict,
-                  eval_examples: int, progress: Callable[[str], None] | None = None) -> dict:
+                  progress: Callable[[str], None] | None = None) -> dict:
     """Everything the train rule writes for one variant of one dataset, from its processed data (the
     arrays of ``data/processed/<dataset>/<input>.npz``) and the config's ``variants`` and ``sweep``
     sections: the network is ``variants_config``'s width, activation and eps at the variant's norm and
     depth; its output is one unit with the ``mse`` loss for a regression dataset, else one per class with
     ``softmax_cross_entropy``; every (lr, seed) of the sweep's grid is trained (``train_sweep``) and logged
-    on the evaluation set, the first ``eval_examples`` training rows (the config's ``sweep.eval_examples``).
+    on the evaluation set, the first ``sweep_config["eval_examples"]`` training rows.
 
     Returns, in the order the job writes them: ``model`` (model.json text), ``sweep`` (``sweep_arrays``),
     ``checkpoints`` (``seed_checkpoint_arrays`` of the first seed), ``runs`` and ``training`` (tables)."""
@@ -305,7 +305,7 @@ def train_variant(dataset: str, variant: str, data: dict, variants_config: dict,
     lrs = variants.lr_grid(sc["lr_min"], sc["lr_max"], sc["n_lr"])
     progress(f"training {dataset}/{v.name}: {len(lrs)} LRs x {len(sc['seeds'])} seeds, {cfg.steps} steps, "
              f"sizes {list(spec.sizes)}")
-    result = train_sweep(spec, cfg, data, lrs, sc["seeds"], eval_examples, sc["target_loss"], progress=progress)
+    result = train_sweep(spec, cfg, data, lrs, sc["seeds"], sc["eval_examples"], sc["target_loss"], progress=progress)
     ids = {"dataset": dataset, "variant": v.name, "input": v.input, "norm": v.norm, "depth": v.depth}
     return {
         "model": spec.to_json(),
