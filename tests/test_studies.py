@@ -4,7 +4,8 @@
 * Each job's params are only the settings it reads, so a changed setting reruns only the jobs that read it:
   a changed analysis setting (``analysis.curvature.lanczos_steps``) plans no train or select job, only
   analyze and the study-wide tables and report; an added depth plans train jobs for the new variants only
-  (checked on the job list of ``snakemake --dry-run``, exactly).
+  (checked on the job list of ``snakemake --dry-run``, exactly), and each rerun job's header names the changed
+  setting; the order of the keys in the config file is not a setting (no job reruns when it changes).
 * A second study (a config with another ``study``; here none, so the default name ``default``) run in the same
   folder writes only under its own folders and leaves every file of the quick study as it was (bytes and
   modification times); afterwards neither study plans any job.
@@ -52,16 +53,37 @@ def quick_copy(quick, tmp_path_factory):
     return copy_run(root, tmp_path_factory.mktemp("quick-copy") / "run"), config
 
 
-def test_an_analysis_setting_reruns_no_train_or_select_job(quick_copy):
+def reversed_keys(value):
+    """``value`` with the keys of every mapping in it in reverse order."""
+    if isinstance(value, dict):
+        return {k: reversed_keys(value[k]) for k in reversed(list(value))}
+    return value
+
+
+def test_the_order_of_the_config_keys_reruns_nothing(quick_copy):
     root, config = quick_copy
     assert planned(root, config, "quick-same.yaml") == []
-    edited = copy.deepcopy(config)  # keys in the same order: a dict param's value is its repr
-    edited["analysis"]["curvature"]["lanczos_steps"] += 1
-    jobs = planned(root, edited, "quick-lanczos.yaml")
+    assert list(reversed_keys(config)) != list(config)
+    assert planned(root, reversed_keys(config), "quick-reversed.yaml") == []
+
+
+def test_an_analysis_setting_reruns_no_train_or_select_job(quick_copy):
+    root, config = quick_copy
+    edited = copy.deepcopy(config)
+    steps = edited["analysis"]["curvature"]["lanczos_steps"]
+    edited["analysis"]["curvature"]["lanczos_steps"] = steps + 1
+    proc = snakemake(root, root / "jax-cache", "--configfile", write_config(root, edited, "quick-lanczos.yaml"),
+                     "--dry-run")
+    jobs = dry_run_jobs(proc.stdout)
     v = config["variants"]
     networks = len(config["datasets"]) * len(v["norms"]) * len(v["depths"])
     # one analyze job per network reads the setting; the tables and the report follow from its outputs
     assert Counter(rule for rule, _ in jobs) == {"analyze": networks, "tables": 1, "report": 1, "all": 1}, jobs
+    # each analyze job's header says which setting changed, in one short line (normlab.terminal)
+    reasons = [line for line in proc.stdout.splitlines() if line.startswith("Reason: ")]
+    changed = f"Reason: Params have changed since last execution: curvature.lanczos_steps: {steps} -> {steps + 1}"
+    assert reasons.count(changed) == networks, reasons
+    assert max(len(line) for line in proc.stdout.splitlines()) <= 300, proc.stdout
 
 
 def test_an_added_depth_trains_only_the_new_variants(quick_copy):

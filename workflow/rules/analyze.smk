@@ -19,7 +19,7 @@ rule analyze:
         contours=analyze_outputs(results_path("{dataset}/{variant}/analysis/contours.csv")),
         contour_grids=analyze_outputs(results_path("{dataset}/{variant}/analysis/contours.npz")),
     params:
-        analysis=config["analysis"],  # every analysis setting; nothing of training's
+        analysis=settings(config["analysis"]),  # every analysis setting; nothing of training's
         variants=lambda wc: arch_variants(wc.arch),
         xla_level=xla_level(analyze_scale),
     threads: ANALYZE_THREADS

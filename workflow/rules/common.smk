@@ -75,10 +75,21 @@ def table_inputs(wildcards):
 
 
 # What a job reads of the config is its params, and nothing more: Snakemake reruns a job whose params changed,
-# so a job must not rerun for a setting it never reads (another rule's, or the list of depths).
+# so a job must not rerun for a setting it never reads (another rule's, or the list of depths). Snakemake compares
+# a param by its repr, so mappings are passed with their keys sorted (``settings``): the order of the keys in a
+# config file is not a setting.
+def settings(value):
+    """``value`` with the keys of every mapping in it sorted (lists keep their order)."""
+    if isinstance(value, dict):
+        return {k: settings(value[k]) for k in sorted(value)}
+    if isinstance(value, list):
+        return [settings(v) for v in value]
+    return value
+
+
 def subset(mapping, keys):
-    """The entries of ``mapping`` named in ``keys`` (those present)."""
-    return {k: mapping[k] for k in keys if k in mapping}
+    """The entries of ``mapping`` named in ``keys`` (those present), keys sorted (``settings``)."""
+    return settings({k: mapping[k] for k in keys if k in mapping})
 
 
 # the network's shape besides its norm and depth (which the variant's name gives): normlab.train.train_variant

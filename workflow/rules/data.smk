@@ -7,7 +7,7 @@ rule fetch:
         csv=data_path("raw/{dataset}.csv"),
         provenance=data_path("raw/{dataset}.json"),
     params:
-        entry=lambda wc: config["datasets"][wc.dataset],
+        entry=lambda wc: settings(config["datasets"][wc.dataset]),
         cache=DOWNLOAD_CACHE,
     threads: 1
     resources:
@@ -36,7 +36,7 @@ rule preprocess:
         expand(data_path("processed/{{dataset}}/{input}.npz"), input=INPUTS),
     params:
         entry=lambda wc: subset(config["datasets"][wc.dataset], PREPROCESS_ENTRY_KEYS),
-        split=config["split"],
+        split=settings(config["split"]),
         inputs=INPUTS,
         batch_size=config["sweep"]["batch_size"],
     threads: 1

@@ -39,7 +39,7 @@ rule report:
             category="Report",
         ),
     params:
-        config=config,  # the report echoes the whole configuration (its Methods section)
+        config=settings(config),  # the report echoes the whole configuration (its Methods section)
         benchmarks=benchmark_path(""),  # the folder of the study's benchmark files: its wall time per rule
     threads: 4  # figures drawn in parallel (Snakemake lowers it to --cores)
     resources:

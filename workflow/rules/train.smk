@@ -12,7 +12,7 @@ rule train:
         # the network's width, activation and eps (not the lists of variants: adding a depth trains only
         # the new variants) and the whole sweep, its evaluation set (sweep.eval_examples) included
         variants=subset(config["variants"], TRAIN_VARIANT_KEYS),
-        sweep=config["sweep"],
+        sweep=settings(config["sweep"]),
         xla_level=xla_level(train_scale),
     threads: TRAIN_THREADS
     resources:
