@@ -16,7 +16,7 @@ from jax.flatten_util import ravel_pytree
 
 from normlab import curvature as C
 from normlab import model as M
-from normlab.curvature import krylov
+from normlab.curvature import estimators, krylov
 
 B1 = {"batch_size": 1}
 
@@ -566,3 +566,198 @@ def test_generic_modules_import_nothing_of_normlab_but_each_other():
         assert ours <= allowed, (name, sorted(ours - allowed))
     # the walker sees what it must refuse: the MLP module's imports of the model, the spec and the layer inputs
     assert {"normlab.model", "normlab.spec", "normlab.layer_inputs"} <= _imported_modules(package_dir / "mlp.py")
+
+
+# --------------------------------------------------------------------------------------------------
+# Independent references: the Gauss-Newton matrix from jax.jacfwd of model.forward and the closed-form
+# Hessian of the outer loss in the outputs (no code of normlab.curvature), and SLQ's negative_mass where
+# the quadrature is exact.
+
+
+def _outer_hessian_closed_form(spec, out, m):
+    """The outer loss's Hessian in the outputs, (m, C, C) per example, from the loss's definition
+    (``model.loss_from_outputs``): softmax cross-entropy averaged over m examples: (diag(p_i) - p_i p_i^T) / m;
+    MSE, the mean of the m x C squared errors: 2 I / (m C). out (m, C) float64 numpy."""
+    C_out = out.shape[1]
+    if spec.loss == "softmax_cross_entropy":
+        p = np.exp(out - out.max(axis=1, keepdims=True))
+        p /= p.sum(axis=1, keepdims=True)
+        return (p[:, :, None] * np.eye(C_out) - p[:, :, None] * p[:, None, :]) / m
+    return np.broadcast_to(2.0 * np.eye(C_out) / (m * C_out), (m, C_out, C_out))
+
+
+def _reference_ggn(spec, params, X, y):
+    """(G, leaf) for the whole model: G (N, N) = sum_i J_i^T H_i J_i with J_i (C, N) example i's rows of
+    ``jax.jacfwd`` of ``model.forward`` in the flat parameter vector (``ravel_pytree`` order), H_i from
+    ``_outer_hessian_closed_form``; leaf (N,) the dotted leaf name of every flat coordinate. The closed form is
+    checked here against the Hessian of ``model.loss_from_outputs`` itself."""
+    flat, unravel = ravel_pytree(params)
+    out = np.asarray(M.forward(spec, params, X))
+    m = out.shape[0]
+    J = np.asarray(jax.jit(jax.jacfwd(lambda th: M.forward(spec, unravel(th), X)))(flat))  # (m, C, N)
+    H = _outer_hessian_closed_form(spec, out, m)
+    H_loss = np.asarray(jax.jit(jax.hessian(lambda o: M.loss_from_outputs(spec, o, y)))(jnp.asarray(out)))  # (m,C,m,C)
+    np.testing.assert_allclose(np.einsum("iaib->iab", H_loss), H, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(np.abs(H_loss).sum(), np.abs(H).sum(), rtol=1e-12)  # no cross-example terms
+    names = {f"{layer}.{leaf}": leaf_id for leaf_id, (layer, leaf) in
+             enumerate((layer, leaf) for layer in params for leaf in params[layer])}
+    ids = ravel_pytree({layer: {leaf: np.full(np.shape(v), float(names[f"{layer}.{leaf}"])) for leaf, v in p.items()}
+                        for layer, p in params.items()})[0]
+    by_id = {i: name for name, i in names.items()}
+    leaf = np.array([by_id[int(i)] for i in np.asarray(ids)])
+    return np.einsum("iaN,iab,ibK->NK", J, H, J), leaf
+
+
+def _scope_leaves(spec, scope):
+    """The leaves of a scope, written out from the scope's meaning (not from the curvature code's helpers)."""
+    if scope == "model":
+        return None
+    kind = scope.rstrip("0123456789")
+    l = int(scope[len(kind):])
+    names = {"layer": ("W", "b"), "norm": ("gamma", "beta")}[kind]
+    return {f"layer{l}.{name}" for name in names}
+
+
+@pytest.mark.parametrize(("norm", "loss"), [("none", "mse"), ("batchnorm", "softmax_cross_entropy"),
+                                            ("layernorm", "softmax_cross_entropy")])
+def test_ggn_blocks_equal_an_independent_jacobian_reference(norm, loss):
+    """Every scope's Gauss-Newton block (the whole model, each layer's W and b, each hidden layer's gamma and
+    beta), from the masked whole-model products, from the products of the layers above (``layer_operator``) and
+    from the output layer's closed form, equals the sub-matrix of J^T H_out J built from ``jax.jacfwd`` of
+    ``model.forward`` (``_reference_ggn``), entry by entry; the reported eigenvalues and traces
+    (``analyze_curvature``, dense) are those of the reference blocks. Each norm once, each loss at least once
+    (the first two problems are those of the layer-operator tests, so their products are compiled once)."""
+    spec, params, X, y = _equal_width_problem(norm, loss)
+    G, leaf = _reference_ggn(spec, params, X, y)
+    scale = np.abs(G).max()
+    scopes = C.model_scopes(spec, include_norm=True)
+    assert scopes == ["model", "layer1", "layer2", "layer3", "layer4"] + (["norm1", "norm2", "norm3"]
+                                                                        if norm != "none" else [])
+    rows = C.analyze_curvature(spec, params, X, y, matrices=("ggn",), scopes=scopes, dense_max_params=10_000,
+                               batch_size=1, layer_products=True).rows
+    reported = {(r["scope"], r["metric"]): r["value"] for r in rows if r["matrix"] == "ggn"}
+    for scope in scopes:
+        leaves = _scope_leaves(spec, scope)
+        idx = np.arange(leaf.size) if leaves is None else np.flatnonzero(np.isin(leaf, sorted(leaves)))
+        assert idx.size > 0
+        expected = G[np.ix_(idx, idx)]
+        assert np.abs(expected).max() > 1e-3 * scale  # every block carries curvature
+        op = C.model_operator(spec, params, X, y, "ggn", scope)
+        np.testing.assert_array_equal(op.indices, idx)
+        blocks = {"model_operator": C.dense_matrix(op, **B1)}
+        l = int(scope[5:]) if scope.startswith("layer") else None
+        if l is not None and C.layer_operator_applies(spec, l):
+            blocks["layer_operator"] = C.dense_matrix(C.layer_operator(spec, params, X, y, "ggn", l), **B1)
+        if l == spec.n_layers:
+            blocks["output_layer_matrix"] = C.output_layer_matrix(spec, params, X, y)
+        for how, block in blocks.items():
+            np.testing.assert_allclose(block, expected, rtol=1e-8, atol=1e-10 * scale, err_msg=f"{scope} {how}")
+        ev = np.linalg.eigvalsh(expected)[::-1]
+        assert reported[(scope, "trace")] == pytest.approx(ev.sum(), rel=1e-8)
+        assert reported[(scope, "lambda_max")] == pytest.approx(ev[0], rel=1e-8)
+        for i in range(min(5, idx.size)):
+            assert reported[(scope, f"lambda_{i + 1}")] == pytest.approx(ev[i], rel=1e-8, abs=1e-10 * ev[0])
+    # the layer blocks are neither all of the matrix nor block-diagonal: the reference's cross-layer terms are real
+    one, two = (np.flatnonzero(np.isin(leaf, sorted(_scope_leaves(spec, s)))) for s in ("layer1", "layer2"))
+    assert np.abs(G[np.ix_(one, two)]).max() > 1e-3 * scale
+
+
+def _negative_mass_exact(A, Q=None):
+    """negative_mass from a dense eigh: sum |lambda| [lambda < 0] / sum |lambda| over A's eigenvalues, or, with
+    unit vectors Q (p, n), the probe-weighted version sum_i q_i^T A_- q_i / sum_i q_i^T |A| q_i (A_- and |A|: A's
+    eigenvectors with |lambda| [lambda < 0] and |lambda|), which an orthonormal basis of n probes turns into
+    the first (sum_i q_i q_i^T = I)."""
+    lam, U = np.linalg.eigh(A)
+    if Q is None:
+        return np.abs(lam[lam < 0]).sum() / np.abs(lam).sum()
+    w = (Q @ U) ** 2  # (p, n): q_i's weight on eigenvector j
+    return (w @ (np.abs(lam) * (lam < 0))).sum() / (w @ np.abs(lam)).sum()
+
+
+def _use_probes(monkeypatch, probes):
+    """The estimators' random probes (SLQ's and Hutchinson's, both Rademacher) replaced by the rows of ``probes``
+    (p, n), repeated cyclically to the number asked for; the block must be the whole space (N = n)."""
+    monkeypatch.setattr(estimators, "_random_rows",
+                        lambda rng, mask, rows, kind: np.resize(np.asarray(probes, mask.dtype), (rows, mask.size)))
+
+
+def _slq_with_probes(monkeypatch, matvec, probes, **kw):
+    """``slq`` with the rows of ``probes`` (p, n) as its probes and n Lanczos steps: each probe's quadrature is
+    then exact for every function of the spectrum."""
+    _use_probes(monkeypatch, probes)
+    n = probes.shape[1]
+    res = C.slq(matvec, jax.random.PRNGKey(3), num_probes=probes.shape[0], num_steps=n, batch_size=1, **kw)
+    monkeypatch.undo()
+    return res
+
+
+def test_slq_negative_mass_is_exact_with_n_steps_on_a_chosen_spectrum(monkeypatch):
+    """A symmetric indefinite 12 x 12 matrix with a known spectrum (negative mass 0.25 exactly). With n Lanczos
+    steps each probe's quadrature nodes are the eigenvalues and its weights (q . u_j)^2, so: with the real
+    Rademacher probes on a diagonal matrix (weights 1/n for every probe) each probe's estimate and the pooled one
+    are the exact 0.25; with the rows of a random orthonormal basis as probes on a rotated matrix, each probe's
+    estimate is its own exact q^T A_- q / q^T |A| q and the pooled estimate (a ratio of sums, not a mean of
+    ratios, which here differs by > 1e-3) is the exact 0.25."""
+    lam = np.array([-3.0, -1.5, -0.5, -1e-3, 1e-3, 0.25, 0.5, 1.0, 2.0, 3.0, 3.752, 4.5])
+    assert np.abs(lam[lam < 0]).sum() / np.abs(lam).sum() == pytest.approx(0.25, rel=1e-14)
+    n = lam.size
+    rng = np.random.default_rng(8)
+    perm = rng.permutation(n)
+    d = jnp.asarray(lam[perm])
+    res = C.slq(lambda v: d * v, jax.random.PRNGKey(4), num_probes=3, num_steps=n, n=n, batch_size=1)
+    np.testing.assert_allclose(np.sort(res.nodes, axis=1), np.tile(lam, (3, 1)), atol=1e-12)
+    np.testing.assert_allclose(res.weights, 1.0 / n, atol=1e-12)
+    assert [C.negative_mass(res.nodes[i], res.weights[i]) for i in range(3)] == pytest.approx([0.25] * 3, abs=1e-12)
+    assert C.negative_mass(res.nodes, res.weights) == pytest.approx(0.25, abs=1e-12)
+
+    U, _ = np.linalg.qr(rng.normal(size=(n, n)))
+    A = (U * lam) @ U.T
+    Q, _ = np.linalg.qr(rng.normal(size=(n, n)))  # rows: an orthonormal basis, unrelated to U
+    res = _slq_with_probes(monkeypatch, lambda v: jnp.asarray(A) @ v, Q.T * 3.0, n=n)
+    per_probe = [C.negative_mass(res.nodes[i], res.weights[i]) for i in range(n)]
+    np.testing.assert_allclose(per_probe, [_negative_mass_exact(A, Q.T[i:i + 1]) for i in range(n)], atol=1e-10)
+    assert np.ptp(per_probe) > 0.1  # the probes see different parts of the spectrum
+    assert C.negative_mass(res.nodes, res.weights) == pytest.approx(0.25, abs=1e-10)
+    assert abs(np.mean(per_probe) - 0.25) > 1e-3
+    assert C.negative_mass(lam) == pytest.approx(0.25, rel=1e-14)
+    assert C.negative_mass(-lam) == pytest.approx(0.75, rel=1e-14)
+    assert C.negative_mass(np.zeros(3)) == 0.0 and C.negative_mass(np.abs(lam)) == 0.0
+
+
+def test_slq_negative_mass_of_a_model_hessian_is_exact_with_n_steps(monkeypatch):
+    """The Hessian of a tiny tanh MLP at a generic (non-minimum) point is indefinite; SLQ with n Lanczos steps
+    and an orthonormal basis of n probes gives its negative mass exactly (dense eigh of the operator's matrix),
+    each probe its own exact value; ``analyze_curvature``'s iterative path reports its probes' exact value, with
+    the exact lambda_max and trace (n Lanczos vectors span the space)."""
+    spec = M.ModelSpec((2, 3, 2), activation="tanh", norm="none", loss="softmax_cross_entropy")
+    rng = np.random.default_rng(5)
+    X = jnp.asarray(rng.normal(size=(10, 2)) * np.array([1.0, 2.0]))
+    y = jnp.asarray(rng.integers(0, 2, 10))
+    params = _perturbed_params(spec, 6)
+    op = C.model_operator(spec, params, X, y, "hessian")
+    n = op.n
+    A = C.dense_matrix(op, **B1)
+    exact = _negative_mass_exact(A)
+    assert 0.02 < exact < 0.98  # indefinite, and not trivially so
+    Q, _ = np.linalg.qr(rng.normal(size=(n, n)))
+    res = _slq_with_probes(monkeypatch, op, Q.T)
+    assert res.nodes.shape == (n, n)
+    for i in range(n):
+        assert C.negative_mass(res.nodes[i], res.weights[i]) == pytest.approx(
+            _negative_mass_exact(A, Q.T[i:i + 1]), abs=1e-9)
+    assert C.negative_mass(res.nodes, res.weights) == pytest.approx(exact, abs=1e-9)
+    # the iterative summary (SLQ, then Hutchinson deflated by the first probe's n Lanczos vectors) reports the
+    # estimate of its probes: here three of the basis, whose exact value is not the whole spectrum's (every probe's
+    # n nodes are all the eigenvalues, so only the weights tell the probes apart)
+    three = _negative_mass_exact(A, Q.T[:3])
+    assert abs(three - exact) > 1e-3
+    _use_probes(monkeypatch, Q.T[:3])
+    rows = C.analyze_curvature(spec, params, X, y, matrices=("hessian",), scopes=["model"], dense_max_params=0,
+                               num_steps=n, slq_probes=3, trace_probes=2, batch_size=1).rows
+    monkeypatch.undo()
+    reported = {r["metric"]: r["value"] for r in rows if r["matrix"] == "hessian"}
+    ev = np.linalg.eigvalsh(A)
+    assert reported["dense"] == 0.0
+    assert reported["negative_mass"] == pytest.approx(three, abs=1e-9)
+    assert reported["lambda_max"] == pytest.approx(ev[-1], rel=1e-9)
+    assert reported["trace"] == pytest.approx(ev.sum(), rel=1e-9, abs=1e-12 * np.abs(ev).max())
