@@ -1,5 +1,6 @@
 """Known-answer tests of normlab.landscape: contour slices and their roundness."""
 
+import dataclasses
 import functools
 import math
 
@@ -92,9 +93,9 @@ def test_quadratic_generic_ggn_levelset_and_loop():
     # GGN of J = outer(f(w)) with f = identity, outer = 1/2 o^T A o: G = A exactly.
     G = ls.projected_ggn(lambda p: p["w"], lambda o: 0.5 * o @ A @ o, center, [d1, d2])
     np.testing.assert_allclose(G, D.T @ np.asarray(A) @ D, rtol=1e-12)
-    ratio, singular, _, _ = ls.axis_ratio_2x2(G)
-    assert not singular
-    assert ratio == pytest.approx(true, rel=1e-10)
+    g = ls.axis_ratio_2x2(G)
+    assert not (g.censored or g.no_curvature)
+    assert g.ratio == pytest.approx(true, rel=1e-10)
 
     alphas, betas = ls.grid_axes(21, 2.0)
     grid = ls.evaluate_grid(loss_fn, center, d1, d2, alphas, betas, chunk_size=50)  # 441 = 8 chunks + pad
@@ -170,7 +171,7 @@ def test_lecture_fast_path_equals_generic(norm, activation):
         np.testing.assert_allclose(np.asarray(aware), np.asarray(generic), rtol=0, atol=1e-10)
     if norm == "batchnorm":
         # the per-unit GGN blocks of the fast path equal the generic projected GGN
-        blocks = ls.lecture_ggn_blocks(spec, params, X, y, 1, 0, 2)
+        blocks = ls.lecture_ggn_blocks(spec, params, X, 1, 0, 2)
         for j in (0, 3):
             d1, d2 = ls.lecture_directions(params, 1, j, 0, 2)
             np.testing.assert_allclose(blocks[j], _model_ggn(spec, params, X, y, [d1, d2]),
@@ -222,28 +223,303 @@ def test_levelset_tracks_ggn_on_logistic_regression():
     assert err[0.02] < 0.4 * err[0.1]
 
 
-def test_dead_unit_is_singular():
-    # Unit 0 of layer 1 is dead on the whole batch (positive inputs, negative weights and bias), so its
-    # incoming weights do not affect J: its 2x2 GGN is zero.
+def _flags(row):
+    return {k for k in ("censored", "flat_direction", "degenerate") if row[k]}
+
+
+def _assert_row_consistent(row):
+    """The flags are exclusive, singular is their union, and the ratio is finite unless the row is
+    flat_direction or degenerate (the bound itself on a censored row)."""
+    flags = _flags(row)
+    assert len(flags) <= 1 and row["singular"] is bool(flags)
+    assert all(type(row[k]) is bool for k in ("singular", "censored", "flat_direction", "degenerate"))
+    assert np.isfinite(row["axis_ratio_ggn"]) is not bool(flags & {"flat_direction", "degenerate"})
+
+
+def test_axis_ratio_censoring_at_the_bound():
+    # float64's rel_tol is 1e-12: lambda_min / lambda_max at (diag(1, 1e-12) exactly) or below it is censored,
+    # the ratio then the bound 1e6; just above it the ratio is measured
+    assert ls.default_rel_tol(np.float64) == 1e-12
+    for lam_min, censored in ((0.0, True), (-1e-9, True), (0.5e-12, True), (1e-12, True), (1.1e-12, False)):
+        g = ls.axis_ratio_2x2(np.diag([1.0, lam_min]))
+        assert (g.censored, g.no_curvature) == (censored, False), lam_min
+        assert g.ratio == (1e6 if censored else pytest.approx(1 / math.sqrt(lam_min), rel=1e-12))
+    # a given rel_tol moves the bound; a matrix without curvature is never censored
+    assert ls.axis_ratio_2x2(np.diag([1.0, 0.9e-6]), rel_tol=1e-6).ratio == 1e3
+    assert ls.axis_ratio_2x2(np.diag([1.0, 1.1e-6]), rel_tol=1e-6).ratio == pytest.approx(1 / math.sqrt(1.1e-6))
+    for M in (np.zeros((2, 2)), -np.eye(2), np.full((2, 2), np.nan)):
+        g = ls.axis_ratio_2x2(M)
+        assert g.no_curvature and not g.censored and math.isnan(g.ratio)
+    assert ls.axis_ratio_2x2(np.diag([1e6, 1.0])).ratio == pytest.approx(1e3, rel=1e-12)
+    assert ls.axis_ratio_2x2(np.ones((2, 2))).censored  # rank one, with curvature: censored
+    # the row: a censored ratio is kept (counts as elongated), a flat or degenerate plane's is not
+    sl = ls.ContourSlice("eig", "model", np.zeros(3), np.zeros(3), np.zeros((3, 3)), np.zeros(2),
+                         np.diag([2.0, 1e-13]), 0.0)
+    assert _flags(ls.slice_row(sl)) == {"censored"} and ls.slice_row(sl)["axis_ratio_ggn"] == 1e6
+    for field in ("flat_direction", "degenerate"):
+        row = ls.slice_row(dataclasses.replace(sl, **{field: True}))
+        assert _flags(row) == {field} and math.isnan(row["axis_ratio_ggn"])
+        _assert_row_consistent(row)
+    both = ls.slice_row(dataclasses.replace(sl, flat_direction=True, degenerate=True))
+    assert _flags(both) == {"degenerate"}
+    zero = ls.slice_row(dataclasses.replace(sl, ggn=np.zeros((2, 2)), flat_direction=True))
+    assert _flags(zero) == {"degenerate"}  # no curvature at all: nothing to measure
+    normal = ls.slice_row(dataclasses.replace(sl, ggn=np.diag([4.0, 1.0])))
+    assert not _flags(normal) and normal["axis_ratio_ggn"] == pytest.approx(2.0) and not normal["singular"]
+
+
+@pytest.mark.parametrize("scale", [1.0, 2.0])
+def test_exactly_rank_one_slice_is_censored_and_counted(scale):
+    # Two input features with x2 = scale * x1 exactly: the lecture slice's two weights move the logits along
+    # one direction, so its 2x2 GGN has rank one (det exactly zero): censored at the bound, not dropped.
+    spec = model.ModelSpec(sizes=(2, 3), loss="softmax_cross_entropy")
+    params = _init(spec, 40)
+    x = np.random.default_rng(41).normal(size=64)
+    X = np.stack([x, scale * x], axis=1)
+    y = _labels(42, 64, 3)
+    sl = ls.lecture_slice(spec, params, X, y, 1, n_points=5, extent=0.5)
+    row = ls.slice_row(sl)
+    assert {sl.info["input_hi"], sl.info["input_lo"]} == {0, 1}
+    assert _flags(row) == {"censored"} and row["singular"]
+    assert row["axis_ratio_ggn"] == 1e6 and np.isfinite(row["axis_ratio_ggn"])
+    assert row["lambda_max_ggn"] > 0 and row["lambda_min_ggn"] <= 1e-12 * row["lambda_max_ggn"]
+    _assert_row_consistent(row)
+    if scale == 1.0:
+        # two parallel eigenvector directions are no plane: degenerate, although the 2x2 is as rank-one
+        d = ls.random_directions(params, np.array([0, 1]))[0]
+        for d2, flags in ((jax.tree_util.tree_map(lambda x: -3.0 * x, d), {"degenerate"}),
+                          (ls.random_directions(params, np.array([0, 2]))[0], set())):
+            eig, = ls.direction_slices(spec, params, X, y, [{"d1": d, "d2": d2, "slice": "eig", "scope": "model",
+                                                             "extent": 0.5}], n_points=3)
+            assert _flags(ls.slice_row(eig)) == flags
+
+
+def test_dead_unit_and_single_input_slices_are_degenerate():
+    # Unit 0 of layer 1 is dead on the whole batch (positive inputs, negative weights and bias): its incoming
+    # weights do not affect J, its 2x2 GGN is zero.
     spec = model.ModelSpec(sizes=(3, 4, 1), loss="mse", activation="relu")
     params = _init(spec, 10)
     params["layer1"]["W"] = params["layer1"]["W"].at[:, 0].set(-1.0)
     params["layer1"]["b"] = params["layer1"]["b"].at[0].set(-1.0)
     X = jnp.asarray(np.random.default_rng(11).random((32, 3)) * np.array([5.0, 1.0, 0.1]))
     y = jnp.asarray(np.random.default_rng(12).normal(size=32))
-    row = ls.slice_row(ls.lecture_slice(spec, params, X, y, 1, n_points=5, extent=0.01, unit=0))
-    assert row["singular"] is True
-    assert math.isnan(row["axis_ratio_ggn"])
+    dead = ls.slice_row(ls.lecture_slice(spec, params, X, y, 1, n_points=3, extent=0.01, unit=0))
+    assert _flags(dead) == {"degenerate"} and math.isnan(dead["axis_ratio_ggn"]) and dead["lambda_max_ggn"] == 0
+    # Unit 1 is dead by the threshold (output RMS ~1e-8 < 1e-6: active on one example by 1e-7) although its
+    # weights still move J there: degenerate too, as layer_inputs counts it dead
+    z = np.asarray(X @ params["layer1"]["W"][:, 1])
+    nearly = params["layer1"]["b"].at[1].set(1e-7 - z.max())
+    p2 = {**params, "layer1": {**params["layer1"], "b": nearly}}
+    sl = ls.lecture_slice(spec, p2, X, y, 1, n_points=3, extent=0.01, unit=1)
+    row = ls.slice_row(sl)
+    assert row["lambda_max_ggn"] > 0 and _flags(row) == {"degenerate"}
+    live = ls.slice_row(ls.lecture_slice(spec, p2, X, y, 1, n_points=3, extent=0.01, unit=2))
+    assert not _flags(live) and np.isfinite(live["axis_ratio_ggn"])
     # the default unit choice skips the dead unit; the layer-2 slice never uses the dead input
-    sl2 = ls.lecture_slice(spec, params, X, y, 2, n_points=5, extent=0.01)
+    sl2 = ls.lecture_slice(spec, params, X, y, 2, n_points=3, extent=0.01)
     assert not sl2.info["live"][0]
     assert 0 not in (sl2.info["input_hi"], sl2.info["input_lo"])
-    assert not ls.slice_row(sl2)["singular"]
-    # degenerate 2x2 matrices
-    for M in (np.zeros((2, 2)), np.ones((2, 2)), np.array([[1.0, 0.0], [0.0, 1e-15]])):
-        ratio, singular, _, _ = ls.axis_ratio_2x2(M)
-        assert singular and math.isnan(ratio)
-    assert ls.axis_ratio_2x2(np.diag([1e6, 1.0]))[0] == pytest.approx(1e3, rel=1e-12)
+    assert not _flags(ls.slice_row(sl2))
+    # one live input (features 1 and 2 zero): hi == lo, no plane
+    X1 = X.at[:, 1:].set(0.0)
+    one = ls.lecture_slice(spec, params, X1, y, 1, n_points=3, extent=0.01)
+    assert one.info["input_hi"] == one.info["input_lo"] == 0
+    assert _flags(ls.slice_row(one)) == {"degenerate"}
+
+
+def test_choose_unit_hand_computed_gauss_newton_traces():
+    # J = mean((sum_j relu(x W[:, j] + b_j) w2_j + b2 - y)^2) with positive inputs: units 1..3 are linear on
+    # the batch, unit 0 dead (negative weights and bias). The GGN block of unit j on (W[hi, j], W[lo, j]) is
+    # 2 w2_j^2 X_[hi,lo]^T X_[hi,lo] / m (the output Hessian is 2/m), zero for the dead unit: traces
+    # proportional to w2_j^2 = (25 dead, 1, 9, 4), so unit 2 has the largest and unit 0 the smallest.
+    spec = model.ModelSpec(sizes=(2, 4, 1), loss="mse", activation="relu")
+    rng = np.random.default_rng(43)
+    X = jnp.asarray(rng.random((16, 2)) * np.array([3.0, 0.5]) + 0.1)
+    W1 = jnp.asarray(np.abs(rng.normal(size=(2, 4))) + 0.1).at[:, 0].set(-1.0)
+    params = {"layer1": {"W": W1, "b": jnp.asarray([-1.0, 0.1, 0.2, 0.3])},
+              "layer2": {"W": jnp.asarray([[5.0], [1.0], [3.0], [2.0]]), "b": jnp.asarray([0.1])}}
+    hi, lo = ls.pick_hi_lo(ls.input_rms(X))
+    assert (int(hi), int(lo)) == (0, 1)
+    blocks = np.asarray(ls.lecture_ggn_blocks(spec, params, X, 1, hi, lo))
+    XtX = np.asarray(X.T @ X) / 16
+    expected = np.stack([2 * w ** 2 * XtX for w in (0.0, 1.0, 3.0, 2.0)])
+    np.testing.assert_allclose(blocks, expected, rtol=1e-12, atol=1e-15)
+    assert int(ls.choose_unit(blocks)) == 2
+    y = jnp.asarray(rng.normal(size=16))
+    assert ls.lecture_slice(spec, params, X, y, 1, n_points=3, extent=0.1).info["unit"] == 2
+    # the trace decides, not the first weight's curvature nor roundness; a non-finite block never wins
+    synthetic = np.array([np.diag([3.6, 0.0]), np.diag([3.5, 0.6]), np.diag([2.0, 2.0]), np.full((2, 2), np.nan)])
+    assert int(ls.choose_unit(synthetic)) == 1
+
+
+def test_ggn_keeps_precision_on_a_saturated_softmax():
+    # Logistic regression on two classes whose logits differ by at least 80 on every example: p_1 <= e^-80 ~
+    # 2e-35, and per example u^T H v = p_0 p_1 (u_0 - u_1)(v_0 - v_1) / m (u = the logits' change along a
+    # direction), a number that diag(p) - p p^T, even in float64, loses to cancellation (p_0 u_0 ~ 1).
+    spec = model.ModelSpec(sizes=(2, 2), loss="softmax_cross_entropy")
+    rng = np.random.default_rng(45)
+    m = 8
+    X = (np.abs(rng.normal(size=(m, 2))) + 1.0).astype(np.float32)
+    W = np.array([[20.0, -20.0], [20.0, -20.0]])
+    params = {"layer1": {"W": jnp.asarray(W, jnp.float32), "b": jnp.zeros(2, jnp.float32)}}
+    out = np.asarray(X, np.float64) @ W
+    dirs = [{"layer1": {"W": rng.normal(size=(2, 2)), "b": rng.normal(size=2)}} for _ in range(2)]
+    U = [np.asarray(X, np.float64) @ d["layer1"]["W"] + d["layer1"]["b"] for d in dirs]
+    gap = out[:, 0] - out[:, 1]
+    p0p1 = np.exp(-np.abs(gap)) / (1 + np.exp(-np.abs(gap))) ** 2
+    dU = np.stack([u[:, 0] - u[:, 1] for u in U])
+    exact = (dU * p0p1) @ dU.T / m
+    assert exact.max() < 1e-30
+    np.testing.assert_allclose(ls.model_ggn(spec, params, X, dirs), exact, rtol=1e-10)
+    generic = ls.projected_ggn(lambda p: model.forward(spec, p, jnp.asarray(X, F64)),
+                               lambda o: model.loss_from_outputs(spec, o, jnp.zeros(m, int)),
+                               jax.tree_util.tree_map(lambda x: jnp.asarray(x, F64), params), dirs)
+    assert not np.allclose(generic, exact, rtol=0.1, atol=0)  # the Hessian-vector products lose it
+    # shift-invariance: moving every logit of an example by the same C (the softmax's flat direction) changes
+    # nothing, exactly, even for C = 2^40 on changes of order 1 (representable: multiples of 2^-10), since the
+    # logits' changes enter only as differences to the most probable class
+    delta = jnp.asarray(rng.integers(-1000, 1000, size=(2, m, 2)) / 1024.0)
+    moderate = jnp.asarray(rng.normal(size=(m, 2)))
+    np.testing.assert_allclose(ls.loss_gram("softmax_cross_entropy", moderate, delta + 2.0 ** 40),
+                               ls.loss_gram("softmax_cross_entropy", moderate, delta), rtol=1e-13)
+    # mse: the mean over all m n_out entries, so H = 2 / (m n_out) I
+    Uj = jnp.asarray(np.stack(U))
+    np.testing.assert_allclose(ls.loss_gram("mse", out, Uj), 2 / (2 * m) * np.einsum("imk,jmk->ij", Uj, Uj),
+                               rtol=1e-14)
+
+
+def _host(params):
+    return jax.tree_util.tree_map(np.asarray, params)
+
+
+def _radial(params, l, j, live=None):
+    """Unit j's own incoming weight vector W[l][:, j] (live rows only if given) as a direction pytree."""
+    col = np.asarray(params[f"layer{l}"]["W"])[:, j] * (1.0 if live is None else live)
+    W = np.zeros_like(np.asarray(params[f"layer{l}"]["W"]))
+    W[:, j] = col
+    return ls.embed_direction({f"layer{l}": {"W": W}}, params)
+
+
+def test_plane_geometry_finds_the_exact_flat_directions():
+    """plane_geometry on the host: a plane holds a flat direction when some direction in it lies within
+    sin^2 <= 1e-8 of F (BN units' own weight vectors over live inputs, LN's layer scale and shifts, the
+    softmax's logit shift); d1 parallel to d2 is no plane."""
+    rng = np.random.default_rng(50)
+
+    def noise(params, layer=None):
+        return ls.embed_direction(jax.tree_util.tree_map(lambda x: rng.normal(size=np.shape(x)), params), params,
+                                  layer)
+
+    def flat(spec, params, d1, d2, live=None):
+        g = ls.plane_geometry(spec, _host(params), d1, d2, live)
+        assert g.spans_plane
+        return g.holds_flat
+
+    bn = model.ModelSpec(sizes=(3, 4, 4, 2), norm="batchnorm")
+    params = _host(_init(bn, 51))
+    r, e = _radial(params, 1, 2), noise(params, "layer1")
+    assert flat(bn, params, r, e) and flat(bn, params, e, r)
+    mixed = jax.tree_util.tree_map(lambda a, b: 0.6 * a + 0.8 * b, r, e)
+    assert flat(bn, params, mixed, e)  # the plane, not either direction, holds it
+    assert not flat(bn, params, noise(params), noise(params))
+    # either side of the tolerance: the plane of g (a gain direction, orthogonal to F) and r/|r| + s q, q a unit
+    # vector in unit 2's column orthogonal to its weights, holds directions at sin^2 = s^2 / (1 + s^2) from F
+    g = ls.embed_direction({"layer1": {"gamma": np.ones(4)}}, params)
+    col = np.asarray(params["layer1"]["W"])[:, 2]
+    q = np.linalg.svd(col[None, :])[2][1]  # orthogonal to col
+    for s2, holds in ((0.5e-8, True), (2e-8, False)):
+        bent = np.zeros((3, 4))
+        bent[:, 2] = col / np.linalg.norm(col) + math.sqrt(s2) * q
+        assert flat(bn, params, ls.embed_direction({"layer1": {"W": bent}}, params), g) is holds, s2
+    # a dead input's weight is not part of the flat direction: with input 0 dead the radial direction over the
+    # live inputs is flat, the full column is not
+    live = {1: np.array([False, True, True])}
+    assert flat(bn, params, _radial(params, 1, 2, live[1]), e, live)
+    assert not flat(bn, params, _radial(params, 1, 2), e, live)
+    assert not flat(bn, params, _radial(params, 1, 2, live[1]), e)
+    # the same column under no normalization, or in BN's output layer, is no symmetry
+    none = model.ModelSpec(sizes=(3, 4, 4, 2), loss="mse")
+    p_none = _host(_init(none, 52))
+    assert not flat(none, p_none, _radial(p_none, 1, 2), noise(p_none, "layer1"))
+    assert not flat(bn, params, _radial(params, 3, 1), noise(params, "layer3"))
+    # softmax cross-entropy: shifting every logit of an example by the same amount (W[L] += u 1^T, b[L] += c)
+    shift = ls.embed_direction({"layer3": {"W": np.outer(rng.normal(size=4), np.ones(2)), "b": np.ones(2)}}, params)
+    assert flat(bn, params, shift, noise(params, "layer3"))
+    mse = model.ModelSpec(sizes=(3, 4, 4, 2), norm="batchnorm", loss="mse")
+    assert not flat(mse, params, shift, noise(params, "layer3"))
+    # layer norm: the layer's whole (W, b) and the shifts of all its units, not one unit's column
+    ln = model.ModelSpec(sizes=(3, 4, 4, 2), norm="layernorm")
+    p_ln = _host(_init(ln, 53))
+    whole = ls.embed_direction({"layer2": {"W": p_ln["layer2"]["W"], "b": p_ln["layer2"]["b"]}}, p_ln)
+    ln_shift = ls.embed_direction({"layer2": {"W": np.outer(rng.normal(size=4), np.ones(4))}}, p_ln)
+    assert flat(ln, p_ln, whole, noise(p_ln, "layer2")) and flat(ln, p_ln, ln_shift, noise(p_ln, "layer2"))
+    assert not flat(ln, p_ln, _radial(p_ln, 2, 1), noise(p_ln, "layer2"))
+    # parallel or zero directions span no plane
+    for d2 in (jax.tree_util.tree_map(lambda x: -2.0 * x, e), jax.tree_util.tree_map(np.zeros_like, e)):
+        g = ls.plane_geometry(bn, params, e, d2)
+        assert not g.spans_plane and not g.holds_flat
+
+
+@functools.partial(jax.jit, static_argnames=("spec",))
+def _dense_ggn(spec, params, X, d1, d2):
+    """Reference 2x2 GGN in float64, independent of normlab.landscape: the Jacobian of the outputs with
+    respect to the plane's coordinates (a, b) by jax.jacfwd, and the mean softmax cross-entropy's Hessian on
+    the outputs in closed form, (diag(p_n) - p_n p_n^T) / m per example."""
+    p64, d1, d2 = (jax.tree_util.tree_map(lambda x: jnp.asarray(x, F64), t) for t in (params, d1, d2))
+    X64 = jnp.asarray(X, F64)
+
+    def f(c):
+        return model.forward(spec, jax.tree_util.tree_map(lambda w, a, b: w + c[0] * a + c[1] * b, p64, d1, d2), X64)
+
+    J = jax.jacfwd(f)(jnp.zeros(2, F64))  # (m, K, 2)
+    p = jax.nn.softmax(f(jnp.zeros(2, F64)), axis=-1)
+    H = (jax.vmap(jnp.diag)(p) - p[:, :, None] * p[:, None, :]) / p.shape[0]
+    return jnp.einsum("nka,nkl,nlb->ab", J, H, J)
+
+
+def test_contour_rows_flags_and_float64_ggn_on_a_float32_bn_model():
+    """A float32 BN model on two input features: every unit of layer 1 has exactly two live inputs, so the
+    layer-1 lecture plane is the unit's own weight plane (flat_direction); the other slices are normal, and
+    their 2x2 GGNs (float64 from float32 parameters) equal a dense float64 J^T H J to 1e-9 on a confident
+    model (loss 0.034; products of float32 forward-mode outputs miss by ~1e-6 relative)."""
+    spec = model.ModelSpec(sizes=(2, 4, 4, 3), norm="batchnorm", activation="tanh")
+    params = _init(spec, 60)
+    X = np.random.default_rng(61).normal(size=(48, 2)) * np.array([3.0, 0.3])
+    out = model.forward(spec, params, jnp.asarray(X))
+    params["layer3"]["W"] = params["layer3"]["W"] * (12.0 / float(jnp.std(out)))
+    y = np.asarray(jnp.argmax(model.forward(spec, params, jnp.asarray(X)), axis=-1))
+    p32 = jax.tree_util.tree_map(lambda x: np.asarray(x, np.float32), params)
+    X32 = X.astype(np.float32)
+    d = ls.random_directions(p32, np.array([7, 0]))
+    rows, grids = ls.contour_slices(spec, p32, X32, y, {"grid_points": 3, "extent": 0.1, "seed": 7},
+                                    eig_model=d, eig_layers={"layer2": ls.random_directions(p32, np.array([8, 2]),
+                                                                                            ["layer2"])})
+    assert float(model.loss(spec, p32, X32, y)) < 0.05
+    by = {(r["slice"], r["scope"]): r for r in rows}
+    for r in rows:
+        _assert_row_consistent(r)
+        assert set(r) == set(ls.ROW_KEYS)
+    assert _flags(by["lecture", "layer1"]) == {"flat_direction"}
+    assert math.isnan(by["lecture", "layer1"]["axis_ratio_ggn"])
+    normal = [k for k in by if k != ("lecture", "layer1")]
+    assert all(not _flags(by[k]) for k in normal)
+    # every 2x2 against the dense float64 reference, along the slice's own directions
+    planes = {("eig", "model"): [ls.normalize_direction(x) for x in d],
+              ("eig", "layer2"): [ls.normalize_direction(ls.embed_direction(x, p32, "layer2"))
+                                  for x in ls.random_directions(p32, np.array([8, 2]), ["layer2"])],
+              ("random", "model"): ls.random_directions(p32, np.array([7, 0]))}
+    for l in (1, 2, 3):
+        r = by["lecture", f"layer{l}"]
+        planes["lecture", f"layer{l}"] = ls.lecture_directions(p32, l, r["unit"], r["input_hi"], r["input_lo"])
+    for key, (d1, d2) in planes.items():
+        ref = np.asarray(_dense_ggn(spec, p32, X32, d1, d2))
+        got = grids[f"{key[0]}.{key[1]}.ggn"]
+        assert got.dtype == np.float64
+        np.testing.assert_allclose(got, ref, rtol=1e-9, atol=1e-12 * np.abs(ref).max(), err_msg=str(key))
+        lam = np.linalg.eigvalsh(ref)
+        assert by[key]["lambda_min_ggn"] == pytest.approx(lam[0], rel=1e-8, abs=1e-12 * lam[1]), key
+        if key != ("lecture", "layer1"):
+            assert by[key]["axis_ratio_ggn"] == pytest.approx(math.sqrt(lam[1] / lam[0]), rel=1e-7), key
 
 
 def test_filter_normalized_directions():
@@ -282,6 +558,7 @@ def test_contour_slices_rows_and_grids():
     for r in rows:
         assert set(r) == set(ls.ROW_KEYS)
         assert r["singular"] or r["axis_ratio_ggn"] >= 1
+        _assert_row_consistent(r)
     assert grids["lecture.layer1.loss"].shape == (7, 7)
     assert grids["random.model.alphas"][-1] == pytest.approx(0.5)
     assert grids["eig.layer2.loss"][3, 3] == pytest.approx(rows[0]["loss_center"], rel=1e-12)

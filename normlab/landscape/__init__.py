@@ -14,13 +14,17 @@ A slice is the loss on a grid ``J(center + alpha * d1 + beta * d2)`` for two dir
 Roundness of a slice is reported two ways (``roundness``): ``axis_ratio_ggn``, sqrt(lambda_1 / lambda_2)
 of the projected 2x2 Gauss-Newton matrix (the local quadratic's contours), and ``axis_ratio_levelset``,
 the axis ratio of a quadratic fitted to the grid's sub-level set J <= J0 + delta (what the picture shows).
+Each row says whether its GGN ratio can be read (``slices``): ``censored`` (beyond numerical resolution:
+the bound 1 / sqrt(rel_tol), counted as elongated), ``flat_direction`` (the plane holds an exact symmetry
+direction of J, ``symmetries``) or ``degenerate`` (no plane, a dead unit, or no curvature).
 
 Units: grid coordinates ``alphas``, ``betas`` are in parameter units (the directions of ``lecture``
 and ``eig`` slices have unit norm, so a coordinate is a Euclidean distance in parameter space; for
 ``random`` slices a coordinate of 1 is a step as large as the weights themselves, filter by filter).
 Losses are in the loss's own units (nats for softmax cross-entropy, squared target units for mse).
-Every function computes in the dtype of the parameters it is given (float64 is recommended for the
-analysis: a ratio r needs about r^2 of dynamic range in the 2x2 GGN).
+Grids are computed in the dtype of the parameters they are given; every 2x2 GGN in float64 (a ratio r
+needs about r^2 of dynamic range in it), from forward-mode products in float64 and the loss's Hessian in
+a closed form that stays positive semi-definite (``roundness.loss_gram``).
 
 Modules, each importing only those above it:
 
@@ -28,7 +32,9 @@ Modules, each importing only those above it:
 * ``grids``: grid axes, the vectorized grid map and ``evaluate_grid`` for any loss function, and the
   report's colour scale (``log_excess``, ``shared_log_scale``);
 * ``roundness``: the projected GGN, 2x2 axis ratios and the level-set quadratic fit;
-* ``slices``: ``ContourSlice``, its tidy row (``slice_row``, ``ROW_KEYS``) and arrays (``slice_arrays``);
+* ``symmetries``: the exact flat directions of the MLP and whether a plane holds one (``plane_geometry``);
+* ``slices``: ``ContourSlice``, its tidy row (``slice_row``, ``ROW_KEYS``, the flags of ``slice_flags``) and
+  arrays (``slice_arrays``);
 * ``planes``: planes through the MLP (``direction_slices``, ``model_grid``), one compiled program per
   model shape;
 * ``lecture``: the lecture slice (unit and weight choice, GGN blocks, ``lecture_slices``, ``lecture_grid``);
@@ -60,8 +66,9 @@ from normlab.landscape.lecture import (
     live_mask,
     pick_hi_lo,
 )
-from normlab.landscape.planes import direction_slices, model_grid
+from normlab.landscape.planes import direction_slices, model_ggn, model_grid
 from normlab.landscape.roundness import (
+    AxisRatio,
     LevelsetFit,
     QuadraticFit,
     axis_ratio_2x2,
@@ -69,15 +76,18 @@ from normlab.landscape.roundness import (
     eig2x2,
     fit_quadratic,
     levelset_axis_ratio,
+    loss_gram,
     projected_ggn,
 )
-from normlab.landscape.slices import ROW_KEYS, SLICES, ContourSlice, slice_arrays, slice_row
+from normlab.landscape.slices import ROW_KEYS, SLICES, ContourSlice, SliceFlags, slice_arrays, slice_flags, slice_row
+from normlab.landscape.symmetries import PLANE_TOL, PlaneGeometry, flat_part, plane_geometry
 
 __all__ = [
-    "ROW_KEYS", "SLICES", "ContourConfig", "ContourSlice", "LevelsetFit", "QuadraticFit",
-    "auto_chunk_size", "axis_ratio_2x2", "choose_unit", "contour_slices", "default_rel_tol", "direction_slices",
-    "eig2x2", "embed_direction", "evaluate_grid", "fit_quadratic", "grid_axes", "input_rms", "lecture_directions",
-    "lecture_ggn_blocks", "lecture_grid", "lecture_slice", "lecture_slices", "levelset_axis_ratio", "live_mask",
-    "log_excess", "model_grid", "normalize_direction", "pick_hi_lo", "projected_ggn", "random_directions",
-    "shared_log_scale", "slice_arrays", "slice_row", "tree_norm",
+    "PLANE_TOL", "ROW_KEYS", "SLICES", "AxisRatio", "ContourConfig", "ContourSlice", "LevelsetFit", "PlaneGeometry",
+    "QuadraticFit", "SliceFlags", "auto_chunk_size", "axis_ratio_2x2", "choose_unit", "contour_slices",
+    "default_rel_tol", "direction_slices", "eig2x2", "embed_direction", "evaluate_grid", "fit_quadratic", "flat_part",
+    "grid_axes", "input_rms", "lecture_directions", "lecture_ggn_blocks", "lecture_grid", "lecture_slice",
+    "lecture_slices", "levelset_axis_ratio", "live_mask", "log_excess", "loss_gram", "model_ggn", "model_grid",
+    "normalize_direction", "pick_hi_lo", "plane_geometry", "projected_ggn", "random_directions", "shared_log_scale",
+    "slice_arrays", "slice_flags", "slice_row", "tree_norm",
 ]

@@ -26,8 +26,9 @@ class ContourConfig:
     largest quadratic-fit misfit and relative error at which a level-set ratio is reported
     (``levelset_axis_ratio``). seed: PRNG seed of the random directions. random_per_layer: also a random
     slice per layer. dead_threshold: a layer-input unit is live if its RMS over the batch exceeds it (pass
-    ``analysis.dead_threshold``). rel_tol: singular-GGN threshold (None: ``default_rel_tol`` of the
-    dtype). chunk_size: grid points per vectorized chunk (None: ``auto_chunk_size``).
+    ``analysis.dead_threshold``). rel_tol: censoring threshold of the 2x2 GGN (None: ``default_rel_tol`` of
+    its dtype, float64: 1e-12, so censored ratios read 1e6). chunk_size: grid points per vectorized chunk
+    (None: ``auto_chunk_size``).
     """
 
     grid_points: int = 41
@@ -64,7 +65,8 @@ def contour_slices(spec: ModelSpec, params: Params, X, y, config: ContourConfig 
     per layer from ``eig_layers`` = {"layer<l>": (d1, d2)} (directions as ``embed_direction`` accepts,
     normalized to unit norm); ``random``: filter-normalized, scope model (and per layer if configured).
     Returns (rows, grids): rows are dicts with ``ROW_KEYS`` (slice, scope, axis_ratio_ggn,
-    axis_ratio_levelset, singular, ...), one per slice; grids maps ``<slice>.<scope>.<name>`` to numpy
+    axis_ratio_levelset, singular, censored, flat_direction, degenerate, ...: ``slices.slice_flags``), one
+    per slice; grids maps ``<slice>.<scope>.<name>`` to numpy
     arrays (``slice_arrays``), ready for ``np.savez``.
     """
     cfg = config if isinstance(config, ContourConfig) else ContourConfig.from_mapping(config)
@@ -82,7 +84,9 @@ def contour_slices(spec: ModelSpec, params: Params, X, y, config: ContourConfig 
         d1, d2 = random_directions(params, np.array([cfg.seed, 0 if layers is None else int(scope[5:])]), layers)
         planes.append({"d1": d1, "d2": d2, "slice": "random", "scope": scope, "extent": cfg.extent_for("random"),
                        "normalize": False})
-    slices += direction_slices(spec, params, X, y, planes, n_points=n, chunk_size=cfg.chunk_size)
+    live_inputs = {int(s.scope[5:]): s.info["live"] for s in slices}  # every layer's, from its lecture slice
+    slices += direction_slices(spec, params, X, y, planes, n_points=n, chunk_size=cfg.chunk_size,
+                               live_inputs=live_inputs)
     rows = [slice_row(s, delta=cfg.delta, rel_tol=cfg.rel_tol, max_misfit=cfg.max_misfit,
                       max_rel_err=cfg.max_rel_err) for s in slices]
     grids: dict[str, np.ndarray] = {}

@@ -9,6 +9,16 @@ vectors on those two coordinates (``lecture_directions``), so the grid axes are 
 ``lecture_slices`` (every layer, what the analysis runs) evaluates the grids as planes of
 ``planes.run_planes``; ``lecture_slice`` (one layer, any unit) uses the fast path ``lecture_grid``, where
 only one column of one layer's pre-activation moves.
+
+The slice's 2x2 GGN is computed in float64 as every slice's (``planes.model_ggn``); the blocks of all units
+that ``choose_unit`` compares use forward-mode products in the parameters' dtype (their traces need no
+more) and the loss's Hessian in closed form in float64 (``roundness.loss_gram``). A slice is ``degenerate`` when
+hi == lo (fewer than two live inputs) or its unit is dead, and holds a ``flat_direction`` when its plane
+holds one (``symmetries.plane_geometry``): for a batch-normalized unit that is when the unit's live incoming
+weights other than W[hi, j] and W[lo, j] are zero (e.g. layer 1 on two input features), and then no 2-D
+slice of those two weights avoids the flat direction. When the plane does not hold it, the radial part of
+the two directions changes nothing in the GGN (its product with the radial direction is zero), so the
+slice is kept as it is rather than projected orthogonally to the weight vector.
 """
 
 from __future__ import annotations
@@ -22,9 +32,10 @@ import numpy as np
 from normlab import model
 from normlab.landscape.directions import lecture_directions
 from normlab.landscape.grids import auto_chunk_size, grid_axes, map_grid
-from normlab.landscape.planes import as_data, run_planes
-from normlab.landscape.roundness import outer_hvp
+from normlab.landscape.planes import as_data, model_ggn_jit, run_planes
+from normlab.landscape.roundness import loss_gram
 from normlab.landscape.slices import ContourSlice
+from normlab.landscape.symmetries import plane_geometry
 from normlab.model import ModelSpec, Params
 
 
@@ -54,38 +65,40 @@ def pick_hi_lo(rms, dead_threshold: float = 1e-6) -> tuple[jax.Array, jax.Array]
     return hi, lo
 
 
-def lecture_ggn_blocks(spec: ModelSpec, params: Params, X, y, l: int, hi, lo) -> jax.Array:
-    """2x2 GGN blocks on the weight pair (W[l][hi, j], W[l][lo, j]) for every unit j of layer l.
-
-    Returns (sizes[l], 2, 2), loss per weight unit^2. Uses the linearity of Z[l] in W[l]: the direction
-    e_hi e_j^T moves Z[l] by A[l-1][:, hi] e_j^T, so each block costs two forward-mode products through
-    layers l..L only. ``l``: a Python int (static under jit); hi, lo may be traced.
-    """
-    _, inputs, pre = model.forward_with_inputs(spec, params, X)
-    A, Z = inputs[l - 1], pre[l - 1]
+def _unit_blocks(spec: ModelSpec, params: Params, A, Z, l: int, hi, lo, units) -> jax.Array:
+    # 2x2 GGN blocks (len(units), 2, 2), float64, on (W[l][hi, j], W[l][lo, j]) for j in units, from layer l's
+    # input A = A[l-1] and pre-activation Z = Z[l] (forward-mode products in their dtype)
     g = functools.partial(model.outputs_from, spec, params, l)
     out0 = g(Z)
-
-    def outer(o):
-        return model.loss_from_outputs(spec, o, y)
 
     def block(j):
         def jvp_col(u):
             return jax.jvp(g, (Z,), (jnp.zeros_like(Z).at[:, j].set(u),))[1]
 
-        U = jnp.stack([jvp_col(A[:, hi]), jvp_col(A[:, lo])])
-        HU = jax.vmap(lambda u: outer_hvp(outer, out0, u))(U)
-        M = jnp.einsum("imk,jmk->ij", U, HU)
-        return 0.5 * (M + M.T)
+        return loss_gram(spec.loss, out0, jnp.stack([jvp_col(A[:, hi]), jvp_col(A[:, lo])]))
 
-    return jax.lax.map(block, jnp.arange(Z.shape[1]))
+    return jax.lax.map(block, jnp.asarray(units))
+
+
+def lecture_ggn_blocks(spec: ModelSpec, params: Params, X, l: int, hi, lo) -> jax.Array:
+    """2x2 GGN blocks on the weight pair (W[l][hi, j], W[l][lo, j]) for every unit j of layer l.
+
+    Returns (sizes[l], 2, 2) float64, loss per weight unit^2. Uses the linearity of Z[l] in W[l]: the
+    direction e_hi e_j^T moves Z[l] by A[l-1][:, hi] e_j^T, so each block costs two forward-mode products
+    through layers l..L only (in params' dtype), and the loss's Hessian enters in closed form
+    (``roundness.loss_gram``, float64; the labels do not enter). ``l``: a Python int (static under jit); hi,
+    lo may be traced.
+    """
+    _, inputs, pre = model.forward_with_inputs(spec, params, X)
+    return _unit_blocks(spec, params, inputs[l - 1], pre[l - 1], l, hi, lo, jnp.arange(pre[l - 1].shape[1]))
 
 
 def choose_unit(blocks) -> jax.Array:
     """The unit j of the lecture slice: the one whose 2x2 GGN block on its two lecture weights has the
-    largest trace, i.e. the unit through which J is most sensitive to those weights (ties: lowest j).
-    This skips dead units (zero block) and does not select for roundness (the trace ignores how the
-    curvature splits between the two axes). 0 if every block is zero. Works under jit."""
+    largest trace, i.e. the unit through which J is most sensitive to those weights (ties: lowest j;
+    non-finite traces never win). This skips dead units (zero block) and does not select for roundness
+    (the trace ignores how the curvature splits between the two axes). 0 if every block is zero. Works
+    under jit."""
     blocks = jnp.asarray(blocks)
     tr = blocks[:, 0, 0] + blocks[:, 1, 1]
     return jnp.argmax(jnp.where(jnp.isfinite(tr), tr, -jnp.inf))
@@ -140,22 +153,25 @@ def lecture_grid(spec: ModelSpec, params: Params, X, y, l: int, j, hi, lo, alpha
     return _lecture_grid(spec, params, X, y, l, j, hi, lo, alphas, betas, chunk_size)
 
 
-def _lecture_layer(spec: ModelSpec, params: Params, X, y, l: int, inputs, dead_threshold, unit=None) -> dict:
-    # layer l's lecture weights (hi, lo), unit j (``choose_unit``, or ``unit`` where it is >= 0: a traced
-    # integer), their 2x2 GGN block, and the RMS and live units of the layer input A[l-1] = inputs[l-1]
+def _lecture_layer(spec: ModelSpec, params: Params, inputs, pre, l: int, dead_threshold, unit=None) -> dict:
+    # layer l's lecture weights (hi, lo), unit j (``choose_unit``, or ``unit``: a traced integer), the RMS and
+    # live units of the layer input A[l-1] = inputs[l-1], and whether unit j's output is live (always for the
+    # output layer)
     rms = input_rms(inputs[l - 1])
     hi, lo = pick_hi_lo(rms, dead_threshold)
-    blocks = lecture_ggn_blocks(spec, params, X, y, l, hi, lo)
-    j = choose_unit(blocks) if unit is None else jnp.where(unit >= 0, unit, choose_unit(blocks))
+    A, Z = inputs[l - 1], pre[l - 1]
+    j = choose_unit(_unit_blocks(spec, params, A, Z, l, hi, lo, jnp.arange(Z.shape[1]))) if unit is None \
+        else jnp.asarray(unit)
+    unit_live = True if l == spec.n_layers else input_rms(inputs[l])[j] > dead_threshold
     W = params[f"layer{l}"]["W"]
-    return {"rms": rms, "live": live_mask(rms, dead_threshold), "hi": hi, "lo": lo, "j": j, "ggn": blocks[j],
-            "origin": jnp.stack([W[hi, j], W[lo, j]])}
+    return {"rms": rms, "live": live_mask(rms, dead_threshold), "hi": hi, "lo": lo, "j": j,
+            "origin": jnp.stack([W[hi, j], W[lo, j]]), "unit_live": jnp.asarray(unit_live)}
 
 
 def _lecture_slice_body(spec: ModelSpec, params: Params, X, y, l: int, unit, dead_threshold, alphas, betas,
                         chunk_size: int):
-    out, inputs, _ = model.forward_with_inputs(spec, params, X)
-    r = _lecture_layer(spec, params, X, y, l, inputs, dead_threshold, unit)
+    out, inputs, pre = model.forward_with_inputs(spec, params, X)
+    r = _lecture_layer(spec, params, inputs, pre, l, dead_threshold, unit)
     grid = _lecture_grid(spec, params, X, y, l, r["j"], r["hi"], r["lo"], alphas, betas, chunk_size)
     return {**r, "loss": grid, "loss_center": model.loss_from_outputs(spec, out, y)}
 
@@ -165,21 +181,24 @@ _lecture_slice_jit = jax.jit(_lecture_slice_body, static_argnames=("spec", "l", 
 
 def _lecture_setup(spec: ModelSpec, params: Params, X, y, dead_threshold):
     # every layer's ``_lecture_layer`` (unit by ``choose_unit``), and the loss at the centre
-    out, inputs, _ = model.forward_with_inputs(spec, params, X)
-    layers = [_lecture_layer(spec, params, X, y, l, inputs, dead_threshold) for l in range(1, spec.n_layers + 1)]
+    out, inputs, pre = model.forward_with_inputs(spec, params, X)
+    layers = [_lecture_layer(spec, params, inputs, pre, l, dead_threshold) for l in range(1, spec.n_layers + 1)]
     return layers, model.loss_from_outputs(spec, out, y)
 
 
 _lecture_setup_jit = jax.jit(_lecture_setup, static_argnames=("spec",))
 
 
-def _lecture_contour(l: int, r: dict, alphas, betas) -> ContourSlice:
+def _lecture_contour(l: int, r: dict, alphas, betas, ggn, geo) -> ContourSlice:
+    # the slice of layer l from ``_lecture_layer``'s r with its grid, its 2x2 GGN (float64) and its plane's
+    # geometry (``symmetries.plane_geometry``)
     r = jax.tree_util.tree_map(np.asarray, r)
+    j, hi, lo = int(r["j"]), int(r["hi"]), int(r["lo"])
     return ContourSlice(
         slice="lecture", scope=f"layer{l}", alphas=np.asarray(alphas), betas=np.asarray(betas),
-        loss=r["loss"], origin=r["origin"], ggn=r["ggn"], loss_center=float(r["loss_center"]),
-        info={"unit": int(r["j"]), "input_hi": int(r["hi"]), "input_lo": int(r["lo"]), "input_rms": r["rms"],
-              "live": r["live"]},
+        loss=r["loss"], origin=r["origin"], ggn=np.asarray(ggn), loss_center=float(r["loss_center"]),
+        info={"unit": j, "input_hi": hi, "input_lo": lo, "input_rms": r["rms"], "live": r["live"]},
+        flat_direction=geo.holds_flat, degenerate=(not geo.spans_plane) or not bool(r["unit_live"]),
     )
 
 
@@ -189,28 +208,35 @@ def lecture_slice(spec: ModelSpec, params: Params, X, y, l: int, *, n_points: in
     """The lecture's picture for layer l (1..L): J over the two incoming weights W[l][hi, j],
     W[l][lo, j] of unit j, hi / lo = the live inputs of largest / smallest RMS (``pick_hi_lo``), j by
     ``choose_unit`` unless ``unit`` is given. Grid: ``grid_axes(n_points, extent)`` offsets from the
-    current weights, in weight units. One compiled call (``lecture_grid`` fast path inside)."""
+    current weights, in weight units. One compiled call for the unit and grid (``lecture_grid`` fast path
+    inside), one for the 2x2 GGN (``planes.model_ggn``, float64)."""
     X, y = as_data(params, X, y)
     alphas, betas = grid_axes(n_points, extent, X.dtype)
     chunk = chunk_size or auto_chunk_size(spec, X.shape[0], n_points * n_points)
-    r = _lecture_slice_jit(spec, params, X, y, l, -1 if unit is None else int(unit), dead_threshold, alphas,
-                           betas, int(chunk))
-    return _lecture_contour(l, r, alphas, betas)
+    r = jax.device_get(_lecture_slice_jit(spec, params, X, y, l, None if unit is None else np.int32(unit),
+                                          dead_threshold, alphas, betas, int(chunk)))
+    host = jax.device_get(params)
+    d1, d2 = lecture_directions(host, l, int(r["j"]), int(r["hi"]), int(r["lo"]))
+    ggn = model_ggn_jit(spec, params, X, [d1, d2])
+    return _lecture_contour(l, r, alphas, betas, ggn, plane_geometry(spec, host, d1, d2, {l: r["live"]}))
 
 
 def lecture_slices(spec: ModelSpec, params: Params, X, y, *, n_points: int = 41, extent: float = 1.0,
                    dead_threshold: float = 1e-6, chunk_size: int | None = None) -> list[ContourSlice]:
     """``lecture_slice`` of every layer 1..L (unit by ``choose_unit``): one compiled call picks every
-    layer's unit and weights, then each grid is a plane of ``run_planes`` (the program every slice of
-    every kind shares: the whole model, or the layers from l up, per grid point, without
+    layer's unit and weights, then each grid and 2x2 GGN is a plane of ``run_planes`` (the program every
+    slice of every kind shares: the whole model, or the layers from l up, per grid point, without
     ``lecture_grid``'s shortcut, so that one program serves all)."""
     X, y = as_data(params, X, y)
     layers, loss_center = jax.device_get(_lecture_setup_jit(spec, params, X, y, dead_threshold))
-    planes = [(*lecture_directions(params, l, int(r["j"]), int(r["hi"]), int(r["lo"])), float(extent))
+    host = jax.device_get(params)
+    planes = [(*lecture_directions(host, l, int(r["j"]), int(r["hi"]), int(r["lo"])), float(extent))
               for l, r in enumerate(layers, start=1)]
+    grids = run_planes(spec, params, X, y, planes, n_points, chunk_size)
+    live_inputs = {l: np.asarray(r["live"]) for l, r in enumerate(layers, start=1)}
     out = []
-    for l, (r, (alphas, betas, loss, _, _)) in enumerate(
-            zip(layers, run_planes(spec, params, X, y, planes, n_points, chunk_size), strict=True), start=1):
-        r = {**r, "loss": loss, "loss_center": loss_center}
-        out.append(_lecture_contour(l, r, alphas, betas))
+    for l, (r, (d1, d2, _), (alphas, betas, loss, ggn, _)) in enumerate(zip(layers, planes, grids, strict=True),
+                                                                         start=1):
+        geo = plane_geometry(spec, host, d1, d2, live_inputs)
+        out.append(_lecture_contour(l, {**r, "loss": loss, "loss_center": loss_center}, alphas, betas, ggn, geo))
     return out

@@ -11,6 +11,11 @@ grids) runs through one of two compiled programs per model shape:
 
 ``model_grid`` is the same idea for any pair of directions, without the one-program constraint: the
 layers below the first one the directions touch run once.
+
+The grids run in the parameters' dtype; every 2x2 GGN (``model_ggn``) is computed in float64 (the
+parameters, data and directions cast to it, which is exact for float32 ones): for the two forward-mode
+products per plane this costs next to nothing against the n_points^2 grid points, and leaves the 2x2
+accurate to ~1e-15 relative (``roundness.default_rel_tol`` of float64).
 """
 
 from __future__ import annotations
@@ -25,8 +30,9 @@ import numpy as np
 from normlab import model
 from normlab.landscape.directions import cast_like, embed_direction, normalize_direction, tree_dtype
 from normlab.landscape.grids import auto_chunk_size, grid_axes, map_grid, shift
-from normlab.landscape.roundness import outer_hvp, projected_ggn
+from normlab.landscape.roundness import jvp_outputs, loss_gram
 from normlab.landscape.slices import ContourSlice
+from normlab.landscape.symmetries import plane_geometry
 from normlab.model import ModelSpec, Params
 
 # A plane of hidden layer l runs through ``_layer_plane`` only when a whole-model plane costs at least this
@@ -101,21 +107,30 @@ def model_grid(spec: ModelSpec, params: Params, X, y, d1, d2, alphas, betas, *,
                            int(chunk_size), _first_touched_layer(d1, d2))
 
 
-def _model_ggn(spec: ModelSpec, params: Params, X, y, directions):
-    def f(p):
-        return model.forward(spec, p, X)
+def as_float64(tree):
+    """Every leaf of a pytree as a JAX float64 array (exact for float32 leaves)."""
+    return jax.tree_util.tree_map(lambda x: jnp.asarray(x, jnp.float64), tree)
 
-    def outer(o):
-        return model.loss_from_outputs(spec, o, y)
 
-    return projected_ggn(f, outer, params, directions)
+def model_ggn(spec: ModelSpec, params: Params, X, directions) -> jax.Array:
+    """Projected Gauss-Newton matrix D^T G D (k, k) of the model's loss on the batch X (m, n_features),
+    float64: params, X and the k directions (pytrees shaped like params) cast to float64, forward-mode
+    products through the whole model, and the loss's Hessian on the outputs in closed form
+    (``roundness.loss_gram``; it does not depend on the labels). Loss per (parameter unit)^2."""
+    params64 = as_float64(params)
+    X64 = jnp.asarray(X, jnp.float64)
+    return loss_gram(spec.loss, *jvp_outputs(lambda p: model.forward(spec, p, X64), params64,
+                                             [as_float64(d) for d in directions]))
+
+
+model_ggn_jit = jax.jit(model_ggn, static_argnames=("spec",))
 
 
 def _plane(spec: ModelSpec, params: Params, X, y, d1, d2, alphas, betas, chunk_size: int):
     # every slice's grid and 2x2 GGN with the same program: the whole model runs per grid point (l0 = 1;
     # the layers a direction does not touch are shifted by zero), so the program depends only on the shapes
     return (_model_grid(spec, params, X, y, d1, d2, alphas, betas, chunk_size, 1),
-            _model_ggn(spec, params, X, y, [d1, d2]), model.loss(spec, params, X, y))
+            model_ggn(spec, params, X, [d1, d2]), model.loss(spec, params, X, y))
 
 
 # One compilation per model shape serves every slice of every checkpoint: a program per slice kind and
@@ -128,25 +143,40 @@ def _layer_plane(spec: ModelSpec, params: Params, l, Z0, P1, P2, y, alphas, beta
                  output: bool = False):
     # a plane of directions inside layer l's W and b: Z[l] = Z0 + a P1 + b P2 (linear in W, b), then only the
     # layers above l run per grid point (hidden l, traced: one program for every l); ``output``: l = L, whose
-    # Z[L] are the outputs themselves
+    # Z[L] are the outputs themselves. Z0, P1, P2 come in float64: the grid runs in params' dtype, the 2x2
+    # GGN in float64.
     top = spec.n_layers if output else l
+    dtype = tree_dtype(params)
 
-    def g(z):
-        return model.outputs_from(spec, params, top, z)
+    def g(p, z):
+        return model.outputs_from(spec, p, top, z)
 
     def outer(o):
         return model.loss_from_outputs(spec, o, y)
 
-    grid = map_grid(lambda a, b: outer(g(Z0 + a * P1 + b * P2)), alphas, betas, chunk_size)
-    out0 = g(Z0)
-    U = jnp.stack([jax.jvp(g, (Z0,), (P,))[1] for P in (P1, P2)])
-    HU = jax.vmap(lambda u: outer_hvp(outer, out0, u))(U)
-    M = jnp.einsum("i...,j...->ij", U, HU)
-    return grid, 0.5 * (M + M.T), outer(out0)
+    z0, p1, p2 = (x.astype(dtype) for x in (Z0, P1, P2))
+    grid = map_grid(lambda a, b: outer(g(params, z0 + a * p1 + b * p2)), alphas, betas, chunk_size)
+    params64 = as_float64(params)
+    out64 = g(params64, Z0)
+    U = jnp.stack([jax.jvp(lambda z: g(params64, z), (Z0,), (P,))[1] for P in (P1, P2)])
+    return grid, loss_gram(spec.loss, out64, U), outer(g(params, z0))
 
 
 _layer_plane_jit = jax.jit(_layer_plane, static_argnames=("spec", "chunk_size", "output"))
 _forward_with_inputs_jit = jax.jit(model.forward_with_inputs, static_argnames=("spec",))
+
+
+def forward64(spec: ModelSpec, params: Params, X):
+    """``model.forward_with_inputs`` in float64 (params and X cast), read back as numpy: (outputs,
+    layer_inputs, pre_norm)."""
+    return jax.device_get(_forward_with_inputs_jit(spec, as_float64(params), jnp.asarray(X, jnp.float64)))
+
+
+def live_inputs_of(spec: ModelSpec, params: Params, X, dead_threshold: float) -> dict[int, np.ndarray]:
+    """{l: (sizes[l-1],) bool}: the live units of every layer input A[l-1] (RMS over the batch X >
+    dead_threshold, as ``lecture.live_mask``), from a float64 forward pass."""
+    _, inputs, _ = forward64(spec, params, X)
+    return {l: np.sqrt(np.mean(np.square(A), axis=0)) > dead_threshold for l, A in enumerate(inputs, start=1)}
 
 
 def _layer_of(spec: ModelSpec, d1, d2) -> int:
@@ -168,17 +198,17 @@ def _plane_flops(spec: ModelSpec, m: int, n_points: int) -> float:
 def run_planes(spec: ModelSpec, params: Params, X, y, planes: Sequence, n_points: int,
                chunk_size: int | None) -> list[tuple]:
     """planes: [(d1, d2, extent)] with full direction pytrees in params' dtype. Returns per plane
-    (alphas, betas, loss (n, n), ggn (2, 2), loss_center) as numpy, all planes dispatched before any is
-    read back. A plane inside one layer's W and b goes through ``_layer_plane`` (one program for every hidden
-    layer, one for the output layer; the layers below it are not rerun per grid point: for depth 8 its grid
-    costs (L - l + 1) / L of a whole-model one, the output layer's almost nothing) when the model is big
+    (alphas, betas, loss (n, n), ggn (2, 2) float64, loss_center) as numpy, all planes dispatched before any
+    is read back. A plane inside one layer's W and b goes through ``_layer_plane`` (one program for every
+    hidden layer, one for the output layer; the layers below it are not rerun per grid point: for depth 8 its
+    grid costs (L - l + 1) / L of a whole-model one, the output layer's almost nothing) when the model is big
     enough (``LAYER_PLANE_MIN_FLOPS``); any other plane through ``_plane`` (the whole model per point)."""
     params = jax.tree_util.tree_map(jnp.asarray, params)
     chunk = int(chunk_size or auto_chunk_size(spec, X.shape[0], n_points * n_points))
     big = _plane_flops(spec, X.shape[0], n_points) >= LAYER_PLANE_MIN_FLOPS
     layer_of = [_layer_of(spec, d1, d2) if big else 0 for d1, d2, _ in planes]
     if any(layer_of):
-        _, inputs, pre = jax.device_get(_forward_with_inputs_jit(spec, params, X))
+        _, inputs, pre = forward64(spec, params, X)
     pending = []
     for (d1, d2, extent), l in zip(planes, layer_of, strict=True):
         alphas, betas = grid_axes(n_points, float(extent), X.dtype)
@@ -194,14 +224,18 @@ def run_planes(spec: ModelSpec, params: Params, X, y, planes: Sequence, n_points
 
 
 def direction_slices(spec: ModelSpec, params: Params, X, y, planes: Sequence[Mapping], *, n_points: int = 41,
-                     chunk_size: int | None = None) -> list[ContourSlice]:
+                     chunk_size: int | None = None, live_inputs: Mapping[int, np.ndarray] | None = None,
+                     dead_threshold: float = 1e-6) -> list[ContourSlice]:
     """J on the planes spanned by pairs of given directions, with their 2x2 GGNs, by ``run_planes``.
 
     planes: mappings with keys d1, d2 (pytrees or flat vectors as ``embed_direction`` takes them; scope
     ``layer<l>`` zeroes them outside that layer), slice, scope (``model`` or ``layer<l>``), extent, and
     optionally normalize (default True: scale each direction to unit norm, so the coordinates are
     parameter-space distances, as for eigenvector slices; False keeps them as given, as for
-    filter-normalized random directions, where 1 = the weights' own scale)."""
+    filter-normalized random directions, where 1 = the weights' own scale). Each slice says whether its
+    plane is degenerate (d1, d2 do not span a plane) or holds a flat direction
+    (``symmetries.plane_geometry``), which needs the live inputs of every layer: live_inputs ({l: (n,)
+    bool}, as ``live_inputs_of``) or, if None, a float64 forward pass with ``dead_threshold``."""
     X, y = as_data(params, X, y)
     prepared = []
     for pl in planes:
@@ -211,6 +245,13 @@ def direction_slices(spec: ModelSpec, params: Params, X, y, planes: Sequence[Map
             d1, d2 = normalize_direction(d1), normalize_direction(d2)
         prepared.append((d1, d2, pl["extent"]))
     results = run_planes(spec, params, X, y, prepared, n_points, chunk_size)
-    return [ContourSlice(slice=pl["slice"], scope=pl["scope"], alphas=a, betas=b, loss=loss, origin=np.zeros(2),
-                         ggn=ggn, loss_center=center)
-            for pl, (a, b, loss, ggn, center) in zip(planes, results, strict=True)]
+    if live_inputs is None and prepared:
+        live_inputs = live_inputs_of(spec, params, X, dead_threshold)
+    host = jax.device_get(params)
+    out = []
+    for pl, (d1, d2, _), (a, b, loss, ggn, center) in zip(planes, prepared, results, strict=True):
+        geo = plane_geometry(spec, host, d1, d2, live_inputs)
+        out.append(ContourSlice(slice=pl["slice"], scope=pl["scope"], alphas=a, betas=b, loss=loss,
+                                origin=np.zeros(2), ggn=ggn, loss_center=center, flat_direction=geo.holds_flat,
+                                degenerate=not geo.spans_plane))
+    return out

@@ -3,11 +3,13 @@
 Roundness of a slice is reported two ways:
 
 * ``axis_ratio_ggn = sqrt(lambda_1 / lambda_2)`` of the projected 2x2 Gauss-Newton matrix
-  ``D^T G D`` (D = [d1 d2]), computed with forward-mode products through the model outputs and the
-  Hessian of the outer loss on the outputs (``projected_ggn``). The contours of the local quadratic model
-  are ellipses with exactly this axis ratio (``axis_ratio_2x2``). A slice whose 2x2 GGN is singular
-  (smallest eigenvalue <= rel_tol x largest, or largest <= 0: e.g. a dead unit, whose weights do not
-  affect J) is flagged ``singular`` and its ratio is NaN.
+  ``D^T G D = U^T H U`` (D = [d1 d2], U = [Jf d1, Jf d2] the forward-mode products through the model
+  outputs, H the Hessian of the outer loss on the outputs). The contours of the local quadratic model are
+  ellipses with exactly this axis ratio (``axis_ratio_2x2``). U^T H U is accumulated in float64 from a
+  form that is positive semi-definite by construction (``loss_gram``); float32 products lose it to
+  cancellation wherever the softmax is saturated (a lambda_min of -3e-3 next to a lambda_max of 2.3e-5).
+  A ratio beyond numerical resolution (lambda_min <= rel_tol x lambda_max) is *censored*: reported as
+  the bound 1 / sqrt(rel_tol), a lower bound on the true ratio.
 * ``axis_ratio_levelset``: a quadratic ``c0 + c.(a, b) + 1/2 (a, b) H (a, b)^T`` fitted by least
   squares to the grid points inside the sub-level set ``J <= J0 + delta`` (J0 = the loss at the centre,
   delta = a fraction of the grid's loss range; see ``levelset_axis_ratio``). Its level curve
@@ -19,7 +21,7 @@ Roundness of a slice is reported two ways:
   are too few points. It measures what the picture shows, the non-quadratic part of J over the plotted
   range included, where the GGN ratio is local.
 
-The level-set fit runs on the host in float64 (numpy); the GGN in the dtype of the parameters.
+The level-set fit runs on the host in float64 (numpy); the 2x2 GGNs are float64 (see ``loss_gram``).
 """
 
 from __future__ import annotations
@@ -40,28 +42,73 @@ def outer_hvp(outer: Callable, out: jax.Array, u: jax.Array) -> jax.Array:
     return jax.jvp(jax.grad(outer), (out,), (u,))[1]
 
 
-def projected_ggn(f: Callable, outer: Callable, params, directions: Sequence) -> jax.Array:
-    """Projected Gauss-Newton matrix ``D^T G D`` (k, k) for J = outer(f(params)).
-
-    f(params) -> model outputs (m, n_out); outer(outputs) -> scalar loss (e.g. mean softmax
-    cross-entropy or mse, as ``model.loss_from_outputs``). directions: k pytrees shaped like params.
-    G = Jf^T H_outer Jf, so entry [i, k] = (Jf d_i)^T H_outer (Jf d_k): k forward-mode products through f
-    and k Hessian-vector products of outer on the outputs. Units: loss per (parameter unit)^2.
-    """
-    dirs = [cast_like(d, params) for d in directions]
+def jvp_outputs(f: Callable, params, directions: Sequence) -> tuple[jax.Array, jax.Array]:
+    """(f(params), U) with U[i] = Jf d_i, the forward-mode product of f along direction i: (k, *out.shape),
+    in params' dtype (directions are cast to it)."""
     out0, U = None, []
-    for d in dirs:
+    for d in (cast_like(d, params) for d in directions):
         out0, u = jax.jvp(f, (params,), (d,))
         U.append(u)
-    U = jnp.stack(U)
-    HU = jax.vmap(lambda u: outer_hvp(outer, out0, u))(U)
+    return out0, jnp.stack(U)
+
+
+def hvp_gram(outer: Callable, out: jax.Array, U: jax.Array) -> jax.Array:
+    """U^T H U (k, k), float64, for any twice-differentiable outer loss (H = its Hessian at the outputs
+    out): k Hessian-vector products of outer evaluated in float64, symmetrized. Not PSD by construction
+    (it subtracts nearly equal numbers where H is nearly singular); ``loss_gram`` is, for the model's
+    losses."""
+    out = jnp.asarray(out, jnp.float64)
+    U = jnp.asarray(U, jnp.float64)
+    HU = jax.vmap(lambda u: outer_hvp(outer, out, u))(U)
     M = jnp.einsum("i...,j...->ij", U, HU)
     return 0.5 * (M + M.T)
 
 
+def loss_gram(loss: str, out: jax.Array, U: jax.Array) -> jax.Array:
+    """U^T H U (k, k) in float64, H = the Hessian of the model's loss (``model.loss_from_outputs``) at the
+    outputs out (m, n_out), U (k, m, n_out), as a Gram matrix V V^T (PSD by construction, each term a
+    product of accurately computed factors):
+
+    * ``softmax_cross_entropy`` (mean over the m examples): per example H = (diag(p) - p p^T) / m and
+      u^T H v = sum_k p_k (u_k - ubar)(v_k - vbar) / m with ubar = p.u, computed from the differences
+      u_k - u_c to the most probable class c (shift-invariant, so u_c = ubar to first order and nothing
+      cancels) and p from the log-softmax in float64, so a saturated softmax (p(1-p) ~ 1e-30) keeps its
+      relative precision. The labels do not enter.
+    * ``mse`` (mean over the m n_out entries): H = 2 / (m n_out) I.
+    """
+    out = jnp.asarray(out, jnp.float64)
+    U = jnp.asarray(U, jnp.float64)
+    m = out.shape[0]
+    if loss == "softmax_cross_entropy":
+        logp = jax.nn.log_softmax(out, axis=-1)
+        p = jnp.exp(logp)
+        c = jnp.argmax(logp, axis=-1)
+        delta = U - jnp.take_along_axis(U, c[None, :, None], axis=-1)  # u_k - u_c, (k, m, n_out)
+        centred = delta - jnp.sum(p * delta, axis=-1, keepdims=True)
+        V = (jnp.sqrt(p / m) * centred).reshape(U.shape[0], -1)
+    elif loss == "mse":
+        V = jnp.sqrt(2.0 / out.size) * U.reshape(U.shape[0], -1)
+    else:
+        raise ValueError(f"no closed-form Hessian for loss {loss!r}")
+    return V @ V.T
+
+
+def projected_ggn(f: Callable, outer: Callable, params, directions: Sequence) -> jax.Array:
+    """Projected Gauss-Newton matrix ``D^T G D`` (k, k), float64, for J = outer(f(params)).
+
+    f(params) -> outputs; outer(outputs) -> scalar loss. directions: k pytrees shaped like params.
+    G = Jf^T H_outer Jf, so entry [i, k] = (Jf d_i)^T H_outer (Jf d_k): k forward-mode products through f
+    (in params' dtype) and k Hessian-vector products of outer in float64 (``hvp_gram``). For the model's
+    own losses ``loss_gram`` is the accurate form (``planes.model_ggn`` uses it). Units: loss per
+    (parameter unit)^2.
+    """
+    return hvp_gram(outer, *jvp_outputs(f, params, directions))
+
+
 def default_rel_tol(dtype) -> float:
-    """Relative tolerance below which the smaller eigenvalue of a 2x2 GGN counts as zero:
-    1e-12 in float64 (ratios up to 1e6 are measurable), 1e-7 in float32 (about 3000)."""
+    """Relative tolerance below which the smaller eigenvalue of a 2x2 GGN computed in ``dtype`` counts as
+    zero: 1e-12 in float64 (ratios up to 1e6 are measurable; the Gram entries carry relative errors
+    ~1e-15, so lambda_min at the threshold is accurate to ~0.1%), 1e-7 in float32 (about 3000)."""
     return 1e-12 if jnp.dtype(dtype).itemsize >= 8 else 1e-7
 
 
@@ -77,18 +124,36 @@ def eig2x2(M) -> tuple[float, float]:
     return float(lam_max), float(lam_min)
 
 
-def axis_ratio_2x2(M, rel_tol: float | None = None) -> tuple[float, bool, float, float]:
+class AxisRatio(NamedTuple):
+    """Result of ``axis_ratio_2x2``. ratio: sqrt(lambda_max / lambda_min), the bound 1 / sqrt(rel_tol)
+    when censored, NaN when no_curvature; censored: lambda_min <= rel_tol x lambda_max on a matrix with
+    curvature (the ratio is at least the bound); no_curvature: lambda_max not > 0, or an eigenvalue not
+    finite; lam_max, lam_min: the eigenvalues (loss per parameter unit^2)."""
+
+    ratio: float
+    censored: bool
+    no_curvature: bool
+    lam_max: float
+    lam_min: float
+
+
+def axis_ratio_2x2(M, rel_tol: float | None = None) -> AxisRatio:
     """Axis ratio ``sqrt(lambda_max / lambda_min)`` of the ellipses ``x^T M x = const`` for a symmetric
-    PSD 2x2 matrix M. Returns (ratio, singular, lambda_max, lambda_min). ``singular`` when lambda_max
-    is not > 0 or not finite, or lambda_min <= rel_tol * lambda_max; the ratio is then NaN.
-    rel_tol defaults to ``default_rel_tol`` of M's dtype."""
+    PSD 2x2 matrix M (see ``AxisRatio``). A ratio beyond resolution (lambda_min <= rel_tol x
+    lambda_max, lambda_min <= 0 included) is censored at 1 / sqrt(rel_tol). rel_tol defaults to
+    ``default_rel_tol`` of M's dtype."""
     if rel_tol is None:
         rel_tol = default_rel_tol(np.asarray(M).dtype)
     lam_max, lam_min = eig2x2(M)
-    singular = not (np.isfinite(lam_max) and np.isfinite(lam_min) and lam_max > 0
-                    and lam_min > rel_tol * lam_max)
-    ratio = float("nan") if singular else math.sqrt(lam_max / lam_min)
-    return ratio, bool(singular), lam_max, lam_min
+    no_curvature = not (np.isfinite(lam_max) and np.isfinite(lam_min) and lam_max > 0)
+    censored = not no_curvature and lam_min <= rel_tol * lam_max
+    if no_curvature:
+        ratio = float("nan")
+    elif censored:
+        ratio = 1.0 / math.sqrt(rel_tol)
+    else:
+        ratio = math.sqrt(lam_max / lam_min)
+    return AxisRatio(ratio, bool(censored), bool(no_curvature), lam_max, lam_min)
 
 
 class QuadraticFit(NamedTuple):

@@ -1,23 +1,40 @@
 """A contour slice of the loss and its tidy row: the record every slice kind produces.
 
-``ContourSlice`` holds one slice's grid and 2x2 GGN; ``slice_row`` measures both roundness ratios of it
-(``normlab.landscape.roundness``) as one row with ``ROW_KEYS``, and ``slice_arrays`` names its arrays for
-the ``contours.npz`` file.
+``ContourSlice`` holds one slice's grid, 2x2 GGN and what its plane is (``symmetries``); ``slice_row``
+measures both roundness ratios of it (``normlab.landscape.roundness``) and says whether the GGN ratio can be
+read, as one row with ``ROW_KEYS``; ``slice_arrays`` names its arrays for the ``contours.npz`` file.
+
+Each row carries three exclusive flags (``slice_flags``), so that a claim can count or leave out what cannot
+be read as a measure of the inputs' scales:
+
+* ``degenerate``: nothing to measure: the plane is not two-dimensional (the lecture slice of a layer with
+  fewer than two live inputs, hi == lo), the lecture unit is dead (its output's RMS over the batch is at
+  most the dead threshold), or J has no curvature on the plane (lambda_max not > 0 or not finite: e.g. a
+  dead unit's zero block). Ratio NaN.
+* ``flat_direction``: the plane holds an exact flat direction of J (``symmetries``: a batch-normalized
+  unit's own weight vector, a layer-normalized layer's scale or shift, the softmax's logit shift), so its
+  curvature along that direction is zero by symmetry, whatever the inputs. Ratio NaN.
+* ``censored``: a plane with curvature and neither of the above, whose ratio is beyond numerical resolution
+  (lambda_min <= rel_tol x lambda_max): the ratio holds the bound 1 / sqrt(rel_tol), a lower bound, and
+  counts as elongated.
+
+``singular`` = censored or flat_direction or degenerate, for readers that predate the three flags; every
+row that is not degenerate or flat_direction has a finite ``axis_ratio_ggn``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
-from normlab.landscape.roundness import axis_ratio_2x2, default_rel_tol, levelset_axis_ratio
+from normlab.landscape.roundness import AxisRatio, axis_ratio_2x2, default_rel_tol, levelset_axis_ratio
 
 SLICES = ("lecture", "eig", "random")
 ROW_KEYS = (
-    "slice", "scope", "axis_ratio_ggn", "axis_ratio_levelset", "singular", "levelset_misfit",
-    "levelset_rel_err",
+    "slice", "scope", "axis_ratio_ggn", "axis_ratio_levelset", "singular", "censored", "flat_direction",
+    "degenerate", "levelset_misfit", "levelset_rel_err",
     "lambda_max_ggn", "lambda_min_ggn", "loss_center", "extent", "unit", "input_hi", "input_lo",
     "rms_hi", "rms_lo",
 )
@@ -28,8 +45,10 @@ class ContourSlice:
     """One 2-D slice. alphas (n_a,), betas (n_b,): offsets along d1, d2 (parameter units); loss (n_a,
     n_b): J at (alphas[i], betas[k]); origin (2,): the coordinates of the centre on the plotted axes
     (the two weights' values for ``lecture``, zeros otherwise), so axis 1 = origin[0] + alphas;
-    ggn (2, 2): D^T G D at the centre; info: slice-specific extras (lecture: unit, input_hi, input_lo,
-    input_rms (n_in,), live (n_in,))."""
+    ggn (2, 2): D^T G D at the centre (float64); info: slice-specific extras (lecture: unit, input_hi,
+    input_lo, input_rms (n_in,), live (n_in,)); flat_direction: the plane holds an exact flat direction of
+    J; degenerate: the plane is not two-dimensional or, for a lecture slice, its unit is dead (the facts
+    known from the plane itself; ``slice_flags`` adds a GGN without curvature)."""
 
     slice: str
     scope: str
@@ -40,27 +59,55 @@ class ContourSlice:
     ggn: np.ndarray
     loss_center: float
     info: dict = dataclasses.field(default_factory=dict)
+    flat_direction: bool = False
+    degenerate: bool = False
+
+
+class SliceFlags(NamedTuple):
+    """Result of ``slice_flags``: the row's GGN ratio (finite unless degenerate or flat_direction) and
+    its three exclusive flags (module docstring)."""
+
+    ratio: float
+    censored: bool
+    flat_direction: bool
+    degenerate: bool
+
+
+def slice_flags(ggn: AxisRatio, *, flat_direction: bool, degenerate: bool) -> SliceFlags:
+    """Combine a slice's GGN axis ratio (``axis_ratio_2x2``) with what its plane is: degenerate (the plane's
+    own degeneracy, or no curvature) takes precedence over flat_direction, which takes precedence over
+    censored. The ratio is NaN on degenerate and flat_direction rows, the bound on censored rows."""
+    degenerate = bool(degenerate or ggn.no_curvature)
+    flat_direction = bool(flat_direction and not degenerate)
+    censored = bool(ggn.censored and not (degenerate or flat_direction))
+    ratio = float("nan") if (degenerate or flat_direction) else ggn.ratio
+    return SliceFlags(ratio, censored, flat_direction, degenerate)
 
 
 def slice_row(s: ContourSlice, *, delta: float = 0.05, rel_tol: float | None = None,
               max_misfit: float = 0.2, max_rel_err: float = 0.2) -> dict[str, Any]:
     """Tidy row (keys ``ROW_KEYS``) with both roundness measures of a slice. ``delta``, ``max_misfit``,
-    ``max_rel_err``: as ``levelset_axis_ratio``; ``rel_tol``: as ``axis_ratio_2x2``. Beyond the contract
-    columns (slice, scope, axis_ratio_ggn, axis_ratio_levelset, singular): levelset_misfit,
-    levelset_rel_err, the 2x2 GGN eigenvalues (loss per parameter unit^2), loss_center, extent, and for
-    lecture slices unit, input_hi, input_lo and their RMS (-1 / NaN for other slices)."""
+    ``max_rel_err``: as ``levelset_axis_ratio``; ``rel_tol``: as ``axis_ratio_2x2`` (default: that of the
+    GGN's dtype, float64: 1e-12, a censoring bound of 1e6). Beyond the contract columns (slice, scope,
+    axis_ratio_ggn, axis_ratio_levelset, singular, censored, flat_direction, degenerate: ``slice_flags``):
+    levelset_misfit, levelset_rel_err, the 2x2 GGN eigenvalues (loss per parameter unit^2), loss_center,
+    extent, and for lecture slices unit, input_hi, input_lo and their RMS (-1 / NaN for other slices)."""
+    ggn = np.asarray(s.ggn)
     if rel_tol is None:
-        rel_tol = default_rel_tol(s.loss.dtype)
-    ratio, singular, lam_max, lam_min = axis_ratio_2x2(s.ggn, rel_tol)
+        rel_tol = default_rel_tol(ggn.dtype)
+    g = axis_ratio_2x2(ggn, rel_tol)
+    flags = slice_flags(g, flat_direction=s.flat_direction, degenerate=s.degenerate)
     fit = levelset_axis_ratio(s.alphas, s.betas, s.loss, delta, max_misfit=max_misfit,
                               max_rel_err=max_rel_err)
     info = s.info
     rms = info.get("input_rms")
     nan = float("nan")
     return {
-        "slice": s.slice, "scope": s.scope, "axis_ratio_ggn": ratio, "axis_ratio_levelset": fit.ratio,
-        "singular": singular, "levelset_misfit": fit.misfit, "levelset_rel_err": fit.rel_err,
-        "lambda_max_ggn": lam_max, "lambda_min_ggn": lam_min,
+        "slice": s.slice, "scope": s.scope, "axis_ratio_ggn": flags.ratio, "axis_ratio_levelset": fit.ratio,
+        "singular": flags.censored or flags.flat_direction or flags.degenerate, "censored": flags.censored,
+        "flat_direction": flags.flat_direction, "degenerate": flags.degenerate,
+        "levelset_misfit": fit.misfit, "levelset_rel_err": fit.rel_err,
+        "lambda_max_ggn": g.lam_max, "lambda_min_ggn": g.lam_min,
         "loss_center": s.loss_center, "extent": float(np.max(np.abs(s.alphas))),
         "unit": int(info.get("unit", -1)), "input_hi": int(info.get("input_hi", -1)),
         "input_lo": int(info.get("input_lo", -1)),
