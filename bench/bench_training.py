@@ -131,7 +131,7 @@ def vmapped_execution(spec, cfg, data, lrs, seeds, ev) -> tuple[float, np.ndarra
             state, log = sweep.interval(state, jnp.asarray(i * cfg.log_every, jnp.int32), block)
             logs.append(log)
         jax.block_until_ready((state, logs))
-        return np.asarray(logs[-1]["train_loss"]), np.asarray(state["diverged"])
+        return np.asarray(logs[-1]["train_loss"])[:, -1], np.asarray(state["diverged"])
 
     one_pass()
     t = time.perf_counter()

@@ -55,10 +55,14 @@ def concat(tables: list[Table]) -> Table:
     return {k: np.concatenate([np.asarray(t[k]) for t in tables]) for k in tables[0]}
 
 
-def runs_table(ids: dict, sweep: dict) -> Table:
-    """runs.csv rows: one per (lr, seed)."""
+def runs_table(ids: dict, sweep: dict, grid: bool = True) -> Table:
+    """runs.csv rows: one per run (lr, seed) of a ``train.train_runs`` result; ``grid``: True for the
+    runs of the LR grid, False for the refinement runs inside a max-stable bracket. initial_train_loss and
+    final_train_loss are evaluation-set losses (after 0 and after all updates)."""
+    n = len(sweep["lr"])
     table = {
-        "lr": sweep["lr"], "seed": sweep["seed"], "diverged": sweep["diverged"].astype(bool),
+        "lr": sweep["lr"], "seed": sweep["seed"], "grid": np.full(n, bool(grid)),
+        "diverged": sweep["diverged"].astype(bool),
         "diverged_step": np.where(sweep["diverged"], sweep["diverged_step"], np.nan),
         "initial_train_loss": sweep["train_loss"][:, 0], "final_train_loss": sweep["final_train_loss"],
         "test_accuracy": sweep["test_accuracy"], "test_loss": sweep["test_loss"],
@@ -68,24 +72,36 @@ def runs_table(ids: dict, sweep: dict) -> Table:
 
 
 def training_table(ids: dict, sweep: dict) -> Table:
-    """training.csv rows: one per (lr, seed, logged step); ``frozen`` marks steps after divergence."""
-    R, T = sweep["train_loss"].shape
-    step = np.tile(sweep["step"], R)
+    """training.csv rows: one per (lr, seed, step) for step = 0 .. steps of every run of a sweep.
+    ``train_loss``: the mini-batch loss of that step (batch ``step`` at the parameters after ``step``
+    updates; NaN at step = steps, where no batch follows); ``eval_loss``: the evaluation-set loss after
+    ``step`` updates at the steps of the evaluation schedule (``sweep["eval_step"]``), NaN at the others;
+    ``frozen`` marks the steps after the run's divergence step."""
+    batch = np.asarray(sweep["batch_loss"])
+    R, n_steps = batch.shape
+    S = n_steps + 1
+    step = np.tile(np.arange(S, dtype=np.int64), R)
+    train_loss = np.concatenate([batch, np.full((R, 1), np.nan, batch.dtype)], axis=1)
+    eval_loss = np.full((R, S), np.nan)
+    eval_loss[:, np.asarray(sweep["eval_step"], np.int64)] = sweep["train_loss"]
     # int64 before the sentinel: with the int32 diverged_step, numpy would wrap int64 max to -1 (every step frozen)
     div_step = np.repeat(np.where(sweep["diverged"], np.asarray(sweep["diverged_step"], np.int64),
-                                  np.iinfo(np.int64).max), T)
+                                  np.iinfo(np.int64).max), S)
     table = {
-        "lr": np.repeat(sweep["lr"], T), "seed": np.repeat(sweep["seed"], T), "step": step,
-        "train_loss": sweep["train_loss"].reshape(-1), "frozen": step > div_step,
+        "lr": np.repeat(sweep["lr"], S), "seed": np.repeat(sweep["seed"], S), "step": step,
+        "train_loss": train_loss.reshape(-1), "eval_loss": eval_loss.reshape(-1), "frozen": step > div_step,
     }
     return with_ids(ids, {k: np.asarray(v) for k, v in table.items()})
 
 
-def gradients_table(ids: dict, sweep: dict, run_rows: dict[str, int]) -> Table:
-    """gradients.csv rows for the analysis runs: run (common|best), step, layer, metric
-    (grad_norm | relative_grad_norm), value. run_rows maps the run name to its row in the sweep."""
+def gradients_table(ids: dict, sweep: dict, run_rows) -> Table:
+    """gradients.csv rows for the analysis runs: run (common|best), lr, seed, step (the evaluation
+    schedule, ``sweep["step"]``), layer, metric (grad_norm | relative_grad_norm), value. run_rows: the
+    (run name, row of the sweep) pairs, as a mapping {run: row} or an iterable of pairs (one per run and
+    seed); rows in that order."""
+    pairs = run_rows.items() if hasattr(run_rows, "items") else run_rows
     parts = []
-    for run, r in run_rows.items():
+    for run, r in pairs:
         for metric in ("grad_norm", "relative_grad_norm"):
             vals = sweep[metric][r]  # (T, L)
             T, L = vals.shape

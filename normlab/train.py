@@ -1,17 +1,30 @@
 """Mini-batch training of every (learning rate, seed) run of one variant in one compiled, vmapped call.
 
-A *run* is one (lr, seed) pair; runs are ordered lr-major, seed-minor (run r has lr index r // n_seeds
-and seed index r % n_seeds). The seed fixes both the initial weights and the mini-batch order, so runs
-with the same seed and different learning rates are paired.
+A *run* is one (lr, seed) pair. In a grid sweep (``train_sweep``) runs are ordered lr-major, seed-minor
+(run r has lr index r // n_seeds and seed index r % n_seeds, seeds in the order given, i.e. the config's
+``sweep.seeds`` order). The seed fixes both the initial weights and the mini-batch order, so runs with the
+same seed and different learning rates are paired.
 
 A run *diverges* at step t when its mini-batch loss at step t is non-finite, or exceeds
-``divergence_factor`` x its initial training loss, or its gradient is non-finite. From then on it is
+``divergence_factor`` x its initial evaluation loss, or its gradient is non-finite. From then on it is
 frozen: its parameters keep their last finite values and are never updated again. Nothing crashes and
 no run is dropped.
 
-Units: steps count parameter updates; ``train_loss`` is the loss on the *evaluation set* (the first
-``eval_examples`` rows of the training split, BN in training mode on that whole set), logged every
-``log_every`` steps including step 0.
+What is logged (units: steps count parameter updates):
+* ``batch_loss`` (R, steps): column t is the loss of mini-batch t at the parameters after t updates, the
+  loss whose gradient makes update t + 1 (t = 0 .. steps - 1). Recorded for every step, also after a
+  run diverged (then at its frozen parameters).
+* ``train_loss`` (R, T), ``grad_norm`` and ``relative_grad_norm`` (R, T, L): the loss on the *evaluation
+  set* (the first ``eval_examples`` rows of the training split, BN in training mode on that whole set)
+  and the per-layer norms of its gradient, after ``step[k]`` updates, k = 0 .. T - 1. ``step`` (alias
+  ``eval_step``) is the evaluation schedule (``eval_schedule``): about ``eval_points`` log-spaced steps,
+  0 and ``steps`` included. ``train_loss`` keeps its historical name: it is the evaluation-set loss of
+  the training split, not the mini-batch loss.
+
+Training runs in compiled chunks of ``log_every`` steps (a ``lax.scan``); the ``early`` checkpoint and
+the progress lines are taken at chunk boundaries. Inside a chunk the evaluation runs only at schedule
+steps: the step index is the same for every run (not batched under vmap), so its ``lax.cond`` stays a
+real branch and the other steps skip the evaluation.
 """
 
 from __future__ import annotations
@@ -27,9 +40,25 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from normlab import model, tables, variants
+from normlab import model, selection, tables, variants
 
 OPTIMIZERS = ("sgd", "momentum", "adam")
+
+
+def eval_schedule(steps: int, n_points: int = 40) -> np.ndarray:
+    """The evaluation steps (int64, strictly increasing) of a run of ``steps`` updates: 0, then rounded
+    log-spaced steps from 1 to ``steps`` (both included), as many distinct ones as needed to have at
+    least ``min(n_points, steps + 1)`` in all (``n_points`` or one more: rounding merges the early ones,
+    and the log-spaced count grows until the distinct steps reach the target)."""
+    steps, target = int(steps), min(int(n_points), int(steps) + 1)
+    if target >= steps + 1:
+        return np.arange(steps + 1, dtype=np.int64)
+    k = max(2, target - 1)
+    while True:
+        s = np.unique(np.concatenate([[0], np.round(np.geomspace(1, steps, k)).astype(np.int64)]))
+        if len(s) >= target:
+            return s
+        k += 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,15 +66,17 @@ class TrainConfig:
     """Hyper-parameters shared by all runs of a sweep.
 
     steps: total parameter updates (a multiple of log_every). batch_size: rows per mini-batch (the
-    last incomplete batch of each epoch is dropped). log_every: steps between logged evaluations.
-    early_fraction: the ``early`` checkpoint is taken at the logged step nearest to this fraction of
-    ``steps`` (at least one interval in). divergence_factor: see the module docstring.
-    optimizer: sgd | momentum (heavy ball, ``momentum``) | adam.
+    last incomplete batch of each epoch is dropped). log_every: steps per compiled chunk (the early
+    checkpoint and the progress lines fall on chunk boundaries). eval_points: about how many steps of the
+    evaluation schedule (``eval_schedule``). early_fraction: the ``early`` checkpoint is taken at the chunk
+    boundary nearest to this fraction of ``steps`` (at least one chunk in). divergence_factor: see the
+    module docstring. optimizer: sgd | momentum (heavy ball, ``momentum``) | adam.
     """
 
     steps: int = 1000
     batch_size: int = 64
     log_every: int = 50
+    eval_points: int = 40
     early_fraction: float = 0.1
     divergence_factor: float = 1e3
     optimizer: str = "sgd"
@@ -57,6 +88,15 @@ class TrainConfig:
             raise ValueError(f"steps ({self.steps}) must be a positive multiple of log_every ({self.log_every})")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if self.eval_points < 2:
+            raise ValueError(f"eval_points must be at least 2 (step 0 and the last), got {self.eval_points}")
+
+    @classmethod
+    def from_sweep_config(cls, sweep_config: dict) -> TrainConfig:
+        """The training settings of the config's ``sweep`` section (its keys that are fields here; the
+        others, e.g. lr_min or seeds, are not training settings of a run)."""
+        fields = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: sweep_config[k] for k in fields if k in sweep_config})
 
     @property
     def n_intervals(self) -> int:
@@ -64,8 +104,19 @@ class TrainConfig:
 
     @property
     def early_interval(self) -> int:
-        """Index (1..n_intervals) of the logged step that is the ``early`` checkpoint."""
+        """Index (1..n_intervals) of the chunk boundary that is the ``early`` checkpoint."""
         return int(min(self.n_intervals, max(1, round(self.early_fraction * self.n_intervals))))
+
+    @property
+    def early_step(self) -> int:
+        """The step (updates done) of the ``early`` checkpoint."""
+        return self.early_interval * self.log_every
+
+    @property
+    def eval_steps(self) -> np.ndarray:
+        """The evaluation schedule (T,): ``eval_schedule(steps, eval_points)`` and the ``early`` checkpoint's step,
+        so that every checkpoint's loss is in the log."""
+        return np.union1d(eval_schedule(self.steps, self.eval_points), [self.early_step]).astype(np.int64)
 
 
 def make_optimizer(cfg: TrainConfig, lr) -> optax.GradientTransformation:
@@ -108,10 +159,18 @@ def run_keys(seed) -> tuple[jax.Array, jax.Array]:
 
 
 class Sweep:
-    """Compiled pieces of a sweep for one model and one training set; see ``train_sweep``."""
+    """Compiled pieces of a sweep for one model and one training set; see ``train_runs``.
 
-    def __init__(self, spec: model.ModelSpec, cfg: TrainConfig, X, y, X_eval, y_eval):
+    ``init(lr_runs, seed_runs)`` -> (state, step-0 log); ``interval(state, t0, block, evaluate=None)`` ->
+    (state, chunk log): ``log_every`` steps from step t0, block (R, log_every, batch_size) holding the
+    batches' rows, evaluate (log_every,) bool: whether to evaluate after step t0 + i's update (default: at
+    the steps of ``eval_steps``, by default ``cfg.eval_steps``; it is data, not part of the program). The
+    chunk log holds ``batch_loss`` (R, log_every) and, after each step's update, ``train_loss``
+    (R, log_every), ``grad_norm`` and ``relative_grad_norm`` (R, log_every, L), NaN where not evaluated."""
+
+    def __init__(self, spec: model.ModelSpec, cfg: TrainConfig, X, y, X_eval, y_eval, eval_steps=None):
         self.spec, self.cfg = spec, cfg
+        self.eval_steps = cfg.eval_steps if eval_steps is None else np.asarray(eval_steps, np.int64)
         dtype = jnp.dtype(cfg.dtype)
         self.X, self.y = jnp.asarray(X, dtype), jnp.asarray(y)
         self.X_eval, self.y_eval = jnp.asarray(X_eval, dtype), jnp.asarray(y_eval)
@@ -121,8 +180,11 @@ class Sweep:
                 f"the training split has {n} rows, fewer than batch_size {cfg.batch_size}; "
                 "lower sweep.batch_size or use more data"
             )
+        # evaluate_after[t]: evaluate after update t + 1 (the parameters after t + 1 updates)
+        self.evaluate_after = np.isin(np.arange(1, cfg.steps + 1), self.eval_steps)
         loss = lambda p, X_, y_: model.loss(spec, p, X_, y_)  # noqa: E731
         grad_fn = jax.value_and_grad(loss)
+        n_layers = spec.n_layers
 
         # The data are arguments of the compiled functions, not constants baked into them: XLA compiles
         # much faster, and variants of the same shapes share the compiled program (and the disk cache).
@@ -130,6 +192,10 @@ class Sweep:
             eval_loss, grads = grad_fn(params, X_eval, y_eval)
             g, rel = per_layer_grad_norms(params, grads)
             return dict(train_loss=eval_loss, grad_norm=g, relative_grad_norm=rel)
+
+        def skipped(params):
+            nan = lambda shape: jnp.full(shape, jnp.nan, dtype)  # noqa: E731
+            return dict(train_loss=nan(()), grad_norm=nan((n_layers,)), relative_grad_norm=nan((n_layers,)))
 
         def init_one(lr, params, X_eval, y_eval):
             """The initial state and the step-0 evaluation, in one program: a separate evaluation program
@@ -140,8 +206,8 @@ class Sweep:
                          diverged_step=jnp.full((), -1, jnp.int32))
             return state, log
 
-        def step_one(X, y, state, step_and_idx):
-            t, idx = step_and_idx
+        def step_one(X, y, X_eval, y_eval, state, xs):
+            t, idx, evaluate = xs
             batch_loss, grads = grad_fn(state["params"], X[idx], y[idx])
             bad = (~jnp.isfinite(batch_loss)) | (batch_loss > cfg.divergence_factor * state["init_loss"])
             bad = bad | ~_tree_all_finite(grads)
@@ -149,24 +215,28 @@ class Sweep:
             updates, new_opt = make_optimizer(cfg, state["lr"]).update(grads, state["opt"], state["params"])
             new_params = optax.apply_updates(state["params"], updates)
             keep = lambda old, new: jnp.where(frozen, old, new)  # noqa: E731
-            return dict(
+            state = dict(
                 state,
                 params=jax.tree.map(keep, state["params"], new_params),
                 opt=jax.tree.map(keep, state["opt"], new_opt),
                 diverged=frozen,
                 diverged_step=jnp.where(bad & ~state["diverged"], t.astype(jnp.int32), state["diverged_step"]),
-            ), None
+            )
+            # ``evaluate`` is not batched (one schedule for every run): a real branch under vmap
+            log = jax.lax.cond(evaluate, lambda p: evaluate_one(p, X_eval, y_eval), skipped, state["params"])
+            return state, dict(batch_loss=batch_loss.astype(dtype), **log)
 
-        def interval_one(state, t0, idx_block, X, y, X_eval, y_eval):
+        def interval_one(state, t0, idx_block, evaluate, X, y, X_eval, y_eval):
             """log_every steps from step t0; idx_block (log_every, batch_size) holds the batches' rows."""
             steps = t0 + jnp.arange(cfg.log_every, dtype=jnp.int32)
-            state, _ = jax.lax.scan(functools.partial(step_one, X, y), state, (steps, idx_block))
-            return state, evaluate_one(state["params"], X_eval, y_eval)
+            return jax.lax.scan(functools.partial(step_one, X, y, X_eval, y_eval), state,
+                                (steps, idx_block, evaluate))
 
         data = (None, None)
         init = jax.jit(jax.vmap(init_one, in_axes=(0, 0, *data)))
         init_params = jax.jit(lambda key: model.init_params(spec, key, dtype))
-        interval = jax.jit(jax.vmap(interval_one, in_axes=(0, None, 0, *data, *data)))
+        interval = jax.jit(jax.vmap(interval_one, in_axes=(0, None, 0, None, *data, *data), out_axes=(0, 0)))
+
         def init_runs(lr, seeds):
             """(initial state, step-0 log) of every run; the weights depend on the seed only, so they are
             drawn once per distinct seed (one small compiled program) and shared by that seed's runs."""
@@ -177,8 +247,14 @@ class Sweep:
             params = jax.tree.map(lambda *a: np.stack(a)[which], *per_seed)
             return init(lr, params, self.X_eval, self.y_eval)
 
+        def interval_runs(state, t0, block, evaluate=None):
+            if evaluate is None:
+                evaluate = self.evaluate_after[int(t0):int(t0) + cfg.log_every]
+            return interval(state, t0, block, jnp.asarray(evaluate), self.X, self.y, self.X_eval, self.y_eval)
+
         self.init = init_runs
-        self.interval = lambda state, t0, block: interval(state, t0, block, self.X, self.y, self.X_eval, self.y_eval)
+        self.interval = interval_runs
+        self.interval_program = interval  # (state, t0, block, evaluate, X, y, X_eval, y_eval), for inspection
 
 
 def _test_metrics(spec: model.ModelSpec, params, X_eval, X_test, y_test):
@@ -193,94 +269,166 @@ def _test_metrics(spec: model.ModelSpec, params, X_eval, X_test, y_test):
     return acc, test_loss
 
 
-def train_sweep(spec: model.ModelSpec, cfg: TrainConfig, data: dict, lrs, seeds, eval_examples: int,
-                target_loss: float = np.nan, progress: Callable[[str], None] | None = None) -> dict:
-    """Train every (lr, seed) run of one variant together.
+def train_runs(spec: model.ModelSpec, cfg: TrainConfig, data: dict, lr_runs, seed_runs, eval_examples: int,
+               target_loss: float = np.nan, progress: Callable[[str], None] | None = None,
+               keep_checkpoints: bool = True, eval_steps=None) -> dict:
+    """Train the runs (lr_runs[r], seed_runs[r]), r = 0 .. R-1, together (one vmapped program).
 
-    data: X_train (m, n_features), y_train (m,), X_test, y_test. lrs (n_lr,), seeds (n_seeds,).
-    Returns numpy arrays, R = n_lr * n_seeds runs, T = n_intervals + 1 logged steps:
-      lr (R,), seed (R,), step (T,), train_loss (R, T), grad_norm (R, T, L), relative_grad_norm (R, T, L),
-      diverged (R,) bool, diverged_step (R,) (-1 if never), final_train_loss (R,), test_accuracy (R,),
-      test_loss (R,), steps_to_target (R,) (first logged step with train_loss <= target_loss and the run
-      not diverged by then, NaN if never), checkpoints: {tag: params pytree with a leading (R,) axis}
-      for tag in init, early, end.
+    data: X_train (m, n_features), y_train (m,), X_test, y_test. eval_steps: the evaluation schedule
+    (ascending, 0 and cfg.steps included; default ``cfg.eval_steps``). Returns numpy arrays,
+    T = len(eval_steps), L = spec.n_layers:
+      lr (R,), seed (R,), step and eval_step (T,) (the evaluation schedule), batch_loss (R, steps),
+      train_loss (R, T) (evaluation-set loss), grad_norm (R, T, L), relative_grad_norm (R, T, L),
+      diverged (R,) bool, diverged_step (R,) (-1 if never), final_train_loss (R,) (evaluation-set loss after
+      the last step), test_accuracy (R,), test_loss (R,) (NaN for a diverged run), steps_to_target (R,)
+      (first schedule step with train_loss <= target_loss and the run not diverged by then, NaN if never),
+      batches_per_epoch () (mini-batches per pass over the training split), and with keep_checkpoints
+      ``checkpoints``: {tag: params pytree with a leading (R,) axis} for tag in init, early, end.
     """
     progress = progress or (lambda msg: print(msg, file=sys.stderr, flush=True))
-    lrs, seeds = np.asarray(lrs, np.float64), np.asarray(seeds, np.int64)
-    lr_runs = np.repeat(lrs, len(seeds))
-    seed_runs = np.tile(seeds, len(lrs))
+    lr_runs, seed_runs = np.asarray(lr_runs, np.float64), np.asarray(seed_runs, np.int64)
     X_eval, y_eval = data["X_train"][:eval_examples], data["y_train"][:eval_examples]
-    sweep = Sweep(spec, cfg, data["X_train"], data["y_train"], X_eval, y_eval)
+    sweep = Sweep(spec, cfg, data["X_train"], data["y_train"], X_eval, y_eval, eval_steps)
+    steps = sweep.eval_steps
+    if steps[0] != 0 or steps[-1] != cfg.steps or not (np.diff(steps) > 0).all():
+        raise ValueError(f"the evaluation schedule must rise strictly from step 0 to step {cfg.steps}, got {steps}")
 
     n_rows = np.asarray(data["X_train"]).shape[0]
-    schedules = np.stack([batch_schedule(run_keys(int(s))[1], cfg.steps, n_rows, cfg.batch_size) for s in seeds])
-    seed_index = np.tile(np.arange(len(seeds)), len(lrs))
+    distinct, seed_index = np.unique(seed_runs, return_inverse=True)
+    schedules = np.stack([batch_schedule(run_keys(int(s))[1], cfg.steps, n_rows, cfg.batch_size) for s in distinct])
 
     start = time.perf_counter()
     state, log0 = sweep.init(jnp.asarray(lr_runs), jnp.asarray(seed_runs))
-    logs = [log0]
+    chunks = []
     checkpoints = {"init": state["params"]}
     for i in range(1, cfg.n_intervals + 1):
         t0 = (i - 1) * cfg.log_every
         block = schedules[seed_index, t0 : t0 + cfg.log_every]
         state, log = sweep.interval(state, jnp.asarray(t0, jnp.int32), jnp.asarray(block))
-        logs.append(log)
+        chunks.append(log)
         if i == cfg.early_interval:
             checkpoints["early"] = state["params"]
         if i == 1 or i == cfg.n_intervals or i % max(1, cfg.n_intervals // 10) == 0:
-            loss_now = np.asarray(log["train_loss"])
+            loss_now = np.asarray(log["batch_loss"][:, -1])
             n_div = int(np.asarray(state["diverged"]).sum())
-            progress(f"  step {i * cfg.log_every:>6}/{cfg.steps}  median train loss "
+            progress(f"  step {i * cfg.log_every:>6}/{cfg.steps}  median mini-batch loss "
                      f"{np.nanmedian(loss_now):.4g}  diverged {n_div}/{len(lr_runs)}  "
                      f"({time.perf_counter() - start:.1f} s)")
     checkpoints["end"] = state["params"]
 
-    stacked = {k: np.stack([np.asarray(log[k]) for log in logs], axis=1) for k in logs[0]}
+    per_step = {k: np.concatenate([np.asarray(c[k]) for c in chunks], axis=1) for k in chunks[0]}
+    after = np.flatnonzero(sweep.evaluate_after)  # column t: after update t + 1
+    logged = {k: np.concatenate([np.asarray(log0[k])[:, None], per_step[k][:, after]], axis=1) for k in log0}
     diverged = np.asarray(state["diverged"])
     diverged_step = np.asarray(state["diverged_step"])
-    steps = np.arange(cfg.n_intervals + 1) * cfg.log_every
-    train_loss = stacked["train_loss"]
+    train_loss = logged["train_loss"]
 
     test = jax.jit(jax.vmap(lambda p: _test_metrics(spec, p, sweep.X_eval, jnp.asarray(data["X_test"], sweep.X.dtype),
                                                     jnp.asarray(data["y_test"]))))
     test_acc, test_loss = (np.asarray(a) for a in test(state["params"]))
     reached = (train_loss <= target_loss) & ~(diverged[:, None] & (steps[None, :] > diverged_step[:, None]))
     steps_to_target = np.where(reached.any(axis=1), steps[np.argmax(reached, axis=1)], np.nan)
-    return dict(
-        lr=lr_runs, seed=seed_runs, step=steps, train_loss=train_loss,
-        grad_norm=stacked["grad_norm"], relative_grad_norm=stacked["relative_grad_norm"],
+    out = dict(
+        lr=lr_runs, seed=seed_runs, step=steps, eval_step=steps, batch_loss=per_step["batch_loss"],
+        train_loss=train_loss, grad_norm=logged["grad_norm"], relative_grad_norm=logged["relative_grad_norm"],
         diverged=diverged, diverged_step=diverged_step, final_train_loss=train_loss[:, -1],
         test_accuracy=np.where(diverged, np.nan, test_acc), test_loss=np.where(diverged, np.nan, test_loss),
-        steps_to_target=steps_to_target,
-        checkpoints={k: jax.tree.map(np.asarray, v) for k, v in checkpoints.items()},
+        steps_to_target=steps_to_target, batches_per_epoch=np.asarray(n_rows // cfg.batch_size, np.int64),
     )
-
-
-LOG_ARRAYS = ("lr", "seed", "step", "train_loss", "grad_norm", "relative_grad_norm", "diverged", "diverged_step",
-              "final_train_loss", "test_accuracy", "test_loss", "steps_to_target")
-
-
-def sweep_arrays(result: dict) -> dict[str, np.ndarray]:
-    """The logged arrays of a sweep (everything but the checkpoints), for sweep.npz."""
-    return {k: np.asarray(result[k]) for k in LOG_ARRAYS}
-
-
-def seed_checkpoint_arrays(result: dict, seed: int) -> dict[str, np.ndarray]:
-    """Checkpoints of the runs of one seed, every LR: ``<tag>/layer<l>.<name>`` -> (n_lr, ...) arrays,
-    row i being the run at the i-th LR of the grid (for sweep_checkpoints.npz)."""
-    rows = np.flatnonzero(np.asarray(result["seed"]) == seed)
-    out = {}
-    for tag, params in result["checkpoints"].items():
-        for name, arr in model.flatten_params(params).items():
-            out[f"{tag}/{name}"] = arr[rows]
+    if keep_checkpoints:
+        out["checkpoints"] = {k: jax.tree.map(np.asarray, v) for k, v in checkpoints.items()}
     return out
 
 
-def checkpoint_from_arrays(arrays, tag: str, lr_index: int) -> model.Params:
-    """Rebuild the params of the run at LR index ``lr_index`` at checkpoint ``tag`` from the arrays
-    of ``seed_checkpoint_arrays`` (a dict or an opened .npz)."""
+def train_sweep(spec: model.ModelSpec, cfg: TrainConfig, data: dict, lrs, seeds, eval_examples: int,
+                target_loss: float = np.nan, progress: Callable[[str], None] | None = None) -> dict:
+    """Train every (lr, seed) run of the grid lrs (n_lr,) x seeds (n_seeds,) together: ``train_runs`` of
+    R = n_lr * n_seeds runs ordered lr-major, seed-minor, with checkpoints."""
+    lrs, seeds = np.asarray(lrs, np.float64), np.asarray(seeds, np.int64)
+    return train_runs(spec, cfg, data, np.repeat(lrs, len(seeds)), np.tile(seeds, len(lrs)), eval_examples,
+                      target_loss, progress)
+
+
+def grid_axes(sweep) -> tuple[np.ndarray, np.ndarray]:
+    """(lrs (n_lr,), seeds (n_seeds,)) of a grid sweep (``train_sweep``'s result or sweep.npz): the LRs in
+    grid order and the seeds in their order (the config's ``sweep.seeds``), so that run r has LR
+    lrs[r // n_seeds] and seed seeds[r % n_seeds]."""
+    lr, seed = np.asarray(sweep["lr"]), np.asarray(sweep["seed"])
+    n_seeds = int(np.sum(lr == lr[0]))
+    return lr[::n_seeds], seed[:n_seeds]
+
+
+def refinement_runs(grid: dict) -> tuple[np.ndarray, np.ndarray]:
+    """(lr_runs, seed_runs) of the refinement of the max stable LR after a grid sweep: for each seed, the
+    LRs ``selection.refinement_lrs`` puts inside its bracket (largest converged grid LR, next grid LR);
+    none for a seed with no converged grid LR or converged at the largest one."""
+    lrs, seeds = grid_axes(grid)
+    conv = selection.run_converged(grid["diverged"], grid["train_loss"][:, 0], grid["final_train_loss"])
+    conv = conv.reshape(len(lrs), len(seeds))
+    lr_runs, seed_runs = [], []
+    for j, s in enumerate(seeds):
+        inside = selection.refinement_lrs(lrs, conv[:, j])
+        lr_runs += inside.tolist()
+        seed_runs += [int(s)] * len(inside)
+    return np.asarray(lr_runs, np.float64), np.asarray(seed_runs, np.int64)
+
+
+LOG_ARRAYS = ("lr", "seed", "step", "eval_step", "batch_loss", "train_loss", "grad_norm", "relative_grad_norm",
+              "diverged", "diverged_step", "final_train_loss", "test_accuracy", "test_loss", "steps_to_target",
+              "batches_per_epoch")
+
+
+def sweep_arrays(result: dict) -> dict[str, np.ndarray]:
+    """The logged arrays of a grid sweep (everything but the checkpoints), for sweep.npz: the
+    ``LOG_ARRAYS`` as ``train_runs`` documents them (R = n_lr * n_seeds grid runs, lr-major)."""
+    return {k: np.asarray(result[k]) for k in LOG_ARRAYS}
+
+
+def sweep_checkpoint_arrays(result: dict) -> dict[str, np.ndarray]:
+    """The checkpoints of every run of a grid sweep, for sweep_checkpoints.npz: ``<tag>/layer<l>.<name>``
+    -> an array of shape (n_seeds, n_lr, ...) for tag early and end ([i, j]: the run of the i-th seed, in
+    ``grid_axes`` order = the config's ``sweep.seeds`` order, at the j-th LR of the grid), and
+    (n_seeds, ...) for tag init (the initial weights depend on the seed only)."""
+    lrs, seeds = grid_axes(result)
+    n_lr, n_seeds = len(lrs), len(seeds)
+    out = {}
+    for tag, params in result["checkpoints"].items():
+        for name, arr in model.flatten_params(params).items():
+            by_lr_seed = np.asarray(arr).reshape(n_lr, n_seeds, *arr.shape[1:])
+            out[f"{tag}/{name}"] = by_lr_seed[0] if tag == "init" else np.swapaxes(by_lr_seed, 0, 1)
+    return out
+
+
+def _read_entry(arrays, key: str, index: tuple[int, ...]) -> np.ndarray:
+    """``arrays[key][index]`` (index: leading integer indices). From an opened, uncompressed .npz (a
+    ``numpy.lib.npyio.NpzFile``), only the indexed part of the member is read (C-order arrays: it is one
+    contiguous run of bytes), not the whole array; from anything else, plain indexing."""
+    zf = getattr(arrays, "zip", None)
+    member = f"{key}.npy"
+    if zf is None or member not in zf.namelist() or zf.getinfo(member).compress_type != 0:
+        return np.asarray(arrays[key][index])
+    with zf.open(member) as f:
+        version = np.lib.format.read_magic(f)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran_order, dtype = read_header(f)
+        if fortran_order or dtype.hasobject:
+            return np.asarray(arrays[key][index])
+        lead, rest = shape[:len(index)], shape[len(index):]
+        flat = int(np.ravel_multi_index(index, lead)) if lead else 0
+        count = int(np.prod(rest, dtype=np.int64))
+        f.seek(flat * count * dtype.itemsize, 1)
+        return np.frombuffer(f.read(count * dtype.itemsize), dtype).reshape(rest)
+
+
+def checkpoint_from_arrays(arrays, tag: str, seed_index: int, lr_index: int) -> model.Params:
+    """The params of the run of the ``seed_index``-th seed (config order, see ``grid_axes``) at the
+    ``lr_index``-th grid LR at checkpoint ``tag``, from the arrays of ``sweep_checkpoint_arrays`` (a dict
+    or an opened .npz: only that run's slice of each array is read). For ``init`` lr_index is ignored
+    (every LR of a seed starts from the same weights)."""
     prefix = f"{tag}/"
-    return model.unflatten_params({k[len(prefix):]: arrays[k][lr_index] for k in arrays.keys() if k.startswith(prefix)})
+    index = (int(seed_index),) if tag == "init" else (int(seed_index), int(lr_index))
+    return model.unflatten_params({k[len(prefix):]: _read_entry(arrays, k, index)
+                                   for k in arrays.keys() if k.startswith(prefix)})
 
 
 def train_variant(dataset: str, variant: str, data: dict, variants_config: dict, sweep_config: dict,
@@ -290,27 +438,47 @@ def train_variant(dataset: str, variant: str, data: dict, variants_config: dict,
     sections: the network is ``variants_config``'s width, activation and eps at the variant's norm and
     depth; its output is one unit with the ``mse`` loss for a regression dataset, else one per class with
     ``softmax_cross_entropy``; every (lr, seed) of the sweep's grid is trained (``train_sweep``) and logged
-    on the evaluation set, the first ``sweep_config["eval_examples"]`` training rows.
+    on the evaluation set, the first ``sweep_config["eval_examples"]`` training rows. Then one more
+    vmapped call trains the refinement runs (``refinement_runs``: LRs inside each seed's max-stable
+    bracket); they are rows of ``runs`` with ``grid`` False and appear nowhere else. A refinement run is
+    evaluated at steps 0 and ``steps`` only, so its ``steps_to_target`` is NaN (not measured).
 
-    Returns, in the order the job writes them: ``model`` (model.json text), ``sweep`` (``sweep_arrays``),
-    ``checkpoints`` (``seed_checkpoint_arrays`` of the first seed), ``runs`` and ``training`` (tables)."""
+    Returns, in the order the job writes them: ``model`` (model.json text), ``sweep`` (``sweep_arrays`` of
+    the grid), ``checkpoints`` (``sweep_checkpoint_arrays``: every seed), ``runs`` (grid runs, then
+    refinement runs) and ``training`` (grid runs) tables."""
     progress = progress or (lambda msg: print(msg, file=sys.stderr, flush=True))
     v = variants.Variant.parse(variant)
     vc, sc = variants_config, sweep_config
     regression = str(data["task"]) == "regression" if "task" in data else len(data["classes"]) == 0
     spec = variants.model_spec(v, data["X_train"].shape[1], 1 if regression else len(data["classes"]), vc["width"],
                                vc["activation"], vc["eps"], loss="mse" if regression else "softmax_cross_entropy")
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    cfg = TrainConfig(**{k: sc[k] for k in fields if k in sc})
+    cfg = TrainConfig.from_sweep_config(sc)
     lrs = variants.lr_grid(sc["lr_min"], sc["lr_max"], sc["n_lr"])
     progress(f"training {dataset}/{v.name}: {len(lrs)} LRs x {len(sc['seeds'])} seeds, {cfg.steps} steps, "
              f"sizes {list(spec.sizes)}")
     result = train_sweep(spec, cfg, data, lrs, sc["seeds"], sc["eval_examples"], sc["target_loss"], progress=progress)
     ids = {"dataset": dataset, "variant": v.name, "input": v.input, "norm": v.norm, "depth": v.depth}
+    runs = [tables.runs_table(ids, result, grid=True)]
+    lr_runs, seed_runs = refinement_runs(result)
+    if len(lr_runs):
+        progress(f"refining the max stable LR: {len(lr_runs)} runs inside the brackets of "
+                 f"{len(np.unique(seed_runs))} of {len(sc['seeds'])} seeds")
+        # converged needs the evaluation loss at steps 0 and last only: no other evaluation, no checkpoints
+        refined = train_runs(spec, cfg, data, lr_runs, seed_runs, sc["eval_examples"], progress=progress,
+                             keep_checkpoints=False, eval_steps=[0, cfg.steps])
+        runs.append(tables.runs_table(ids, refined, grid=False))
+        table = tables.concat(runs)
+        for s in sc["seeds"]:
+            m = table["seed"] == s
+            lo, up = selection.max_stable_bracket(table["lr"][m], selection.run_converged(
+                table["diverged"][m], table["initial_train_loss"][m], table["final_train_loss"][m]), table["grid"][m])
+            progress(f"  seed {s}: max stable LR {lo:.4g}, first unstable above it {up:.4g}")
+    else:
+        progress("no max-stable-LR refinement: every seed converged at the largest grid LR or at none")
     return {
         "model": spec.to_json(),
         "sweep": sweep_arrays(result),
-        "checkpoints": seed_checkpoint_arrays(result, sc["seeds"][0]),
-        "runs": tables.runs_table(ids, result),
+        "checkpoints": sweep_checkpoint_arrays(result),
+        "runs": tables.concat(runs),
         "training": tables.training_table(ids, result),
     }

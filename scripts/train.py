@@ -1,4 +1,5 @@
-"""Rule train: all (lr, seed) runs of one variant; writes model.json, sweep arrays, runs/training tables."""
+"""Rule train: all (lr, seed) runs of one variant and its max-stable-LR refinement runs; writes model.json,
+the sweep arrays, every seed's checkpoints and the runs/training tables."""
 from normlab import io, runtime, train
 
 sm = snakemake  # noqa: F821

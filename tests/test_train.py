@@ -1,10 +1,13 @@
 """Tests of normlab.train: divergence is detected at the right step and frozen, runs are ordered
-lr-major / seed-minor, and a vmapped sweep computes exactly what each run computes alone.
+lr-major / seed-minor, a vmapped sweep computes exactly what each run computes alone (whatever its chunking
+and evaluation schedule), every seed's checkpoints are saved and read back, and the max-stable-LR
+refinement brackets the known divergence threshold of full-batch gradient descent on a quadratic.
 
 The reference is a plain Python loop of SGD steps (params - lr * grad) written here, one step at a time,
 with the divergence rule of the module docstring. Training runs in float64 so that the vmapped sweep,
 the single-run sweep and the reference loop agree to ~1e-10. Compilation dominates the cost, so the
-module trains only two sweeps (one fixture each) and the reference loop reuses one jitted gradient.
+module trains only three sweeps (the fixture, the run alone, the quadratic) and the reference loop reuses
+one jitted gradient.
 """
 
 import jax
@@ -13,8 +16,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from normlab import io, tables
 from normlab import model as M
-from normlab import tables
+from normlab import selection as S
 from normlab import train as T
 
 rng = np.random.default_rng(0)
@@ -51,31 +55,35 @@ def reference_run(params, lr, seed):
     """Plain SGD, one step at a time, with the divergence rule written out: at step t the mini-batch
     loss (at the parameters after t updates) is non-finite or > factor x initial eval loss, or the
     gradient is non-finite -> diverged at t, parameters frozen from then on. Returns the eval loss
-    after every step (index = number of updates), the eval gradient norms at step 0, the final
-    parameters and the divergence step (-1 if none)."""
+    after every step (index = number of updates), the mini-batch loss of every step (also at the frozen
+    parameters), the eval gradient norms at step 0, the final parameters and the divergence step (-1 if
+    none)."""
     X_eval, y_eval = jnp.asarray(X[:EVAL]), jnp.asarray(Y[:EVAL])
     init_loss, init_grads = _value_and_grad(params, X_eval, y_eval)
     grad0 = [float(np.linalg.norm(np.asarray(init_grads[f"layer{l}"]["W"]))) for l in (1, 2)]
     sched = T.batch_schedule(T.run_keys(seed)[1], CFG.steps, N, CFG.batch_size)
-    eval_losses, div = [float(init_loss)], -1
+    eval_losses, batch_losses, div = [float(init_loss)], [], -1
     for t in range(CFG.steps):
+        idx = sched[t]
+        batch_loss, grads = _value_and_grad(params, jnp.asarray(X[idx]), jnp.asarray(Y[idx]))
+        batch_losses.append(float(batch_loss))
         if div < 0:
-            idx = sched[t]
-            batch_loss, grads = _value_and_grad(params, jnp.asarray(X[idx]), jnp.asarray(Y[idx]))
             grads_ok = all(np.isfinite(np.asarray(g)).all() for g in jax.tree.leaves(grads))
             if not np.isfinite(float(batch_loss)) or float(batch_loss) > 1e3 * float(init_loss) or not grads_ok:
                 div = t
             else:
                 params = jax.tree.map(lambda p, g: p - lr * g, params, grads)
         eval_losses.append(float(_value_and_grad(params, X_eval, y_eval)[0]))
-    return np.array(eval_losses), grad0, params, div
+    return np.array(eval_losses), np.array(batch_losses), grad0, params, div
 
 
 def test_runs_are_ordered_lr_major_seed_minor_and_paired(sweep):
     np.testing.assert_array_equal(sweep["lr"], np.repeat(LRS, 2))
     np.testing.assert_array_equal(sweep["seed"], np.tile(SEEDS, 4))
-    np.testing.assert_array_equal(sweep["step"], np.arange(21))
+    np.testing.assert_array_equal(sweep["step"], np.arange(21))  # 21 steps < eval_points: every step
+    np.testing.assert_array_equal(sweep["eval_step"], sweep["step"])
     assert sweep["train_loss"].shape == (8, 21) and sweep["grad_norm"].shape == (8, 21, 2)
+    assert sweep["batch_loss"].shape == (8, 20) and int(sweep["batches_per_epoch"]) == N // 16
     init = sweep["checkpoints"]["init"]
     for r in range(8):  # same seed -> the same initial weights, whatever the LR
         same = r % 2
@@ -92,10 +100,11 @@ def test_sweep_matches_reference_loop_divergence_and_freezing(sweep):
     late = 0
     for r in range(8):
         lr, seed = float(sweep["lr"][r]), int(sweep["seed"][r])
-        eval_losses, grad0, end_params, div = reference_run(run_params(sweep, "init", r), lr, seed)
+        eval_losses, batch_losses, grad0, end_params, div = reference_run(run_params(sweep, "init", r), lr, seed)
         assert int(sweep["diverged_step"][r]) == div, (lr, seed)
         assert bool(sweep["diverged"][r]) == (div >= 0)
         np.testing.assert_allclose(sweep["train_loss"][r], eval_losses, rtol=1e-9)
+        np.testing.assert_allclose(sweep["batch_loss"][r], batch_losses, rtol=1e-9)
         np.testing.assert_allclose(sweep["grad_norm"][r, 0], grad0, rtol=1e-9)
         w0 = [np.linalg.norm(run_params(sweep, "init", r)[f"layer{l}"]["W"]) for l in (1, 2)]
         np.testing.assert_allclose(sweep["relative_grad_norm"][r, 0], np.array(grad0) / w0, rtol=1e-9)
@@ -151,11 +160,20 @@ def test_steps_to_target_and_test_accuracy(sweep):
     assert np.isnan(sweep["steps_to_target"][sweep["lr"] == 1e-3]).all()
 
 
-def test_vmapped_run_equals_the_run_trained_alone(sweep):
+def test_vmapped_run_equals_the_run_trained_alone_whatever_its_chunks_and_schedule(sweep):
+    """The run (8.0, seed 1) trained alone, in chunks of 2 steps and evaluated on a sparse schedule, is the
+    sweep's run: its evaluations are the sweep's at the schedule steps (also inside chunks), its mini-batch
+    losses and checkpoints the same (early falls on step 2 in both)."""
     r = LRS.index(8.0) * len(SEEDS) + SEEDS.index(1)  # lr-major, seed-minor
-    alone = T.train_sweep(SPEC, CFG, DATA, [8.0], [1], EVAL, TARGET, progress=lambda msg: None)
+    cfg = T.TrainConfig(steps=20, batch_size=16, log_every=2, eval_points=6, early_fraction=0.1, dtype="float64")
+    assert cfg.eval_steps.tolist() == [0, 1, 2, 4, 9, 20] and cfg.early_interval * cfg.log_every == 2
+    alone = T.train_sweep(SPEC, cfg, DATA, [8.0], [1], EVAL, TARGET, progress=lambda msg: None)
     assert alone["lr"].tolist() == [8.0] and alone["seed"].tolist() == [1]
-    for key in ("train_loss", "grad_norm", "relative_grad_norm", "final_train_loss"):
+    np.testing.assert_array_equal(alone["step"], cfg.eval_steps)
+    cols = cfg.eval_steps
+    for key in ("train_loss", "grad_norm", "relative_grad_norm"):
+        np.testing.assert_allclose(alone[key][0], sweep[key][r][cols], rtol=1e-5, atol=1e-8, err_msg=key)
+    for key in ("batch_loss", "final_train_loss", "steps_to_target", "test_accuracy"):
         np.testing.assert_allclose(alone[key][0], sweep[key][r], rtol=1e-5, atol=1e-8, err_msg=key)
     assert alone["diverged"][0] == sweep["diverged"][r] and alone["diverged_step"][0] == sweep["diverged_step"][r]
     for tag in ("init", "early", "end"):
@@ -164,24 +182,107 @@ def test_vmapped_run_equals_the_run_trained_alone(sweep):
             for n in a[k]:
                 np.testing.assert_allclose(a[k][n], b[k][n], rtol=1e-5, atol=1e-8)
     # and it is not equal to its neighbours (other seed / other LR): the pairing test has power
-    assert not np.allclose(sweep["train_loss"][r - 1], alone["train_loss"][0])
-    assert not np.allclose(sweep["train_loss"][r - 2], alone["train_loss"][0])
+    assert not np.allclose(sweep["train_loss"][r - 1][cols], alone["train_loss"][0])
+    assert not np.allclose(sweep["train_loss"][r - 2][cols], alone["train_loss"][0])
+
+
+def test_the_evaluation_runs_at_schedule_steps_only_as_a_real_branch_under_vmap():
+    """The schedule flag is not batched, so the vmapped chunk keeps a ``cond`` (a batched flag would turn
+    it into a select that evaluates at every step), and a step off the schedule is not evaluated."""
+    sw = T.Sweep(SPEC, T.TrainConfig(steps=4, batch_size=16, log_every=2, dtype="float64"), X, Y, X[:EVAL], Y[:EVAL])
+    state, _ = sw.init(jnp.asarray([0.1, 1.0]), jnp.asarray([0, 1]))
+    block = jnp.zeros((2, 2, 16), jnp.int32)
+    args = (state, jnp.asarray(0, jnp.int32), block, jnp.asarray([False, True]), sw.X, sw.y, sw.X_eval, sw.y_eval)
+    assert "cond[" in str(jax.make_jaxpr(sw.interval_program)(*args))
+    _, log = sw.interval_program(*args)
+    assert np.isnan(log["train_loss"][:, 0]).all() and np.isnan(log["grad_norm"][:, 0]).all()
+    assert np.isfinite(log["train_loss"][:, 1]).all() and np.isfinite(log["batch_loss"]).all()
+
+
+def test_eval_schedule():
+    s = T.eval_schedule(600, 40)
+    assert s[0] == 0 and s[-1] == 600 and len(s) in (40, 41)
+    assert (np.diff(s) > 0).all() and s.dtype == np.int64
+    assert s[:8].tolist() == list(range(8))  # dense at the start ...
+    assert np.diff(s)[-1] > 30  # ... log-spaced at the end
+    ratios = s[-10:][1:] / s[-10:][:-1]
+    assert ratios.max() / ratios.min() < 1.1
+    np.testing.assert_array_equal(T.eval_schedule(20, 40), np.arange(21))
+    np.testing.assert_array_equal(T.eval_schedule(1, 40), [0, 1])
+    # the training's schedule adds the early checkpoint's step (60 = 2 chunks of 30: not on the log-spaced one)
+    cfg = T.TrainConfig(steps=600, log_every=30)
+    assert cfg.early_step == 60 and 60 not in s
+    assert cfg.eval_steps.tolist() == sorted([*s.tolist(), 60])
+    with pytest.raises(ValueError, match="eval_points"):
+        T.TrainConfig(eval_points=1)
+
+
+def test_every_seeds_checkpoints_saved_and_read_back(sweep, tmp_path, monkeypatch):
+    """sweep_checkpoint_arrays: (n_seeds, n_lr, ...) for early/end, (n_seeds, ...) for init, seeds in the
+    given order; checkpoint_from_arrays returns the run (seed i, LR j) from a dict and from the written
+    .npz, for every run, reading only that run's bytes from the file (numpy's whole-array reader is
+    disabled while it reads)."""
+    arrays = T.sweep_checkpoint_arrays(sweep)
+    assert arrays["end/layer1.W"].shape == (2, 4, 4, 8) and arrays["init/layer2.b"].shape == (2, 3)
+    assert set(arrays) == {f"{t}/layer{l}.{n}" for t in ("init", "early", "end") for l in (1, 2) for n in "Wb"}
+    lrs, seeds = T.grid_axes(sweep)
+    assert lrs.tolist() == LRS and seeds.tolist() == SEEDS
+    io.write_npz(tmp_path / "ck.npz", arrays)
+
+    def whole_array_read(*args, **kwargs):
+        raise AssertionError("checkpoint_from_arrays read a whole array")
+
+    with np.load(tmp_path / "ck.npz") as opened:
+        monkeypatch.setattr(np.lib.format, "read_array", whole_array_read)
+        for source in (arrays, opened):
+            for i in range(len(SEEDS)):
+                for j in range(len(LRS)):
+                    r = j * len(SEEDS) + i
+                    for tag in ("init", "early", "end"):
+                        got = T.checkpoint_from_arrays(source, tag, i, j)
+                        want = run_params(sweep, tag, r)
+                        for k in want:
+                            for n in want[k]:
+                                np.testing.assert_array_equal(np.asarray(got[k][n]), want[k][n])
+    # the seeds' runs differ (a swapped axis would pair seed 0's checkpoint with seed 1's run)
+    assert not np.allclose(T.checkpoint_from_arrays(arrays, "end", 0, 1)["layer1"]["W"],
+                           T.checkpoint_from_arrays(arrays, "end", 1, 1)["layer1"]["W"])
+
+
+def test_refinement_runs_of_the_grid_sweep(sweep):
+    """Per seed, the LRs strictly inside (largest converged grid LR, next grid LR): seed 0 converges at 3
+    and diverges at 8; seed 1 converges up to 8 (not at 1e6)."""
+    conv = (~sweep["diverged"]) & (sweep["final_train_loss"] < sweep["train_loss"][:, 0])
+    assert conv.reshape(4, 2).tolist() == [[True, True], [True, True], [False, True], [False, False]]
+    lr_runs, seed_runs = T.refinement_runs(sweep)
+    for seed, lo, hi in ((0, 3.0, 8.0), (1, 8.0, 1e6)):
+        mine = np.sort(lr_runs[seed_runs == seed])
+        assert mine.min() > lo and mine.max() < hi
+        ladder = np.concatenate([[lo], mine, [hi]])
+        assert (ladder[1:] / ladder[:-1]).max() <= S.REFINE_MAX_RATIO * 1.001
 
 
 def test_tables_from_a_sweep(sweep):
     ids = {"dataset": "toy", "variant": "raw-none-d1", "input": "raw", "norm": "none", "depth": 1}
     runs = pd.DataFrame(tables.runs_table(ids, sweep))
     assert list(runs.columns[:5]) == tables.ID_COLUMNS
+    assert list(runs.columns[5:8]) == ["lr", "seed", "grid"] and runs["grid"].all()
+    assert not pd.DataFrame(tables.runs_table(ids, sweep, grid=False))["grid"].any()
     assert len(runs) == 8
     div = sweep["diverged"]
     assert runs["diverged_step"].isna().tolist() == (~div).tolist()
     np.testing.assert_array_equal(runs["diverged_step"][div], sweep["diverged_step"][div])
+    np.testing.assert_array_equal(runs["initial_train_loss"], sweep["train_loss"][:, 0])
     training = pd.DataFrame(tables.training_table(ids, sweep))
+    assert list(training.columns[5:]) == ["lr", "seed", "step", "train_loss", "eval_loss", "frozen"]
     assert len(training) == 8 * 21
     for r in range(8):
         rows = training.iloc[r * 21:(r + 1) * 21]
         assert (rows["lr"] == sweep["lr"][r]).all() and (rows["seed"] == sweep["seed"][r]).all()
-        np.testing.assert_array_equal(rows["train_loss"], sweep["train_loss"][r])
+        assert rows["step"].tolist() == list(range(21))
+        np.testing.assert_array_equal(rows["train_loss"][:20], sweep["batch_loss"][r])  # mini-batch loss
+        assert np.isnan(rows["train_loss"].iloc[20])  # no batch after the last update
+        np.testing.assert_array_equal(rows["eval_loss"], sweep["train_loss"][r])  # every step is scheduled here
         d = int(sweep["diverged_step"][r])
         expected = rows["step"] > d if d >= 0 else pd.Series(False, index=rows.index)
         assert rows["frozen"].tolist() == expected.tolist(), (r, d)
@@ -189,6 +290,24 @@ def test_tables_from_a_sweep(sweep):
     assert len(grads) == 2 * 2 * 21 * 2  # runs x metrics x steps x layers
     g = grads[(grads["run"] == "best") & (grads["metric"] == "grad_norm") & (grads["layer"] == 2)]
     np.testing.assert_array_equal(g["value"], sweep["grad_norm"][2, :, 1])
+    # one row per (run, seed): pairs instead of a mapping
+    g = pd.DataFrame(tables.gradients_table(ids, sweep, [("best", 2), ("best", 3)]))
+    assert g.groupby("seed").size().tolist() == [2 * 21 * 2] * 2
+
+
+def test_training_table_on_a_sparse_schedule():
+    """eval_loss sits at the schedule steps (NaN elsewhere), train_loss is the mini-batch loss of every step."""
+    fake = {"lr": np.array([0.1, 0.2]), "seed": np.array([0, 0]), "batch_loss": np.arange(20.0).reshape(2, 10),
+            "eval_step": np.array([0, 3, 10]), "train_loss": np.array([[9.0, 8.0, 7.0], [6.0, 5.0, 4.0]]),
+            "diverged": np.array([False, True]), "diverged_step": np.array([-1, 4], np.int32)}
+    t = pd.DataFrame(tables.training_table({k: "x" for k in tables.ID_COLUMNS}, fake))
+    assert len(t) == 2 * 11
+    second = t[t["lr"] == 0.2]
+    assert second["train_loss"].tolist()[:10] == list(range(10, 20)) and np.isnan(second["train_loss"].iloc[10])
+    assert second["eval_loss"].notna().tolist() == [s in (0, 3, 10) for s in range(11)]
+    assert second.set_index("step").loc[[0, 3, 10], "eval_loss"].tolist() == [6.0, 5.0, 4.0]
+    assert second["frozen"].tolist() == [s > 4 for s in range(11)]
+    assert not t[t["lr"] == 0.1]["frozen"].any()
 
 
 def test_batch_schedule_walks_permutations():
@@ -209,6 +328,53 @@ def test_train_config_validation():
     with pytest.raises(ValueError):
         T.TrainConfig(optimizer="lbfgs")
     assert T.TrainConfig(steps=600, log_every=30, early_fraction=0.1).early_interval == 2
+    cfg = T.TrainConfig.from_sweep_config({"steps": 60, "log_every": 10, "dtype": "float64", "lr_min": 1e-4,
+                                           "seeds": [0, 1], "target_loss": 0.1})
+    assert (cfg.steps, cfg.log_every, cfg.dtype, cfg.batch_size) == (60, 10, "float64", 64)
     assert T.TrainConfig(steps=60, log_every=10, early_fraction=0.01).early_interval == 1
     with pytest.raises(ValueError, match="batch_size"):
         T.Sweep(SPEC, T.TrainConfig(steps=10, batch_size=200, log_every=10), X, Y, X, Y)
+
+
+def test_refinement_brackets_the_divergence_threshold_of_gradient_descent_on_a_quadratic():
+    """Known answer: full-batch GD on mean squared error of a linear model (depth 0, bias included) is a
+    quadratic with Hessian H = 2 A^T A / m (A = [X, 1]); it converges for lr < 2 / lambda_max(H) and
+    diverges above. train_variant's grid + refinement must put 2 / lambda_max inside each seed's bracket
+    (max_stable_lr, max_stable_lr_upper) with a ratio <= 1.15, whatever the seed (the initial weights),
+    and the refinement runs appear in runs only, as grid=False rows."""
+    rng = np.random.default_rng(1)
+    m = 32
+    Xq = rng.normal(size=(m, 2)) * np.array([1.0, 3.0])
+    yq = Xq @ np.array([0.5, -0.2]) + 0.3 + 0.1 * rng.normal(size=m)
+    A = np.hstack([Xq, np.ones((m, 1))])
+    lr_star = 2.0 / np.linalg.eigvalsh(2.0 * A.T @ A / m).max()  # 0.1513
+    data = {"X_train": Xq, "y_train": yq, "X_test": Xq[:8], "y_test": yq[:8], "task": np.array("regression"),
+            "classes": np.array([])}
+    sweep_config = {"lr_min": 1e-3, "lr_max": 1.0, "n_lr": 9, "seeds": [3, 0], "steps": 200, "batch_size": m,
+                    "log_every": 50, "eval_examples": m, "early_fraction": 0.1, "divergence_factor": 1e3,
+                    "target_loss": 0.1, "optimizer": "sgd", "dtype": "float64"}
+    variants_config = {"width": 4, "activation": "relu", "eps": 1e-5}
+    out = T.train_variant("quad", "raw-none-d0", data, variants_config, sweep_config, progress=lambda msg: None)
+    assert M.ModelSpec.from_json(out["model"]).sizes == (2, 1)
+    runs = pd.DataFrame(out["runs"])
+    grid_lrs = sorted(runs.loc[runs["grid"], "lr"].unique())
+    assert len(grid_lrs) == 9 and len(out["sweep"]["lr"]) == 18  # sweep.npz: the grid only
+    assert set(out["sweep"]["lr"]) == set(grid_lrs) and len(out["training"]["lr"]) == 18 * 201
+    refine = runs[~runs["grid"]]
+    assert len(refine) == 2 * 7 and refine["steps_to_target"].isna().all()
+    assert ((refine["lr"] > 0.07499) & (refine["lr"] < 0.1778)).all()  # inside the grid step holding lr_star
+    # every tested LR is > 5% away from lr_star, so the rule "converged" is decided by the theory
+    assert np.min(np.abs(np.log(runs["lr"] / lr_star))) > np.log(1.05)
+    conv = S.converged(runs)
+    assert (conv == (runs["lr"] < lr_star)).all()
+    for s in S.seed_summaries(runs):
+        lo, up = s["max_stable_lr"], s["max_stable_lr_upper"]
+        assert lo < lr_star < up and up / lo <= 1.15, s
+        assert s["stable_lr_found"]
+    summary = S.variant_summary(runs)
+    assert summary["max_stable_lr"] < lr_star < summary["max_stable_lr_upper"]
+    assert summary["max_stable_lr_upper"] / summary["max_stable_lr"] <= 1.15
+    assert summary["max_stable_grid_lr"] == 0.07499 and summary["best_lr"] in grid_lrs
+    # the checkpoints of both seeds, in the config's order (3, then 0)
+    assert out["checkpoints"]["end/layer1.W"].shape == (2, 9, 2, 1)
+    assert out["sweep"]["seed"][:2].tolist() == [3, 0]

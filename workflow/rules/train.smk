@@ -1,5 +1,6 @@
 rule train:
-    """Train every (lr, seed) run of one variant in one compiled, vmapped call."""
+    """Train every (lr, seed) run of one variant in one compiled, vmapped call, then the runs refining
+    each seed's max stable LR in one more."""
     input:
         data=lambda wc: data_path(f"processed/{wc.dataset}/{variant_input(wc)}.npz"),
     output:
@@ -32,11 +33,14 @@ rule train:
 
 
 rule select:
-    """Per dataset: max stable, best and common learning rates of every variant."""
+    """Per dataset: max stable, best and common learning rates of every variant, and each variant's outcome
+    and speed (per-step mini-batch losses, sweep.npz) at its best LR, per seed too."""
     input:
         runs=expand(results_path("{{dataset}}/{variant}/runs.csv"), variant=VARIANTS),
+        sweeps=expand(results_path("{{dataset}}/{variant}/sweep.npz"), variant=VARIANTS),
     output:
         variants=results_path("{dataset}/variants.csv"),
+        variant_seeds=results_path("{dataset}/variant_seeds.csv"),
     threads: 1
     resources:
         mem_mb=mem_mb(306),
