@@ -17,37 +17,25 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 
-from normlab import curvature, landscape, layer_inputs, model, selection, tables, train
+from normlab import curvature, landscape, layer_inputs, matched, model, selection, tables, train
 
 RUNS = ("common", "best")
-TAGS = ("init", "early", "end")
+TAGS = ("init", "early", "matched", "end")
 
 # The per-checkpoint tables of ``analyze_variant`` and their columns after the ids (``tables.ID_COLUMNS``).
 CHECKPOINT_TABLES = {
-    "layer_inputs": ["run", "lr", "checkpoint", "layer", "metric", "value"],
-    "layer_units": ["run", "lr", "checkpoint", "layer", "unit", "mean", "rms", "live"],
-    "curvature": ["run", "lr", "checkpoint", "scope", "matrix", "metric", "value"],
-    "contours": ["run", "lr", "checkpoint", *landscape.ROW_KEYS],
+    "layer_inputs": ["run", "lr", "seed", "checkpoint", "layer", "metric", "value"],
+    "layer_units": ["run", "lr", "seed", "checkpoint", "layer", "unit", "mean", "rms", "live"],
+    "curvature": ["run", "lr", "seed", "checkpoint", "scope", "matrix", "metric", "value"],
+    "contours": ["run", "lr", "seed", "checkpoint", *landscape.ROW_KEYS],
 }
+# checkpoints.csv: where each analysed checkpoint was taken (``Checkpoint``)
+CHECKPOINTS_COLUMNS = ["run", "lr", "seed", "checkpoint", "step", "frozen", "reached", "level"]
 
 
 def analysis_batch(data: dict, max_examples: int, dtype=np.float64):
     """(X, y) of the analysis set."""
     return np.asarray(data["X_train"][:max_examples], dtype), np.asarray(data["y_train"][:max_examples])
-
-
-def layer_input_rows(spec: model.ModelSpec, params: model.Params, X, dead_threshold: float):
-    """Tidy rows for layer_inputs.csv (layer, metric, value) and layer_units.csv (layer, unit, mean,
-    rms, live) of one checkpoint; layer l's input is A[l-1]."""
-    summary, units = [], []
-    for l, A in enumerate(layer_inputs.network_layer_inputs(spec, params, X), start=1):
-        for metric, value in layer_inputs.layer_input_stats(A, dead_threshold).items():
-            summary.append({"layer": l, "metric": metric, "value": value})
-        rms, mean = layer_inputs.unit_rms(A), layer_inputs.unit_mean(A)
-        live = rms > dead_threshold
-        units.extend({"layer": l, "unit": j, "mean": float(mean[j]), "rms": float(rms[j]), "live": bool(live[j])}
-                     for j in range(A.shape[1]))
-    return summary, units
 
 
 def lr_index(lrs, lr: float) -> int:
@@ -98,17 +86,19 @@ def contours_at(spec: model.ModelSpec, params: model.Params, X, y, cfg: dict, de
 
 
 def measure_checkpoint(spec: model.ModelSpec, params: model.Params, X, y, cfg: dict, tag: str,
-                       progress=None) -> dict:
+                       progress=None, X_full=None, probe_seed: int = 0) -> dict:
     """Every measurement of one checkpoint on the analysis batch (X, y), as configured by ``cfg`` (the
-    ``analysis`` config): layer-input scales always; curvature if ``tag`` is in
-    ``cfg['curvature']['checkpoints']``; contour slices if it is in ``cfg['contours']['checkpoints']``
+    ``analysis`` config): layer-input scales always (over the rows of ``X_full``, the whole training split,
+    when given; else over X); curvature if ``tag`` is in ``cfg['curvature']['checkpoints']`` (its random
+    probes drawn from ``probe_seed``); contour slices if it is in ``cfg['contours']['checkpoints']``
     (eigenvector slices when curvature was measured too). Returns a dict of tidy row lists
     (layer_inputs, layer_units, curvature, contours) and arrays (spectra: "<scope>/<matrix>/<grid|density>",
     grids: contour grids by landscape's keys)."""
     progress = progress or (lambda msg: None)
     start = time.perf_counter()
-    params64 = {k: {n: np.asarray(a, np.float64) for n, a in p.items()} for k, p in params.items()}
-    summary, units = layer_input_rows(spec, params64, np.asarray(X, np.float64), cfg["dead_threshold"])
+    # BN with the analysis set's statistics (the function the analysis loss is), applied to every row
+    summary, units = layer_inputs.checkpoint_layer_input_rows(spec, params, X if X_full is None else X_full,
+                                                              cfg["dead_threshold"], norm_batch=X)
     out = {"layer_inputs": summary, "layer_units": units, "curvature": [], "contours": [], "spectra": {},
            "grids": {}}
     dtype = np.dtype(cfg["curvature"]["dtype"])
@@ -116,7 +106,7 @@ def measure_checkpoint(spec: model.ModelSpec, params: model.Params, X, y, cfg: d
     Xc = np.asarray(X, dtype)
     top2 = None
     if tag in cfg["curvature"]["checkpoints"]:
-        rows, densities, top2 = curvature_at(spec, p_c, Xc, y, cfg["curvature"])
+        rows, densities, top2 = curvature_at(spec, p_c, Xc, y, cfg["curvature"], seed=probe_seed)
         out["curvature"] = rows
         for d in densities:
             for field in ("grid", "density"):
@@ -128,15 +118,43 @@ def measure_checkpoint(spec: model.ModelSpec, params: model.Params, X, y, cfg: d
     return out
 
 
+@dataclasses.dataclass(frozen=True)
+class Checkpoint:
+    """One analysed checkpoint of one run: its parameters and where in training it was taken.
+
+    step: the number of parameter updates before it (0 at ``init``). frozen: the run had diverged before that
+    step, so these are the parameters it was frozen with (measured, and flagged in ``checkpoints.csv``).
+    reached: for ``matched``, whether the run's analysis-set loss reached the case's level (False: the run's
+    last step, as close as it came); None for the other tags. level: the matched loss level (NaN otherwise).
+    """
+
+    params: model.Params
+    step: int
+    frozen: bool
+    reached: bool | None = None
+    level: float = float("nan")
+
+
+def checkpoint_name(run: str, seed: int, tag: str) -> str:
+    """The name of a checkpoint's file (``checkpoints/<name>.npz``) and of its arrays' keys: ``<run>-s<seed>-<tag>``."""
+    return f"{run}-s{seed}-{tag}"
+
+
+def run_tags(run: str, has_matched: bool) -> tuple[str, ...]:
+    """The checkpoint tags analysed for ``run``: init, early, end, and ``matched`` for the best run when the
+    matched checkpoints were computed."""
+    return TAGS if run == "best" and has_matched else tuple(t for t in TAGS if t != "matched")
+
+
 @dataclasses.dataclass
 class VariantAnalysis:
     """What ``analyze_variant`` produces for one variant.
 
-    checkpoints: ``{"<run>-<tag>": flat arrays}``, the parameters of each analysed run at each checkpoint
-    (``model.flatten_params``: the ``.npz`` files of ``checkpoints/``). tables: tidy tables keyed by
-    ``CHECKPOINT_TABLES``' names and ``gradients``, ids first. spectra: ``"<run>-<tag>/<scope>/<matrix>/
-    <grid|density>"`` -> (g,) spectral densities. contour_grids: ``"<run>-<tag>/<slice>.<scope>.<name>"``
-    -> the contour slices' arrays.
+    checkpoints: ``{checkpoint_name(run, seed, tag): flat arrays}``, the parameters of each analysed run of each
+    seed at each checkpoint (``model.flatten_params``: the ``.npz`` files of ``checkpoints/``). tables: tidy
+    tables keyed by ``CHECKPOINT_TABLES``' names, ``gradients`` and ``checkpoints``, ids first. spectra:
+    ``"<checkpoint name>/<scope>/<matrix>/<grid|density>"`` -> (g,) spectral densities. contour_grids:
+    ``"<checkpoint name>/<slice>.<scope>.<name>"`` -> the contour slices' arrays.
     """
 
     checkpoints: dict[str, dict[str, np.ndarray]]
@@ -145,45 +163,91 @@ class VariantAnalysis:
     contour_grids: dict[str, np.ndarray]
 
 
+def checkpoint_steps(sweep_config: Mapping) -> dict[str, int]:
+    """The step (parameter updates done) of the ``init``, ``early`` and ``end`` checkpoints of a sweep with the
+    config's ``sweep`` settings."""
+    cfg = train.TrainConfig.from_sweep_config(sweep_config)
+    return {"init": 0, "early": cfg.early_step, "end": cfg.steps}
+
+
+def grid_checkpoint(sweep: Mapping, checkpoints: Mapping, tag: str, seed_index: int, lr_index: int,
+                    step: int) -> Checkpoint:
+    """The checkpoint ``tag`` (taken after ``step`` updates) of the grid run of the seed_index-th seed at the
+    lr_index-th LR: its parameters and whether the run had diverged (and so was frozen) before that step."""
+    n_seeds = len(train.grid_axes(sweep)[1])
+    r = lr_index * n_seeds + seed_index
+    frozen = bool(sweep["diverged"][r]) and int(sweep["diverged_step"][r]) < step
+    return Checkpoint(train.checkpoint_from_arrays(checkpoints, tag, seed_index, lr_index), step, frozen)
+
+
+def matched_checkpoints(spec: model.ModelSpec, data: Mapping, sweep: Mapping, variant_row: Mapping, cfg: dict,
+                        sweep_config: Mapping, progress: Callable[[str], None] | None = None
+                        ) -> dict[int, Checkpoint]:
+    """The best run's ``matched`` checkpoint of every seed: the run replayed from its seed to the first update
+    whose analysis-set loss is <= the case's level (``variant_row["matched_level"]``; ``normlab.matched``)."""
+    lrs, seeds = train.grid_axes(sweep)
+    level = float(variant_row["matched_level"])
+    X, y = analysis_batch(data, cfg["max_examples"])
+    runs = matched.replay_to_level(spec, train.TrainConfig.from_sweep_config(sweep_config), data["X_train"],
+                                   data["y_train"], X, y, selection.run_lr(variant_row, "best", lrs), seeds, level,
+                                   progress)
+    return {s: Checkpoint(r.params, r.step, r.frozen, r.reached, level) for s, r in runs.items()}
+
+
 def analyze_variant(spec: model.ModelSpec, data: Mapping, sweep: Mapping, checkpoints: Mapping,
-                    variant_row: Mapping, cfg: dict, progress: Callable[[str], None] | None = None
-                    ) -> VariantAnalysis:
-    """Measure the ``common`` and ``best`` runs (first seed) of one variant at every checkpoint tag.
+                    variant_row: Mapping, cfg: dict, sweep_config: Mapping,
+                    progress: Callable[[str], None] | None = None) -> VariantAnalysis:
+    """Measure the ``common`` and ``best`` runs of every seed of one variant at every checkpoint tag.
 
     data: the processed dataset (``X_train``, ``y_train``; the analysis set is its first
-    ``cfg["max_examples"]`` rows). sweep: ``train.sweep_arrays`` (lr, seed, per-step gradients ...).
-    checkpoints: ``train.seed_checkpoint_arrays`` of the first seed (a dict or an opened .npz). variant_row:
-    the variant's row of ``variants.csv`` (ids, ``common_lr``, ``best_lr``). cfg: the ``analysis`` config.
+    ``cfg["max_examples"]`` rows; layer-input statistics use every training row). sweep: ``train.sweep_arrays``
+    (lr, seed, per-step gradients ...). checkpoints: ``train.sweep_checkpoint_arrays`` (a dict or an opened
+    .npz). variant_row: the variant's row of ``variants.csv`` (ids, ``common_lr``, ``best_lr``). cfg: the
+    ``analysis`` config; sweep_config: the ``sweep`` config (the checkpoints' steps, and the replay of the
+    best run to its ``matched`` checkpoint when the row has a ``matched_level``: ``matched_checkpoints``).
     progress: called with one line per finished measurement.
 
-    Identical checkpoints are measured once: every run of the first seed starts from the same init, and the
-    common and best runs are one run when they share an LR.
+    Seeds are taken in the sweep's order; seed s of this variant starts from the same weights and sees the same
+    batches as seed s of every other variant of its network shape. Identical checkpoints are measured once:
+    the runs of one seed share their init, and the common and best runs are one run when they share an LR.
     """
     progress = progress or (lambda msg: None)
     X, y = analysis_batch(data, cfg["max_examples"])
     ids = {key: variant_row[key] for key in tables.ID_COLUMNS}
-    lrs = np.unique(sweep["lr"])
-    first_seed = int(sweep["seed"][0])
+    lrs, seeds = train.grid_axes(sweep)
+    steps = checkpoint_steps(sweep_config)
+    matched_points = (matched_checkpoints(spec, data, sweep, variant_row, cfg, sweep_config, progress)
+                      if "matched_level" in variant_row else None)
     rows = {kind: [] for kind in CHECKPOINT_TABLES}
+    checkpoint_rows, run_rows = [], []
     out = VariantAnalysis({}, {}, {}, {})
-    run_rows, measured = {}, {}
+    measured = {}
     for run in RUNS:
         i = lr_index(lrs, selection.run_lr(variant_row, run, lrs))
-        run_rows[run] = int(np.flatnonzero((sweep["lr"] == lrs[i]) & (sweep["seed"] == first_seed))[0])
-        for tag in TAGS:
-            params = train.checkpoint_from_arrays(checkpoints, tag, i)
-            out.checkpoints[f"{run}-{tag}"] = model.flatten_params(params)
-            key = "init" if tag == "init" else (i, tag)
-            if key not in measured:
-                label = f"{run} run (lr {lrs[i]:g}), {tag}"
-                measured[key] = measure_checkpoint(spec, params, X, y, cfg, tag,
-                                                   lambda msg, label=label: progress(f"{label}: {msg}"))
-            m = measured[key]
-            extra = {"run": run, "lr": float(lrs[i]), "checkpoint": tag}
-            for kind in rows:
-                rows[kind] += [{**extra, **r} for r in m[kind]]
-            out.spectra.update({f"{run}-{tag}/{name}": v for name, v in m["spectra"].items()})
-            out.contour_grids.update({f"{run}-{tag}/{name}": v for name, v in m["grids"].items()})
+        for si, seed in enumerate(int(s) for s in seeds):
+            run_rows.append((run, i * len(seeds) + si))
+            for tag in run_tags(run, matched_points is not None):
+                if tag == "matched":
+                    point, key = matched_points[seed], ("matched", si)
+                else:
+                    point = grid_checkpoint(sweep, checkpoints, tag, si, i, steps[tag])
+                    key = ("init", si) if tag == "init" else (i, si, tag)
+                name = checkpoint_name(run, seed, tag)
+                out.checkpoints[name] = model.flatten_params(point.params)
+                if key not in measured:
+                    label = f"{run} run (lr {lrs[i]:g}), seed {seed}, {tag}"
+                    measured[key] = measure_checkpoint(spec, point.params, X, y, cfg, tag,
+                                                       lambda msg, label=label: progress(f"{label}: {msg}"),
+                                                       X_full=data["X_train"], probe_seed=seed)
+                m = measured[key]
+                extra = {"run": run, "lr": float(lrs[i]), "seed": seed, "checkpoint": tag}
+                checkpoint_rows.append({**extra, "step": point.step, "frozen": point.frozen,
+                                        "reached": point.reached, "level": point.level})
+                for kind in rows:
+                    rows[kind] += [{**extra, **r} for r in m[kind]]
+                out.spectra.update({f"{name}/{k}": v for k, v in m["spectra"].items()})
+                out.contour_grids.update({f"{name}/{k}": v for k, v in m["grids"].items()})
     out.tables = {kind: tables.long_rows(ids, rows[kind], columns) for kind, columns in CHECKPOINT_TABLES.items()}
+    out.tables["checkpoints"] = tables.long_rows(ids, checkpoint_rows, CHECKPOINTS_COLUMNS)
     out.tables["gradients"] = tables.gradients_table(ids, sweep, run_rows)
     return out

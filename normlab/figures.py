@@ -151,11 +151,25 @@ def conditioning_scatter(df: pd.DataFrame) -> bytes:
     return to_png(fig)
 
 
+def ratio_label(panel: dict) -> str:
+    """A slice's axis ratio in words: the number; "> bound" when censored (beyond numerical resolution: at least
+    that elongated); "flat direction" when the plane holds an exact symmetry direction of J; "degenerate" when
+    it has no two distinct live inputs; "n/a" when not measured."""
+    if panel.get("flat_direction"):
+        return "ratio: flat direction"
+    if panel.get("degenerate"):
+        return "ratio: degenerate"
+    if not np.isfinite(panel["ratio"]):
+        return "ratio n/a"
+    return f"ratio > {panel['ratio']:.2g}" if panel.get("censored") else f"ratio {panel['ratio']:.3g}"
+
+
 def contour_grid(panels: list[list[dict | None]], row_labels: list[str], col_labels: list[str]) -> bytes:
     """A grid of contour slices: rows (e.g. variants) x columns (e.g. layers). Each panel dict holds
-    alphas (n_a,), betas (n_b,), loss (n_a, n_b), origin (2,), ratio (float, NaN if not reported) and
-    singular (bool); None leaves the panel empty. Colour = log10(J - min J) with one colour scale per
-    row (``landscape.shared_log_scale``); the axis ratio is printed on each panel."""
+    alphas (n_a,), betas (n_b,), loss (n_a, n_b), origin (2,), ratio (float, NaN if not reported) and the
+    flags censored, flat_direction, degenerate (bool; ``ratio_label``); None leaves the panel empty.
+    Colour = log10(J - min J) with one colour scale per row (``landscape.shared_log_scale``); the axis ratio
+    is printed on each panel."""
     from normlab import landscape
 
     n_rows, n_cols = len(panels), max(len(r) for r in panels)
@@ -177,8 +191,7 @@ def contour_grid(panels: list[list[dict | None]], row_labels: list[str], col_lab
             ax.contourf(x, y, np.clip(z, levels[0], levels[-1]), levels=levels, cmap="viridis")
             ax.contour(x, y, np.clip(z, levels[0], levels[-1]), levels=levels[::2], colors="white", linewidths=0.3)
             ax.set_aspect("equal", adjustable="box")
-            label = "singular" if p["singular"] else ("n/a" if not np.isfinite(p["ratio"]) else f"{p['ratio']:.3g}")
-            ax.set_title(f"ratio {label}", fontsize=7)
+            ax.set_title(ratio_label(p), fontsize=7)
             if i == 0:
                 ax.text(0.5, 1.25, col_labels[j], transform=ax.transAxes, ha="center", fontsize=8)
             if j == 0:

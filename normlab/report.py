@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import platform
+import re
 import subprocess
 from importlib import metadata
 from pathlib import Path
@@ -13,6 +14,9 @@ import numpy as np
 import pandas as pd
 
 from normlab import figures, io, verdict
+
+# the tables measured at the analysed checkpoints, one set of rows per seed
+ANALYSIS_TABLES = ("layer_inputs", "layer_units", "curvature", "contours", "gradients", "checkpoints")
 
 PACKAGES = ["normlab", "jax", "jaxlib", "optax", "numpy", "pandas", "scikit-learn", "matplotlib", "seaborn",
             "snakemake", "Jinja2"]
@@ -24,9 +28,11 @@ def load_tables(paths: dict) -> dict[str, pd.DataFrame]:
 
 
 def fmt(x, digits: int = 3) -> str:
-    """A number for prose: 3 significant digits; NaN as 'n/a'; inf as '∞'."""
+    """A number for prose: 3 significant digits; NaN as 'n/a'; inf as '∞'; a string as it is."""
     if x is None or (isinstance(x, float) and np.isnan(x)):
         return "n/a"
+    if isinstance(x, str):
+        return x
     if isinstance(x, (bool, np.bool_)):
         return str(bool(x))
     if isinstance(x, (int, np.integer)):
@@ -46,9 +52,9 @@ def load_contour_grids(paths) -> dict[tuple[str, str], dict]:
     return out
 
 
-def _lecture_panels(ds: str, t: dict, grids: dict, tag: str) -> list[dict]:
+def _lecture_panels(ds: str, t: dict, grids: dict, tag: str, seed: int | None) -> list[dict]:
     """One figure per depth: rows = variants, columns = layers, the lecture slice of each layer (best-LR
-    run, checkpoint ``tag``) with its Gauss-Newton axis ratio."""
+    run of ``seed``, checkpoint ``tag``) with its Gauss-Newton axis ratio."""
     cont = t["contours"]
     cont = cont[(cont["dataset"] == ds) & (cont["run"] == "best") & (cont["checkpoint"] == tag)
                 & (cont["slice"] == "lecture")]
@@ -61,14 +67,15 @@ def _lecture_panels(ds: str, t: dict, grids: dict, tag: str) -> list[dict]:
             arr = grids.get((ds, v), {})
             row = []
             for l in range(1, n_layers + 1):
-                key = f"best-{tag}/lecture.layer{l}."
+                key = f"best-s{seed}-{tag}/lecture.layer{l}."
                 r = g[(g["variant"] == v) & (g["scope"] == f"layer{l}")]
                 if key + "loss" not in arr or not len(r):
                     row.append(None)
                     continue
                 row.append({"alphas": arr[key + "alphas"], "betas": arr[key + "betas"], "loss": arr[key + "loss"],
                             "origin": arr[key + "origin"], "ratio": float(r["axis_ratio_ggn"].iloc[0]),
-                            "singular": bool(r["singular"].iloc[0])})
+                            **{flag: bool(r[flag].iloc[0]) for flag in ("censored", "flat_direction", "degenerate")
+                               if flag in r}})
             rows.append(row)
         png = (figures.contour_grid, (rows, variants, [f"layer {l}" for l in range(1, n_layers + 1)]))
         out.append((f"The lecture's picture for every layer, depth {depth}, checkpoint {tag} of the best-LR run: J "
@@ -84,15 +91,19 @@ def dataset_figure_tasks(ds: str, t: dict[str, pd.DataFrame], spectra: dict | No
     """The per-dataset figures, not yet drawn: [(caption, (figure function, its arguments))], the function
     returning PNG bytes (``normlab.figures``)."""
     sel = lambda df: df[df["dataset"] == ds]  # noqa: E731
+    # the figures of the analysis show one seed's runs (the claims use every seed)
+    seed = display_seed(t)
+    t = {k: (one_seed(v, seed) if k in ANALYSIS_TABLES else v) for k, v in t.items()}
+    spectra = {d: [x for x in xs if seed is None or x.get("seed") == seed] for d, xs in (spectra or {}).items()}
     li = sel(t["layer_inputs"])
     spread = li[(li["metric"] == "rms_spread") & (li["run"] == "best") & (li["checkpoint"] == "end")]
     grads = sel(t["gradients"])
     grads = grads[(grads["metric"] == "grad_norm") & (grads["run"] == "best")]
     grads = grads[grads["step"] == grads.groupby("variant")["step"].transform("max")]
-    figs = _basic_figures(ds, t, sel, spread, grads) + _curvature_figures(ds, t, sel, spectra or {})
+    figs = _basic_figures(ds, t, sel, spread, grads) + _curvature_figures(ds, t, sel, spectra)
     if grids and "contours" in t:
         for tag in ("init", "end"):
-            figs += _lecture_panels(ds, t, grids, tag)
+            figs += _lecture_panels(ds, t, grids, tag, seed)
     return figs
 
 
@@ -120,10 +131,29 @@ def render_figures(tasks: list[tuple], workers: int = 1) -> list[bytes]:
         return list(pool.map(_draw, tasks))
 
 
+def evaluation_curves(training: pd.DataFrame) -> pd.DataFrame:
+    """The rows of training.csv at the evaluation schedule, with ``train_loss`` the evaluation-set loss there
+    (the column ``figures.training_curves`` plots; the table's own train_loss is the mini-batch loss)."""
+    rows = training[training["eval_loss"].notna()]
+    return rows.assign(train_loss=rows["eval_loss"])
+
+
+def display_seed(t: dict[str, pd.DataFrame]) -> int | None:
+    """The seed whose runs the per-dataset figures show: the smallest analysed one (None if none is)."""
+    seeds = t["layer_inputs"]["seed"] if "seed" in t.get("layer_inputs", ()) else ()
+    return int(min(seeds)) if len(seeds) else None
+
+
+def one_seed(df: pd.DataFrame, seed: int | None) -> pd.DataFrame:
+    """The rows of ``df`` of one analysed seed (all rows when it has no seed column or seed is None)."""
+    return df if seed is None or "seed" not in df else df[df["seed"] == seed]
+
+
 def _basic_figures(ds, t, sel, spread, grads):
     return [
-        ("Training loss at each variant's best learning rate (median and range over seeds).",
-         (figures.training_curves, (sel(t["training"]), sel(t["variants"])))),
+        ("Loss on the analysis set (the first rows of the training split) at each variant's best learning rate, "
+         "on the evaluation schedule (median and range over seeds).",
+         (figures.training_curves, (evaluation_curves(sel(t["training"])), sel(t["variants"])))),
         ("Largest learning rate at which every seed converged (x: no stable learning rate on the grid).",
          (figures.max_stable_lr, (sel(t["variants"]),))),
         ("Spread of the layer inputs' scales: max/min RMS over live units of A[l-1], end of the best-LR run. "
@@ -189,7 +219,8 @@ def methods(config: dict, tables: dict, benchmarks_dir: Path) -> dict:
 
 def load_spectra(paths) -> dict[str, list[dict]]:
     """Densities from analysis/spectra.npz files (results/<dataset>/<variant>/analysis/spectra.npz), as
-    {dataset: [dict(variant, input, norm, depth, run, checkpoint, scope, matrix, grid, density)]}."""
+    {dataset: [dict(variant, input, norm, depth, run, seed, checkpoint, scope, matrix, grid, density)]}, the
+    arrays' keys being ``<run>-s<seed>-<tag>/<scope>/<matrix>/<grid|density>`` (``analysis.checkpoint_name``)."""
     from normlab.variants import Variant
 
     out: dict[str, list[dict]] = {}
@@ -200,11 +231,12 @@ def load_spectra(paths) -> dict[str, list[dict]]:
         with io.open_npz(p) as f:
             keys = sorted({k.rsplit("/", 1)[0] for k in f.files})
             for k in keys:
-                run_tag, scope, matrix = k.split("/")
-                run, tag = run_tag.split("-", 1)
+                name, scope, matrix = k.split("/")
+                run, seed, tag = re.fullmatch(r"(\w+)-s(\d+)-(\w+)", name).groups()
                 out.setdefault(ds, []).append({"variant": variant, "input": v.input, "norm": v.norm, "depth": v.depth,
-                                               "run": run, "checkpoint": tag, "scope": scope, "matrix": matrix,
-                                               "grid": f[k + "/grid"], "density": f[k + "/density"]})
+                                               "run": run, "seed": int(seed), "checkpoint": tag, "scope": scope,
+                                               "matrix": matrix, "grid": f[k + "/grid"],
+                                               "density": f[k + "/density"]})
     return out
 
 

@@ -1,4 +1,4 @@
-"""Rule analyze: the common-LR and best-LR runs' checkpoints and their measurements, for every input
+"""Rule analyze: the common-LR and best-LR runs' checkpoints (every seed) and their measurements, for every input
 treatment of one network (sm.params.variants, in the order of the rule's per-variant inputs and outputs)."""
 import sys
 from pathlib import Path
@@ -15,9 +15,9 @@ def analyze_variant(k: int, variant: str, variant_rows: list[dict]) -> None:
     sweep = io.load_npz(sm.input.sweep[k])
     row = next(r for r in variant_rows if r["variant"] == variant)
     with io.open_npz(sm.input.checkpoints[k]) as checkpoints:
-        result = analysis.analyze_variant(spec, data, sweep, checkpoints, row, sm.params.analysis,
+        result = analysis.analyze_variant(spec, data, sweep, checkpoints, row, sm.params.analysis, sm.params.sweep,
                                           lambda msg: print(f"{variant}: {msg}", file=sys.stderr, flush=True))
-    out_dir = Path(sm.output.checkpoints[k])
+    out_dir = Path(sm.output.checkpoint_dirs[k])
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, arrays in result.checkpoints.items():
         io.write_npz(out_dir / f"{name}.npz", arrays)

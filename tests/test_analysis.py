@@ -38,8 +38,12 @@ def test_second_input_treatment_of_a_network_compiles_nothing():
     assert raw != std and results[0]["curvature"] != results[1]["curvature"]
 
 
+SWEEP_CONFIG = {"steps": 10, "batch_size": 16, "log_every": 5, "eval_points": 11, "dtype": "float64"}
+
+
 def _tiny_sweep():
-    """A trained sweep of a 2-4-2 network: 3 LRs x 2 seeds, 10 steps logged every 5 (float64)."""
+    """A trained sweep of a 2-4-2 network: 3 LRs x 2 seeds, 10 steps in chunks of 5, evaluated after every
+    step (float64)."""
     from normlab import train
 
     rng = np.random.default_rng(3)
@@ -47,49 +51,127 @@ def _tiny_sweep():
     y = (X[:, 0] - X[:, 1] > 0).astype(np.int64)
     data = {"X_train": X, "y_train": y, "X_test": X[:8], "y_test": y[:8]}
     spec = model.ModelSpec((2, 4, 2))
-    cfg = train.TrainConfig(steps=10, batch_size=16, log_every=5, dtype="float64")
+    cfg = train.TrainConfig.from_sweep_config(SWEEP_CONFIG)
     result = train.train_sweep(spec, cfg, data, [0.01, 0.1, 1.0], [7, 8], 32, progress=lambda msg: None)
-    return spec, data, train.sweep_arrays(result), train.seed_checkpoint_arrays(result, 7)
+    return spec, data, train.sweep_arrays(result), train.sweep_checkpoint_arrays(result)
 
 
-def test_analyze_variant_measures_the_common_and_best_runs_of_the_first_seed():
-    """The common run is measured at ``common_lr``, the best at ``best_lr``, both of the first seed, each at its
-    own checkpoints; the init, which every run shares, is measured once; a variant whose two runs share an LR
-    gets the same numbers for both."""
+def _quick_analysis_config():
+    cfg = yaml.safe_load((REPO / "config" / "quick.yaml").read_text())["analysis"]
+    cfg["max_examples"] = 32
+    cfg["curvature"]["checkpoints"], cfg["contours"]["checkpoints"] = ["end"], []  # contours: test_landscape
+    return cfg
+
+
+IDS = {"dataset": "tiny", "variant": "raw-none-d1", "input": "raw", "norm": "none", "depth": 1}
+
+
+def test_analyze_variant_measures_the_common_and_best_runs_of_every_seed():
+    """The common run is measured at ``common_lr``, the best at ``best_lr``, each seed's own run, each at its own
+    checkpoints; a seed's init, which its runs share, is measured once; a variant whose two runs share an LR
+    gets the same numbers for both. Layer-input statistics cover the whole training split."""
     from normlab import tables, train
 
     spec, data, sweep, ckpts = _tiny_sweep()
-    cfg = yaml.safe_load((REPO / "config" / "quick.yaml").read_text())["analysis"]
-    cfg["curvature"]["checkpoints"], cfg["contours"]["checkpoints"] = ["end"], []  # contours: test_landscape
-    ids = {"dataset": "tiny", "variant": "raw-none-d1", "input": "raw", "norm": "none", "depth": 1}
+    cfg = _quick_analysis_config()
     lines = []
-    res = analysis.analyze_variant(spec, data, sweep, ckpts, {**ids, "common_lr": 0.01, "best_lr": 1.0}, cfg,
-                                   lines.append)
-    assert sorted(res.checkpoints) == sorted(f"{r}-{t}" for r in analysis.RUNS for t in analysis.TAGS)
+    res = analysis.analyze_variant(spec, data, sweep, ckpts, {**IDS, "common_lr": 0.01, "best_lr": 1.0}, cfg,
+                                   SWEEP_CONFIG, lines.append)
+    tags = [t for t in analysis.TAGS if t != "matched"]  # no matched_level in the row: no matched checkpoint
+    assert sorted(res.checkpoints) == sorted(f"{r}-s{s}-{t}" for r in analysis.RUNS for s in (7, 8) for t in tags)
     for run, i in (("common", 0), ("best", 2)):
-        for tag in analysis.TAGS:
-            expected = model.flatten_params(train.checkpoint_from_arrays(ckpts, tag, i))
-            for name, arr in expected.items():
-                np.testing.assert_array_equal(res.checkpoints[f"{run}-{tag}"][name], arr)
-    assert not np.array_equal(res.checkpoints["common-end"]["layer1.W"], res.checkpoints["best-end"]["layer1.W"])
-    # measured once per distinct checkpoint (curvature at "end" only: one line per end checkpoint)
-    assert len(lines) == 2 and sum("best run (lr 1), end" in m for m in lines) == 1
+        for si, seed in enumerate((7, 8)):
+            for tag in tags:
+                expected = model.flatten_params(train.checkpoint_from_arrays(ckpts, tag, si, i))
+                for name, arr in expected.items():
+                    np.testing.assert_array_equal(res.checkpoints[f"{run}-s{seed}-{tag}"][name], arr)
+    assert not np.array_equal(res.checkpoints["best-s7-end"]["layer1.W"], res.checkpoints["best-s8-end"]["layer1.W"])
+    assert not np.array_equal(res.checkpoints["common-s7-end"]["layer1.W"], res.checkpoints["best-s7-end"]["layer1.W"])
+    # measured once per distinct checkpoint (curvature at "end" only: one line per run and seed)
+    assert len(lines) == 4 and sum("best run (lr 1), seed 8, end" in m for m in lines) == 1
     X, y = analysis.analysis_batch(data, cfg["max_examples"])
     li = res.tables["layer_inputs"]
     for run, i in (("common", 0), ("best", 2)):
-        ref = analysis.measure_checkpoint(spec, train.checkpoint_from_arrays(ckpts, "end", i), X, y, cfg, "early")
-        rows = (li["run"] == run) & (li["checkpoint"] == "end")
-        np.testing.assert_array_equal(li["value"][rows], [r["value"] for r in ref["layer_inputs"]])
-        np.testing.assert_array_equal(li["lr"][rows], [0.01, 1.0][i // 2])
-    # gradients: the first seed's sweep row at each run's LR
+        for si, seed in enumerate((7, 8)):
+            params = train.checkpoint_from_arrays(ckpts, "end", si, i)
+            ref = analysis.measure_checkpoint(spec, params, X, y, cfg, "early", X_full=data["X_train"])
+            rows = (li["run"] == run) & (li["checkpoint"] == "end") & (li["seed"] == seed)
+            np.testing.assert_array_equal(li["value"][rows], [r["value"] for r in ref["layer_inputs"]])
+            np.testing.assert_array_equal(li["lr"][rows], [0.01, 1.0][i // 2])
+    # the whole training split, not the analysis set: the statistics differ from those of the first 32 rows
+    params = train.checkpoint_from_arrays(ckpts, "end", 0, 2)
+    subsample = analysis.measure_checkpoint(spec, params, X, y, cfg, "early")["layer_inputs"]
+    assert [r["value"] for r in subsample] != list(li["value"][(li["run"] == "best") & (li["checkpoint"] == "end")
+                                                               & (li["seed"] == 7)])
+    # gradients: each seed's sweep row at each run's LR
     g = res.tables["gradients"]
-    best = (g["run"] == "best") & (g["metric"] == "grad_norm")
-    row = int(np.flatnonzero((sweep["lr"] == 1.0) & (sweep["seed"] == 7))[0])
-    np.testing.assert_array_equal(g["value"][best], sweep["grad_norm"][row].reshape(-1))
-    assert set(g["seed"]) == {7}
-    assert list(res.tables["curvature"])[:len(tables.ID_COLUMNS)] == tables.ID_COLUMNS
+    for seed in (7, 8):
+        best = (g["run"] == "best") & (g["metric"] == "grad_norm") & (g["seed"] == seed)
+        row = int(np.flatnonzero((sweep["lr"] == 1.0) & (sweep["seed"] == seed))[0])
+        np.testing.assert_array_equal(g["value"][best], sweep["grad_norm"][row].reshape(-1))
+    assert set(g["seed"]) == {7, 8}
+    for kind in ("curvature", "layer_inputs", "checkpoints"):
+        assert list(res.tables[kind])[:len(tables.ID_COLUMNS)] == tables.ID_COLUMNS
+        assert "seed" in res.tables[kind]
+    # where each checkpoint was taken: init after 0 updates, early after one chunk, end after all of them
+    c = res.tables["checkpoints"]
+    assert {(t, s) for t, s in zip(c["checkpoint"], c["step"], strict=True)} == {("init", 0), ("early", 5), ("end", 10)}
+    assert not c["frozen"].any()
     # one LR for both runs: the same measurements under both names
-    same = analysis.analyze_variant(spec, data, sweep, ckpts, {**ids, "common_lr": 0.1, "best_lr": 0.1}, cfg)
+    same = analysis.analyze_variant(spec, data, sweep, ckpts, {**IDS, "common_lr": 0.1, "best_lr": 0.1}, cfg,
+                                    SWEEP_CONFIG)
     c = same.tables["curvature"]
     np.testing.assert_array_equal(c["value"][c["run"] == "common"], c["value"][c["run"] == "best"])
     assert len(same.spectra) == len(res.spectra)
+
+
+def test_a_checkpoint_after_divergence_is_flagged_frozen_not_dropped():
+    spec, data, sweep, ckpts = _tiny_sweep()
+    sweep = dict(sweep)
+    row = int(np.flatnonzero((sweep["lr"] == 1.0) & (sweep["seed"] == 8))[0])
+    sweep["diverged"] = np.asarray(sweep["diverged"]).copy()
+    sweep["diverged_step"] = np.asarray(sweep["diverged_step"]).copy()
+    sweep["diverged"][row], sweep["diverged_step"][row] = True, 3  # diverged at update 3: before early (5)
+    cfg = _quick_analysis_config()
+    cfg["curvature"]["checkpoints"] = []
+    res = analysis.analyze_variant(spec, data, sweep, ckpts, {**IDS, "common_lr": 0.01, "best_lr": 1.0}, cfg,
+                                   SWEEP_CONFIG)
+    c = res.tables["checkpoints"]
+    frozen = {(r, s, t) for r, s, t, f in zip(c["run"], c["seed"], c["checkpoint"], c["frozen"], strict=True) if f}
+    assert frozen == {("best", 8, "early"), ("best", 8, "end")}
+    li = res.tables["layer_inputs"]
+    assert ((li["run"] == "best") & (li["seed"] == 8) & (li["checkpoint"] == "end")).any()  # measured, kept
+
+
+def test_the_matched_checkpoint_is_the_first_update_reaching_the_level():
+    """The replay stops each seed at the first update whose analysis-set loss is <= the level: checked against
+    the loss after every update of the same runs trained by ``train.train_runs`` (chunked, evaluated at every
+    step), for a level each seed reaches at a different step, one it reaches at init and one it never reaches."""
+    from normlab import matched, train
+
+    spec, data, sweep, ckpts = _tiny_sweep()
+    cfg = train.TrainConfig.from_sweep_config(SWEEP_CONFIG)
+    X, y = analysis.analysis_batch(data, 32)
+    every = train.train_runs(spec, cfg, data, [1.0, 1.0], [7, 8], 32, progress=lambda msg: None,
+                             eval_steps=np.arange(11))
+    loss = every["train_loss"]  # (2 seeds, 11 steps)
+    level = float(np.sort(loss[:, 1:].ravel())[len(loss[:, 1:].ravel()) // 2])  # a level reached mid-run
+    runs = matched.replay_to_level(spec, cfg, data["X_train"], data["y_train"], X, y, 1.0, [7, 8], level)
+    for k, seed in enumerate((7, 8)):
+        hits = np.flatnonzero(loss[k] <= level)
+        r = runs[seed]
+        if hits.size:
+            assert (r.step, r.reached) == (int(hits[0]), True)
+            np.testing.assert_allclose(r.loss, loss[k, r.step], rtol=1e-12)
+        else:
+            assert (r.step, r.reached) == (10, False)
+        assert not r.frozen
+    assert {runs[7].step, runs[8].step} != {0, 10}
+    never = matched.replay_to_level(spec, cfg, data["X_train"], data["y_train"], X, y, 1.0, [7], 0.0)[7]
+    assert (never.step, never.reached) == (10, False)
+    at_init = matched.replay_to_level(spec, cfg, data["X_train"], data["y_train"], X, y, 1.0, [7], 1e9)[7]
+    assert (at_init.step, at_init.reached) == (0, True)
+    init_W = train.checkpoint_from_arrays(ckpts, "init", 0, 0)["layer1"]["W"]
+    np.testing.assert_array_equal(at_init.params["layer1"]["W"], init_W)
+    no_level = matched.replay_to_level(spec, cfg, data["X_train"], data["y_train"], X, y, 1.0, [7], float("nan"))[7]
+    assert (no_level.step, no_level.reached) == (0, False)

@@ -1,138 +1,704 @@
-"""Each claim's sentence is chosen by its rule: synthetic tables make the rule hold, fail, or hold for
-some cases only, and the sentence must flip with it."""
+"""Each claim's outcome and sentence are chosen by its rule. The synthetic tables hold, besides the rows a
+rule keeps, distractor rows it must drop (other checkpoints, runs, scopes, matrices, metrics, slices,
+norms, inputs, layers, steps), each repeated so that a rule which kept them would decide otherwise; values
+sit just either side of every threshold; seeds disagree; slices are censored, flat or degenerate; values
+are NaN. The sentences, and the report's claim block, must flip with the outcome."""
 
+import itertools
+
+import jinja2
 import numpy as np
 import pandas as pd
 import pytest
 
+from normlab import report as R
 from normlab import verdict as V
+
+COPIES = 3  # each distractor row is repeated so that it outweighs the kept rows in a median
 
 
 def ids(dataset, input_, norm, depth):
     return {"dataset": dataset, "variant": f"{input_}-{norm}-d{depth}", "input": input_, "norm": norm, "depth": depth}
 
 
-def layer_inputs(spread_none, spread_bn, checkpoint="end", datasets=("a",)):
+def product(**cols) -> list[dict]:
+    """Every combination of the listed column values (a scalar is one value)."""
+    keys = list(cols)
+    vals = [v if isinstance(v, (list, tuple)) else [v] for v in cols.values()]
+    return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*vals)]
+
+
+def with_ids(rows: list[dict]) -> pd.DataFrame:
+    return pd.DataFrame([{**ids(r["dataset"], r["input"], r["norm"], r["depth"]), **r} for r in rows])
+
+
+def distract(df: pd.DataFrame, alternatives: dict, value) -> pd.DataFrame:
+    """df plus, for each column and each of its alternative values, COPIES copies of df's rows with that
+    column set to it and 'value' (or value(row) for a callable) in the value column."""
+    parts = [df]
+    for col, alts in alternatives.items():
+        for alt in alts:
+            d = df.copy()
+            d[col] = alt
+            d["value"] = d.apply(value, axis=1) if callable(value) else value
+            parts += [d] * COPIES
+    return pd.concat(parts, ignore_index=True)
+
+
+# ------------------------------------------------------------------------------------------ thresholds
+
+def test_no_threshold_is_finer_than_the_resolution_of_what_it_compares():
+    for t in V.THRESHOLDS:
+        assert t.value > t.resolution, t
+        assert (t.largest if t.largest is not None else t.value) < t.bound, t
+    assert V.LR_BRACKET <= 1.15 < V.LR_RATIO
+    # the bound the slices store for a censored ratio (their 2x2 Gauss-Newton matrices are float64)
+    from normlab.landscape.roundness import default_rel_tol
+
+    assert V.CENSORED_BOUND == pytest.approx(1 / np.sqrt(default_rel_tol(np.float64)), rel=1e-12)
+
+
+def test_every_claim_declares_its_threshold(full_tables):
+    declared = {t.rule for t in V.THRESHOLDS}
+    claims = V.all_claims(full_tables)
+    assert {c.rule_key for c in claims} == declared
+    for c in claims:
+        # the rule and the sentence both say which comparison it uses
+        assert c.comparison and c.comparison_text
+        if c.comparison in V.PHASE:
+            assert f"checkpoint {c.comparison}" in c.rule
+            assert c.sentence.startswith(V.PHASE[c.comparison]), c.sentence
+
+
+# ---------------------------------------------------------------------------- interval comparisons
+
+def test_at_least_decides_only_when_the_whole_interval_does():
+    assert V._at_least((2.0, 2.0), (1.0, 1.0), 2.0) is True
+    assert V._at_least((1.99, 1.99), (1.0, 1.0), 2.0) is False
+    assert V._at_least((2.0, 3.0), (1.0, 1.2), 2.0) is None  # straddles
+    assert V._at_least((1.0, 2.0), (1.0, 1.2), 2.0) is None  # num_hi = 2 x den_lo: not below
+    assert V._at_least((5.0, np.inf), (5.0, np.inf), 1.5) is None  # two censored values
+    assert V._at_least((np.inf, np.inf), (1.0, np.inf), 1.5) is None
+    assert V._at_least((10.0, np.inf), (1.0, 2.0), 2.0) is True
+    assert V._at_least((np.nan, 1.0), (1.0, 1.0), 2.0) is None
+
+
+def test_ratio():
+    assert V._ratio(3.0, 2.0) == 1.5 and V._ratio(1.0, 0.0) == np.inf
+    assert np.isnan(V._ratio(0.0, 0.0)) and np.isnan(V._ratio(np.nan, 1.0))
+
+
+def test_case_holds_only_for_every_seed():
+    assert V._case(("a", 2), {0: (True, 2.0), 1: (True, 3.0)}, {}).holds is True
+    failing = V._case(("a", 2), {0: (True, 2.0), 1: (False, 1.0), 2: (None, np.nan)}, {})
+    assert failing.holds is False and (failing.k_seeds, failing.n_seeds) == (1, 3)
+    assert (failing.effect_min, failing.effect_max) == (1.0, 2.0)
+    undecided = V._case(("a", 2), {0: (True, 2.0), 1: (None, np.nan)}, {})
+    assert undecided.holds is None and undecided.note == "undecided for seed 1"
+    assert V._case(("a", 2), {}, {}).note == "no seed has both arms measured"
+    assert V._case(("a", 2), {0: (True, 2.0)}, {}).seeds_text == "1 of 1 seed"
+
+
+# --------------------------------------------------------------------------------------- layer inputs
+
+def layer_inputs(values: dict, metric=V.SPREAD_METRIC, checkpoint="end", seeds=(0,), dataset="a",
+                 distractors=True) -> pd.DataFrame:
+    """values: {norm: [layer 2, layer 3, layer 4 value]} (or {norm: {seed: [...]}}) for standardized inputs,
+    best-LR run, checkpoint ``checkpoint``; layer 1 = 1. Distractors: other checkpoints, the common run, raw
+    inputs, layer 1, other metrics, with a value that flips the rule (1 without BN, 100 with)."""
     rows = []
-    for ds in datasets:
-        for inp in ("raw", "standardize"):
-            for norm, spread in (("none", spread_none), ("batchnorm", spread_bn)):
-                for layer in (1, 2, 3):
-                    value = (1000.0 if inp == "raw" else 1.0) if layer == 1 else spread
-                    for tag in ("init", checkpoint):
-                        rows.append({**ids(ds, inp, norm, 2), "run": "best", "checkpoint": tag, "layer": layer,
-                                     "metric": "rms_spread", "value": value})
-    return pd.DataFrame(rows)
+    for norm, vals in values.items():
+        for seed in seeds:
+            v = vals[seed] if isinstance(vals, dict) else vals
+            for layer, x in zip((1, 2, 3, 4), [1.0, *v], strict=True):
+                rows += product(dataset=dataset, input="standardize", norm=norm, depth=3, run="best", seed=seed,
+                                checkpoint=checkpoint, layer=layer, metric=metric, value=x)
+    df = with_ids(rows)
+    if not distractors:
+        return df
+    others = [m for m in ("rms_spread", V.SPREAD_METRIC, "eff_cond", "cov_eff_cond") if m != metric]
+    flip = lambda r: 1.0 if r["norm"] == "none" else 100.0  # noqa: E731
+    alts = {"checkpoint": [c for c in V.PHASE if c != checkpoint], "run": ["common"], "input": ["raw"],
+            "metric": others}
+    out = distract(df, alts, flip)
+    layer1 = df[df["layer"] >= 2].assign(layer=1)
+    layer1["value"] = layer1.apply(flip, axis=1)
+    return pd.concat([out] + [layer1] * COPIES, ignore_index=True)
 
 
-@pytest.mark.parametrize(("none", "bn", "outcome"), [(10.0, 2.0, "all"), (2.0, 2.0, "none")])
-def test_hidden_spread_claim_flips(none, bn, outcome):
-    c = V.hidden_spread_claim(layer_inputs(none, bn), "end")
-    assert c.outcome == outcome
-    assert c.cases[0].numbers == {"spread_no_bn": none, "spread_bn": bn}
+@pytest.mark.parametrize("checkpoint", ["init", "matched", "end"])
+@pytest.mark.parametrize(("none", "outcome"), [(1.5, "all"), (1.4999, "none")])
+def test_hidden_spread_claim_at_its_threshold(checkpoint, none, outcome):
+    # layer 4 is low without BN: the median over layers 2..4 is the layer-2/3 value only if layer 2 is kept
+    c = V.hidden_spread_claim(layer_inputs({"none": [none, none, 0.1], "batchnorm": [1.0, 1.0, 1.0]},
+                                           checkpoint=checkpoint), checkpoint)
+    assert c.outcome == outcome and c.comparison == checkpoint
+    assert c.cases[0].numbers == {"spread_no_bn": none, "spread_bn": 1.0}
+    assert c.cases[0].effects == {0: pytest.approx(none)}
+    assert c.sentence.startswith(V.PHASE[checkpoint])
     if outcome == "all":
         assert "BN puts them back on one scale, in all 1 dataset/depth cases" in c.sentence
     else:
         assert "BN did not make the deeper layers' input scales more uniform in any of the 1" in c.sentence
+    assert "Seeds for which it held: " + ("1 of 1" if outcome == "all" else "0 of 1") in c.sentence
+    assert "(1 of 1 seed: one seed per case, no spread over seeds)" in c.sentence
 
 
-def test_mixed_outcome_names_the_failing_case():
-    li = pd.concat([layer_inputs(10.0, 2.0, datasets=("a",)), layer_inputs(2.0, 2.0, datasets=("b",))])
+def test_hidden_spread_claim_pairs_seeds_and_fails_when_one_seed_fails():
+    li = layer_inputs({"none": {0: [3.0, 3.0, 3.0], 1: [3.0, 3.0, 3.0], 2: [1.0, 1.0, 1.0]},
+                       "batchnorm": {0: [1.0] * 3, 1: [2.5] * 3, 2: [1.0] * 3}}, seeds=(0, 1, 2))
+    case = V.hidden_spread_claim(li, "end").cases[0]
+    assert case.holds is False and (case.k_seeds, case.n_seeds) == (1, 3)
+    assert case.seeds == {0: True, 1: False, 2: False}
+    assert (case.effect_min, case.effect_max) == (1.0, 3.0)
+    # a seed measured for one arm only is not paired
+    assert V.hidden_spread_claim(li[~((li["seed"] == 2) & (li["norm"] == "none"))], "end").cases[0].n_seeds == 2
+
+
+def test_mixed_outcome_names_the_failing_case_and_its_seeds():
+    li = pd.concat([layer_inputs({"none": [10.0] * 3, "batchnorm": [2.0] * 3}, dataset="a", seeds=(0, 1)),
+                    layer_inputs({"none": {0: [2.0] * 3, 1: [9.0] * 3}, "batchnorm": [2.0] * 3}, dataset="b",
+                                 seeds=(0, 1))])
     c = V.hidden_spread_claim(li, "end")
     assert c.outcome == "mixed" and c.n_holds == 1 and c.n_cases == 2
-    assert "in 1 of 2 dataset/depth cases; not in: b d2." in c.sentence
+    assert "in 1 of 2 dataset/depth cases; not in: b d3." in c.sentence
+    assert "Seeds for which it held: 2 of 2 in a d3; 1 of 2 in b d3." in c.sentence
+    assert "one seed per case" not in c.sentence
 
 
-def test_input_scale_claim():
-    c = V.input_scale_claim(layer_inputs(1.0, 1.0))
-    assert c.outcome == "all" and "every dataset (1 of 1)" in c.sentence
-    li = layer_inputs(1.0, 1.0)
-    li.loc[(li["layer"] == 1) & (li["input"] == "standardize"), "value"] = 5.0
-    assert V.input_scale_claim(li).outcome == "none"
+def test_undecided_case_is_named_with_its_reason():
+    li = layer_inputs({"none": {0: [3.0] * 3, 1: [np.nan] * 3}, "batchnorm": [1.0] * 3}, seeds=(0, 1))
+    li = pd.concat([li, layer_inputs({"none": [3.0] * 3, "batchnorm": [1.0] * 3}, dataset="b")])
+    c = V.hidden_spread_claim(li, "end")
+    assert c.outcome == "all" and c.n_cases == 1
+    assert "Undecided: a d3 (undecided for seed 1)." in c.sentence
 
 
-def variants_table(lr_none, lr_bn, steps_none=100.0, steps_bn=50.0):
+@pytest.mark.parametrize("centred", [False, True])
+@pytest.mark.parametrize(("none", "outcome"), [(15.0, "all"), (14.99, "none")])
+def test_input_conditioning_claims_read_their_own_metric(centred, none, outcome):
+    metric = "cov_eff_cond" if centred else "eff_cond"
+    c = V.input_conditioning_claim(layer_inputs({"none": [none, none, 1.0], "batchnorm": [10.0] * 3},
+                                                metric=metric, checkpoint="matched"), "matched", centred=centred)
+    assert c.outcome == outcome and c.key == f"{'input_cov_conditioning' if centred else 'input_conditioning'}_matched"
+    assert c.cases[0].numbers == {f"{metric}_no_bn": none, f"{metric}_bn": 10.0}
+    assert c.sentence.startswith("At matched training loss, ")
+    assert ("centred covariance" in c.sentence) == centred
+
+
+def layer1_table(raw, std, seeds=(0,)) -> pd.DataFrame:
+    """Layer-1 input spreads (raw, standardized) at init of the best run, both norms, with distractors
+    (other checkpoints, the common run, layer 2, the max/min metric) that flip the rule."""
     rows = []
-    for norm, lr, steps in (("none", lr_none, steps_none), ("batchnorm", lr_bn, steps_bn)):
-        rows.append({**ids("a", "standardize", norm, 4), "max_stable_lr": lr, "steps_to_target_median": steps})
-    return pd.DataFrame(rows)
+    for inp, v in (("raw", raw), ("standardize", std)):
+        rows += product(dataset="a", input=inp, norm=["none", "batchnorm"], depth=2, run="best", seed=list(seeds),
+                        checkpoint="init", layer=1, metric=V.SPREAD_METRIC, value=v)
+    df = with_ids(rows)
+    flip = lambda r: 1.0 if r["input"] == "raw" else 50.0  # noqa: E731
+    return distract(df, {"checkpoint": ["end", "matched"], "run": ["common"], "layer": [2],
+                         "metric": ["rms_spread"]}, flip)
 
 
-def test_learning_rate_claim_flips_and_is_undecided_when_censored():
-    assert V.learning_rate_claim(variants_table(0.1, 1.0), lr_max=10.0).outcome == "all"
-    assert V.learning_rate_claim(variants_table(0.1, 0.1), lr_max=10.0).outcome == "none"
-    no_stable = V.learning_rate_claim(variants_table(np.nan, 0.1), lr_max=10.0)
-    assert no_stable.outcome == "all"  # no stable LR without BN counts as 0
-    censored = V.learning_rate_claim(variants_table(10.0, 10.0), lr_max=10.0)
+@pytest.mark.parametrize(("raw", "std", "outcome"), [(50.0, 1.99, "all"), (50.0, 2.0, "none"), (1.5, 1.5, "none"),
+                                                     (1.5001, 1.5, "all")])
+def test_input_scale_claim_at_its_thresholds(raw, std, outcome):
+    c = V.input_scale_claim(layer1_table(raw, std))
+    assert c.outcome == outcome and c.comparison == "init"
+    assert c.cases[0].numbers == {"raw_spread": raw, "standardized_spread": std}
+    if outcome == "all":
+        assert "every dataset (1 of 1)" in c.sentence
+    else:
+        assert "did not put the input features on one scale in any dataset" in c.sentence
+
+
+# --------------------------------------------------------------------------------------- learning rate
+
+def variant_seeds(values: dict, dataset="a", depth=2, distractors=True) -> pd.DataFrame:
+    """values: {norm: {column: [value per seed]}} for standardized inputs; raw-input rows first (they
+    would flip every rule: without BN best, with BN worst)."""
+    rows = []
+    for norm, cols in values.items():
+        n = len(next(iter(cols.values())))
+        for s in range(n):
+            rows.append({**ids(dataset, "standardize", norm, depth), "seed": s, **{k: v[s] for k, v in cols.items()}})
+    df = pd.DataFrame(rows)
+    if not distractors:
+        return df
+    raw = df.copy()
+    raw["input"], raw["variant"] = "raw", raw["variant"].str.replace("standardize", "raw")
+    good = {"max_stable_lr": 100.0, "max_stable_lr_upper": 101.0, "final_train_loss": 1e-6, "test_accuracy": 1.0,
+            "steps_to_case_target": 1.0, "loss_at_10pct": 1e-6, "loss_at_30pct": 1e-6}
+    bad = {"max_stable_lr": 1e-3, "max_stable_lr_upper": 1.1e-3, "final_train_loss": 1e3, "test_accuracy": 0.0,
+           "steps_to_case_target": 1e4, "loss_at_10pct": 1e3, "loss_at_30pct": 1e3}
+    for col in set(good) & set(raw.columns):
+        raw[col] = np.where(raw["norm"] == "none", good[col], bad[col])
+    return pd.concat([raw, df], ignore_index=True)
+
+
+def lr_table(none, bn, seeds=1):
+    """Brackets (lower, upper) of each arm, the same for every seed unless given as lists."""
+    def cols(b):
+        b = b if isinstance(b, list) else [b] * seeds
+        return {"max_stable_lr": [x[0] for x in b], "max_stable_lr_upper": [x[1] for x in b]}
+    return variant_seeds({"none": cols(none), "batchnorm": cols(bn)})
+
+
+@pytest.mark.parametrize(("none", "bn", "holds"), [
+    ((1.0, 1.125), (2.25, 2.5), True),  # bn lower = 2 x none upper
+    ((1.0, 1.125), (2.2, 2.5), None),  # the brackets straddle 2x
+    ((1.0, 1.125), (1.5, 1.99), False),  # bn upper < 2 x none lower
+    ((1.0, 1.125), (1.5, 2.0), None),  # bn upper = 2 x none lower: not below
+    ((np.nan, np.nan), (0.02, 0.0225), True),  # no stable LR without BN: in [0, 0.01] (smallest LR tried)
+    ((np.nan, np.nan), (np.nan, np.nan), None),  # neither has a stable LR
+    ((1.0, np.nan), (3.0, np.nan), None),  # both stable at the largest LR tried
+    ((1.0, np.nan), (1.5, 1.75), False),  # without BN stable at the largest LR; BN unstable below 2x
+])
+def test_learning_rate_claim_decides_on_brackets(none, bn, holds):
+    c = V.learning_rate_claim(lr_table(none, bn), lr_min=0.01)
+    assert c.cases[0].holds is holds and c.comparison == "max_stable_lr"
+    assert c.outcome == {True: "all", False: "none", None: "missing"}[holds]
+    assert c.cases[0].numbers["max_stable_lr_bn"] == pytest.approx(bn[0]) or np.isnan(bn[0])
+
+
+def test_learning_rate_claim_sentences():
+    c = V.learning_rate_claim(lr_table((1.0, 1.125), (4.0, 4.5), seeds=3), lr_min=0.01)
+    assert c.sentence.startswith("With inputs already standardized, BN still raised the largest stable learning "
+                                 "rate at least 2-fold in all 1 dataset/depth cases.")
+    assert "3 of 3 in every case" in c.sentence
+    one_seed_fails = lr_table((1.0, 1.125), [(4.0, 4.5), (4.0, 4.5), (1.5, 1.7)], seeds=3)
+    c = V.learning_rate_claim(one_seed_fails, lr_min=0.01)
+    assert c.outcome == "none" and "2 of 3 in every case" in c.sentence
+    censored = V.learning_rate_claim(lr_table((10.0, np.nan), (10.0, np.nan)), lr_min=0.01)
     assert censored.outcome == "missing" and "largest learning rate tried" in censored.sentence
-    assert "no pair" in V.learning_rate_claim(variants_table(0.1, 1.0).iloc[:0], lr_max=10.0).sentence
+    straddles = V.learning_rate_claim(lr_table((1.0, 1.125), (2.2, 2.5)), lr_min=0.01)
+    assert "every refined bracket straddles 2x" in straddles.sentence
+    assert straddles.cases[0].note == "a bracket straddles 2x"
+    no_lr_min = V.learning_rate_claim(lr_table((np.nan, np.nan), (4.0, 4.5)))  # no BN lies in [0, inf)
+    assert no_lr_min.outcome == "missing" and not no_lr_min.cases[0].numbers["no_bn_stable_at_largest_lr_tried"]
+    assert "every refined bracket straddles 2x" in no_lr_min.sentence
+    assert "no pair" in V.learning_rate_claim(lr_table((1.0, 1.1), (4.0, 4.5)).iloc[:0]).sentence
+    no_bn = lr_table((1.0, 1.1), (4.0, 4.5))
+    assert "a variant is missing" in V.learning_rate_claim(no_bn[no_bn["norm"] == "none"]).sentence
 
 
-def test_steps_claim_flips():
-    assert V.steps_claim(variants_table(1, 1, 100.0, 50.0)).outcome == "all"
-    assert V.steps_claim(variants_table(1, 1, 60.0, 50.0)).outcome == "none"
-    assert V.steps_claim(variants_table(1, 1, np.nan, 50.0)).outcome == "all"  # never reached without BN
-    assert V.steps_claim(variants_table(1, 1, np.nan, np.nan)).outcome == "missing"
+# ---------------------------------------------------------------------------------- outcome at best LR
+
+@pytest.mark.parametrize(("none", "bn", "outcome"), [
+    ([10.0, 10.0, 10.0], [1.0, 1.0, 1.0], "all"),  # median exactly 10x, worse every seed
+    ([9.99, 9.99, 9.99], [1.0, 1.0, 1.0], "none"),
+    ([100.0, 100.0, 0.5], [1.0, 1.0, 1.0], "none"),  # median 100x but one seed better
+    ([100.0, 100.0, 1.0], [1.0, 1.0, 1.0], "none"),  # one seed equal: not worse
+    ([1.0, 1.0, 1.0], [1.0, 1.0, 1.0], "none"),
+])
+def test_outcome_claim_clearly_worse(none, bn, outcome):
+    t = variant_seeds({"none": {"final_train_loss": none, "test_accuracy": [0.9] * 3},
+                       "batchnorm": {"final_train_loss": bn, "test_accuracy": [0.95] * 3}})
+    c = V.outcome_claim(t)
+    assert c.outcome == outcome and c.comparison == "best_lr"
+    assert c.cases[0].numbers["final_loss_no_bn"] == np.median(none)
+    assert c.cases[0].numbers["test_accuracy_bn"] == 0.95
+    assert c.cases[0].k_seeds == sum(n > b for n, b in zip(none, bn, strict=True))
+    assert ("ended clearly worse (final loss >= 10x BN's) in all 1" in c.sentence) == (outcome == "all")
+    assert "BN was clearly worse" not in c.sentence
 
 
-def contours_table(raw, std, checkpoint="init"):
-    rows = [{**ids("a", inp, "none", 2), "run": "best", "checkpoint": checkpoint, "slice": "lecture",
-             "scope": "layer1", "axis_ratio_ggn": r} for inp, r in (("raw", raw), ("standardize", std))]
-    return pd.DataFrame(rows)
+def test_outcome_claim_names_bn_clearly_worse():
+    t = variant_seeds({"none": {"final_train_loss": [4e-4] * 2, "test_accuracy": [1.0] * 2},
+                       "batchnorm": {"final_train_loss": [0.058, 0.06], "test_accuracy": [0.97] * 2}})
+    c = V.outcome_claim(t)
+    assert c.outcome == "none"
+    assert "BN was clearly worse at its best learning rate in: a d2 (median final loss 0.059 with BN against " \
+           "0.0004 without)." in c.sentence
+    assert "Seeds with a higher final loss without BN: 0 of 2 in every case." in c.sentence
+    nan = variant_seeds({"none": {"final_train_loss": [np.nan], "test_accuracy": [1.0]},
+                         "batchnorm": {"final_train_loss": [1.0], "test_accuracy": [1.0]}})
+    assert V.outcome_claim(nan).outcome == "missing"
 
 
-def test_lecture_slice_claim_flips():
-    c = V.lecture_slice_claim(contours_table(900.0, 1.1))
-    assert c.outcome == "all" and c.sentence.startswith("At initialization, the lecture's picture")
-    assert V.lecture_slice_claim(contours_table(3.0, 2.9)).outcome == "none"
-    assert V.lecture_slice_claim(contours_table(900.0, 3.0)).outcome == "none"  # standardized not near round
+def large_lr_tables(bn_there: list[float], none_best: list[float], bn_lr=3.0, none_lr=1.0):
+    """BN stable up to bn_lr; its final loss there per seed in runs.csv; no BN's final loss at its best LR.
+    runs.csv also holds distractors: other LRs, seeds, variants, datasets, a diverged run."""
+    n = len(bn_there)
+    vs = variant_seeds({"none": {"max_stable_lr": [none_lr] * n, "max_stable_lr_upper": [none_lr * 1.1] * n,
+                                 "final_train_loss": none_best},
+                        "batchnorm": {"max_stable_lr": [bn_lr] * n, "max_stable_lr_upper": [bn_lr * 1.1] * n,
+                                      "final_train_loss": [1e-9] * n}})
+    rows = []  # the distractors come first: a rule that kept one would read it first
+    for s, loss in enumerate(bn_there):
+        bn = ids("a", "standardize", "batchnorm", 2)
+        rows += [{**bn, "lr": bn_lr * 1.1, "seed": s, "grid": False, "diverged": True, "final_train_loss": 1e-9},
+                 {**bn, "lr": bn_lr / 2.61, "seed": s, "grid": True, "diverged": False, "final_train_loss": 1e-9},
+                 {**bn, "lr": bn_lr, "seed": s + n, "grid": True, "diverged": False, "final_train_loss": 1e-9},
+                 {**ids("a", "raw", "batchnorm", 2), "lr": bn_lr, "seed": s, "grid": True, "diverged": False,
+                  "final_train_loss": 1e-9},
+                 {**ids("b", "standardize", "batchnorm", 2), "lr": bn_lr, "seed": s, "grid": True,
+                  "diverged": False, "final_train_loss": 1e-9},
+                 {**ids("a", "standardize", "none", 2), "lr": none_lr, "seed": s, "grid": True,
+                  "diverged": False, "final_train_loss": 1e9},
+                 {**bn, "lr": round(bn_lr, 4) * 1.0002, "seed": s, "grid": False, "diverged": bool(np.isinf(loss)),
+                  "final_train_loss": 1e-9 if np.isinf(loss) else loss}]
+    return vs, pd.DataFrame(rows)
 
 
-def curvature_table(spread_none, spread_bn):
+@pytest.mark.parametrize(("bn_there", "holds", "k"), [
+    ([1.0, 1.0, 1.0], True, 3),  # median 10x, worse every seed
+    ([0.99, 0.99, 0.99], False, 3),
+    ([5.0, 5.0, 0.05], False, 2),
+    ([5.0, 5.0, 0.1], False, 2),  # one seed equal: not worse there
+    ([np.nan, 1.0, 1.0], None, 2),
+    ([np.inf, 1.0, 1.0], None, 2),  # the run at the max stable LR diverged: no final loss there
+])
+def test_large_lr_outcome_claim(bn_there, holds, k):
+    vs, runs = large_lr_tables(bn_there, [0.1, 0.1, 0.1])
+    c = V.large_lr_outcome_claim(vs, runs)
+    case = c.cases[0]
+    assert case.holds is holds and c.comparison == "large_lr" and case.k_seeds == k
+    assert case.numbers["arm"] == "batchnorm" and case.numbers["its_max_stable_lr"] == 3.0
+    assert case.numbers["competitor_final_loss_at_best_lr"] == pytest.approx(0.1)
+    if holds:
+        assert c.sentence.startswith("The arm stable at the larger learning rate was clearly worse there (final "
+                                     "loss >= 10x) than its competitor at its own best learning rate in all 1")
+        assert "Seeds with a higher final loss at the larger learning rate: 3 of 3 in every case." in c.sentence
+
+
+def test_large_lr_outcome_claim_picks_the_arm_stable_at_the_larger_lr():
+    vs, runs = large_lr_tables([1.0] * 3, [0.1] * 3, bn_lr=0.5, none_lr=1.0)
+    # without BN stable at the larger LR: its run there (the 1e9 row) against BN at its best LR
+    case = V.large_lr_outcome_claim(vs, runs).cases[0]
+    assert case.numbers["arm"] == "none" and case.holds is True
+    assert case.numbers["its_final_loss_there"] == 1e9
+    tie = V.large_lr_outcome_claim(*large_lr_tables([1.0] * 3, [0.1] * 3, bn_lr=1.0, none_lr=1.0)).cases[0]
+    assert tie.numbers["arm"] == "batchnorm"
+
+
+# ------------------------------------------------------------------------------------------- speed
+
+def steps_table(none, bn, **extra):
+    n = len(none)
+    return variant_seeds({"none": {"steps_to_case_target": none, "case_target": [0.2] * n, **extra},
+                          "batchnorm": {"steps_to_case_target": bn, "case_target": [0.2] * n, **extra}})
+
+
+@pytest.mark.parametrize(("none", "bn", "holds"), [
+    ([16.0], [10.0], True),  # bracket [15, 16] >= 1.5 x [9, 10]
+    ([15.0], [10.0], None),  # 14 < 15 and 15 >= 13.5: the brackets straddle 1.5x
+    ([13.0], [10.0], False),  # 13 < 1.5 x 9
+    ([13.5], [10.0], None),  # 13.5 = 1.5 x 9: not below
+    ([np.nan], [10.0], True),  # never without BN: in [100, inf)
+    ([10.0], [np.nan], False),
+    ([np.nan], [np.nan], None),
+    ([np.nan], [60.0], True),  # [100, inf) >= 1.5 x 60
+    ([np.nan], [70.0], None),  # 100 < 105: undecided
+    ([16.0, 16.0], [10.0, 12.0], False),  # seed 1: 16 < 1.5 x 11: fails
+])
+def test_steps_claim_decides_on_step_brackets(none, bn, holds):
+    c = V.steps_claim(steps_table(none, bn), total_steps={"a": 100.0, "b": 1.0})
+    assert c.cases[0].holds is holds and c.comparison == "best_lr"
+    assert c.cases[0].numbers["case_target"] == 0.2
+
+
+def test_steps_claim_numbers_per_case():
+    t = pd.concat([steps_table([30.0], [10.0]), variant_seeds(
+        {"none": {"steps_to_case_target": [1.0], "case_target": [0.5]},
+         "batchnorm": {"steps_to_case_target": [1.0], "case_target": [0.5]}}, dataset="b", distractors=False),
+        variant_seeds({"none": {"steps_to_case_target": [1.0], "case_target": [0.7]},
+                       "batchnorm": {"steps_to_case_target": [1.0], "case_target": [0.7]}}, depth=4,
+                      distractors=False)])
+    c = V.steps_claim(t)
+    assert [(x.label, x.numbers["case_target"]) for x in c.cases] == [("a d2", 0.2), ("a d4", 0.7), ("b d2", 0.5)]
+
+
+def test_steps_claim_sentences_and_default_total():
+    c = V.steps_claim(steps_table([30.0, 40.0], [10.0, 12.0]))
+    assert c.outcome == "all" and c.sentence.startswith("With standardized inputs, BN reached the case's target loss "
+                                                        "at least 1.5x faster in all 1")
+    assert c.cases[0].effects == {0: 3.0, 1: pytest.approx(40 / 12)}
+    # without total_steps, a seed never reaching the target lies beyond the largest step of the table (1e4,
+    # a raw-input distractor), so BN reaching it at 60 is 1.5x faster
+    assert V.steps_claim(steps_table([np.nan], [60.0])).cases[0].holds is True
+    assert V.steps_claim(steps_table([np.nan], [np.nan])).outcome == "missing"
+
+
+@pytest.mark.parametrize("pct", [10, 30])
+@pytest.mark.parametrize(("none", "outcome"), [(2.0, "all"), (1.99, "none")])
+def test_budget_loss_claim(pct, none, outcome):
+    other = 10 if pct == 30 else 30
+    t = steps_table([1.0], [1.0], **{f"loss_at_{pct}pct": [none], f"loss_at_{other}pct": [1.0]})
+    t.loc[t["norm"] == "batchnorm", f"loss_at_{pct}pct"] = np.where(t.loc[t["norm"] == "batchnorm", "input"] == "raw",
+                                                                    1e3, 1.0)
+    t.loc[(t["input"] == "standardize") & (t["norm"] == "none"), f"loss_at_{other}pct"] = 100.0
+    c = V.budget_loss_claim(t, pct)
+    assert c.outcome == outcome and c.key == f"loss_after_budget_{pct}pct"
+    assert c.cases[0].numbers == {f"loss_at_{pct}pct_no_bn": none, f"loss_at_{pct}pct_bn": 1.0}
+    assert c.sentence.startswith(f"After {pct}% of the steps")
+
+
+# --------------------------------------------------------------------------------------------- gradients
+
+def gradients_table(last_none, last_bn, seeds=(0,), datasets=("a",)):
+    """relative_grad_norm per layer at each seed's last step (seed s: step 100 - 10 s; dataset b: 50 more),
+    with distractors: earlier steps, the common run, grad_norm, raw inputs (BN uneven there)."""
     rows = []
-    for norm, spread in (("none", spread_none), ("batchnorm", spread_bn)):
-        for layer, value in ((1, 1.0), (2, spread), (3, 2.0)):
-            rows.append({**ids("a", "standardize", norm, 2), "run": "best", "checkpoint": "end",
-                         "scope": f"layer{layer}", "matrix": "ggn", "metric": "lambda_max", "value": value})
-    return pd.DataFrame(rows)
+    for ds, seed, (norm, vals) in itertools.product(datasets, seeds, (("none", last_none), ("batchnorm", last_bn))):
+        last = 100 - 10 * seed + (50 if ds == "b" else 0)
+        for layer, v in enumerate(vals, start=1):
+            rows += product(dataset=ds, input="standardize", norm=norm, depth=2, run="best", seed=seed, step=last,
+                            layer=layer, metric="relative_grad_norm", value=v)
+            rows += product(dataset=ds, input="standardize", norm=norm, depth=2, run="best", seed=seed, step=0,
+                            layer=layer, metric="relative_grad_norm", value=1.0)
+    df = with_ids(rows)
+    flip = lambda r: 1.0 + 99.0 * (r["norm"] == "batchnorm") * (r["layer"] == 2)  # noqa: E731
+    return distract(df, {"step": [10], "run": ["common"], "metric": ["grad_norm"], "input": ["raw"]}, flip)
 
 
-def test_layer_sharpness_claim_flips():
-    c = V.layer_sharpness_claim(curvature_table(30.0, 2.0))
-    assert c.outcome == "all" and c.cases[0].numbers["layer_sharpness_spread_no_bn"] == 30.0
-    assert c.cases[0].numbers["layer_sharpness_spread_bn"] == 2.0
-    assert V.layer_sharpness_claim(curvature_table(2.0, 2.0)).outcome == "none"
+@pytest.mark.parametrize(("none", "outcome"), [(1.5, "all"), (1.4999, "none")])
+def test_gradient_spread_claim_at_its_threshold(none, outcome):
+    c = V.gradient_spread_claim(gradients_table([1.0, none, 1.0], [1.0, 1.0, 1.0], seeds=(0, 1), datasets=("a", "b")))
+    assert c.outcome == outcome and c.n_cases == 2
+    assert all(case.n_seeds == 2 for case in c.cases)  # every seed's own last step
+    assert c.cases[0].numbers == {"grad_spread_no_bn": none, "grad_spread_bn": 1.0}
+    assert c.sentence.startswith("At the end of training, ") and "(last evaluation step)" in c.rule
+    init = V.gradient_spread_claim(gradients_table([1.0, none, 1.0], [1.0, 1.0, 1.0]), "init")
+    assert init.outcome == "none" and init.cases[0].numbers["grad_spread_no_bn"] == 1.0  # step 0: all 1
+    assert init.sentence.startswith("At initialization, ") and "(first evaluation step)" in init.rule
 
 
-def test_gradient_spread_claim_flips():
-    def grads(vals_none, vals_bn):
-        rows = []
-        for norm, vals in (("none", vals_none), ("batchnorm", vals_bn)):
-            for layer, v in enumerate(vals, start=1):
-                rows.append({**ids("a", "standardize", norm, 2), "run": "best", "step": 100, "layer": layer,
-                             "metric": "relative_grad_norm", "value": v})
-        return pd.DataFrame(rows)
+# ----------------------------------------------------------------------------------------- curvature
 
-    assert V.gradient_spread_claim(grads([1.0, 10.0, 1.0], [1.0, 2.0, 1.0])).outcome == "all"
-    assert V.gradient_spread_claim(grads([1.0, 2.0, 1.0], [1.0, 2.0, 1.0])).outcome == "none"
-
-
-def test_claims_by_question_covers_q1_to_q5():
-    t = {"layer_inputs": layer_inputs(10.0, 2.0), "variants": variants_table(0.1, 1.0),
-         "runs": pd.DataFrame({"lr": [0.1, 10.0]}), "curvature": curvature_table(30.0, 2.0),
-         "contours": contours_table(900.0, 1.1),
-         "gradients": pd.DataFrame([{**ids("a", "standardize", n, 2), "run": "best", "step": 1, "layer": 1,
-                                     "metric": "relative_grad_norm", "value": 1.0} for n in ("none", "batchnorm")])}
-    by_q = V.claims_by_question(t)
-    assert list(by_q) == ["q1", "q2", "q3", "q4", "q5"]
-    assert all(by_q[q] for q in by_q)
+def curvature_table(none, bn, checkpoint="end", seeds=(0,)):
+    """Per-layer GGN lambda_max of layers 1..3 (lists), best run, standardized inputs, with distractors:
+    the model scope, the Hessian, the trace, other checkpoints, the common run, raw inputs."""
+    rows = []
+    for norm, vals in (("none", none), ("batchnorm", bn)):
+        for layer, v in enumerate(vals, start=1):
+            rows += product(dataset="a", input="standardize", norm=norm, depth=2, run="best", seed=list(seeds),
+                            lr=0.5, checkpoint=checkpoint, scope=f"layer{layer}", matrix="ggn", metric="lambda_max",
+                            value=v)
+    df = with_ids(rows)
+    flip = lambda r: 1000.0 if (r["norm"] == "batchnorm") == (r["scope"] == "layer1") else 1.0  # noqa: E731
+    return distract(df, {"scope": ["model"], "matrix": ["hessian"], "metric": ["trace"], "run": ["common"],
+                         "checkpoint": [c for c in V.PHASE if c != checkpoint], "input": ["raw"]}, flip)
 
 
-def test_edge_of_stability_ratio():
-    cv = pd.DataFrame([{**ids("a", "standardize", "none", 2), "run": "best", "lr": 0.5, "checkpoint": "end",
-                        "scope": "model", "matrix": "hessian", "metric": "lambda_max", "value": 3.0},
-                       {**ids("a", "standardize", "none", 2), "run": "best", "lr": 0.5, "checkpoint": "init",
-                        "scope": "model", "matrix": "hessian", "metric": "lambda_max", "value": 99.0}])
-    eos = V.edge_of_stability(cv)
+@pytest.mark.parametrize("checkpoint", ["init", "matched", "end"])
+@pytest.mark.parametrize(("none", "outcome"), [(6.0, "all"), (5.9999, "none")])
+def test_layer_sharpness_claim_at_its_threshold(checkpoint, none, outcome):
+    c = V.layer_sharpness_claim(curvature_table([2.0, none, 2.0], [2.0, 4.0, 2.0], checkpoint), checkpoint)
+    assert c.outcome == outcome and c.comparison == checkpoint
+    assert c.cases[0].numbers == {"layer_sharpness_spread_no_bn": none / 2, "layer_sharpness_spread_bn": 2.0}
+    assert c.sentence.startswith(V.PHASE[checkpoint])
+
+
+def test_edge_of_stability_per_seed():
+    rows = []
+    for seed, lam in ((0, 3.0), (1, 5.0), (2, 4.0)):
+        base = {**ids("a", "standardize", "none", 2), "run": "best", "lr": 0.5, "seed": seed, "checkpoint": "end",
+                "scope": "model", "matrix": "hessian", "metric": "lambda_max", "value": lam}
+        rows += [base, {**base, "checkpoint": "init", "value": 99.0}, {**base, "run": "common", "value": 99.0},
+                 {**base, "scope": "layer1", "value": 99.0}, {**base, "matrix": "ggn", "value": 99.0},
+                 {**base, "metric": "trace", "value": 99.0}]
+    eos = V.edge_of_stability(pd.DataFrame(rows))
     assert len(eos) == 1
-    assert eos.loc[0, "two_over_lr"] == 4.0 and eos.loc[0, "ratio"] == pytest.approx(0.75)
+    r = eos.iloc[0]
+    assert (r["lambda_max"], r["two_over_lr"], r["n_seeds"]) == (4.0, 4.0, 3)
+    assert (r["ratio"], r["ratio_min"], r["ratio_max"]) == (1.0, 0.75, 1.25)
+
+
+# ------------------------------------------------------------------------------------------------ slices
+
+def slice_row(input_, norm, scope, ratio, seed=0, checkpoint="init", **flags):
+    return {**ids("a", input_, norm, 2), "run": "best", "lr": 0.1, "seed": seed, "checkpoint": checkpoint,
+            "slice": "lecture", "scope": scope, "axis_ratio_ggn": ratio, "censored": False, "flat_direction": False,
+            "degenerate": False, **flags}
+
+
+def slice_distractors(df, flip, checkpoint="init"):
+    d = df.rename(columns={"axis_ratio_ggn": "value"})
+    d = distract(d, {"slice": ["eig", "random"], "run": ["common"],
+                     "checkpoint": [c for c in V.PHASE if c != checkpoint]}, flip)
+    return d.rename(columns={"value": "axis_ratio_ggn"})
+
+
+def lecture_table(raw, std, seeds=(0,), **flags):
+    """Layer-1 lecture slices without normalization layers (raw, std: a ratio or (ratio, flags)), with
+    distractors (other slices, runs, checkpoints, layer 2, BN) that flip the rule."""
+    rows = []
+    for seed in seeds:
+        for inp, v in (("raw", raw), ("standardize", std)):
+            v, f = v if isinstance(v, tuple) else (v, {})
+            rows.append(slice_row(inp, "none", "layer1", v, seed, **f))
+    df = pd.DataFrame(rows)
+    flip = lambda r: 1.0 if r["input"] == "raw" else 100.0  # noqa: E731
+    df = slice_distractors(df, flip)
+    extra = []
+    for inp, scope, norm in (("standardize", "layer2", "none"), ("standardize", "layer1", "batchnorm")):
+        extra += [slice_row(inp, norm, scope, 100.0, s) for s in seeds] * COPIES
+    return pd.concat([df, pd.DataFrame(extra)], ignore_index=True)
+
+
+@pytest.mark.parametrize(("raw", "std", "outcome"), [
+    (4.98, 2.49, "all"),  # raw = 2 x standardized, standardized just below 2.5
+    (4.97, 2.49, "none"),
+    (100.0, 2.5, "none"),  # standardized not near round
+    ((3162.3, {"censored": True}), 1.2, "all"),  # a censored raw ratio counts as elongated
+    ((3162.3, {"censored": True}), (3162.3, {"censored": True}), "none"),  # censored standardized: not round
+    (np.nan, 1.2, "missing"),
+])
+def test_lecture_slice_claim(raw, std, outcome):
+    c = V.lecture_slice_claim(lecture_table(raw, std))
+    assert c.outcome == outcome and c.comparison == "init"
+    if outcome == "all":
+        assert c.sentence.startswith("At initialization, the lecture's picture")
+    if isinstance(raw, tuple):
+        assert c.cases[0].numbers["censored_raw"] == 1 and c.cases[0].numbers["ratio_raw"] == 3162.3
+        n = 1 + isinstance(std, tuple)
+        assert c.cases[0].numbers["censored_standardized"] == n - 1
+        assert f"{n} censored slice{'s' if n > 1 else ''} (axis ratio beyond numerical resolution, >= 3.16e+03) " \
+               "counted as elongated." in c.sentence
+
+
+def test_lecture_slice_claim_leaves_out_flat_and_degenerate_slices_and_says_so():
+    t = lecture_table(50.0, 1.2, seeds=(0, 1))
+    t = pd.concat([t, pd.DataFrame([slice_row("standardize", "none", "layer1", 100.0, 0, degenerate=True),
+                                    slice_row("standardize", "none", "layer1", 100.0, 1, degenerate=True),
+                                    slice_row("standardize", "none", "layer1", 100.0, 1, flat_direction=True)])])
+    c = V.lecture_slice_claim(t, "init")
+    assert c.outcome == "all" and c.cases[0].numbers["ratio_standardized"] == 1.2
+    assert "Left out 3 of 7 slices: 1 containing an exact flat direction (a batch-normalized unit's own weight " \
+           "vector); 2 degenerate (fewer than two distinct live inputs, or a dead unit)." in c.sentence
+    assert "Seeds for which it held: 2 of 2 in every case." in c.sentence
+
+
+def hidden_slice_table(none, bn, checkpoint="end", seeds=(0,)):
+    """Lecture slices of layers 2..4 (lists of a ratio or (ratio, flags)), standardized inputs, with
+    distractors (layer 1, raw inputs, other slices, runs, checkpoints) that flip the rule."""
+    rows = []
+    for seed, (norm, vals) in itertools.product(seeds, (("none", none), ("batchnorm", bn))):
+        for layer, v in zip((2, 3, 4), vals, strict=True):
+            v, f = v if isinstance(v, tuple) else (v, {})
+            rows.append(slice_row("standardize", norm, f"layer{layer}", v, seed, checkpoint, **f))
+    df = pd.DataFrame(rows)
+    flip = lambda r: 1.0 if r["norm"] == "none" else 100.0  # noqa: E731
+    df = slice_distractors(df, flip, checkpoint)
+    extra = []
+    for seed, norm in itertools.product(seeds, ("none", "batchnorm")):
+        v = 1.0 if norm == "none" else 100.0
+        extra += [slice_row("standardize", norm, "layer1", v, seed, checkpoint),
+                  slice_row("raw", norm, "layer2", v, seed, checkpoint)] * COPIES
+    return pd.concat([df, pd.DataFrame(extra)], ignore_index=True)
+
+
+@pytest.mark.parametrize(("none", "bn", "holds"), [
+    ([3.0, 3.0, 0.1], [2.0, 2.0, 2.0], True),  # layer 4 low: the median needs layer 2
+    ([2.99, 2.99, 0.1], [2.0, 2.0, 2.0], False),
+    ([(3162.3, {"censored": True})] * 3, [2.0] * 3, True),
+    ([(3162.3, {"censored": True})] * 3, [(3162.3, {"censored": True})] * 3, None),  # two censored: undecided
+    ([2.0] * 3, [(3162.3, {"censored": True})] * 3, False),
+    ([3.0] * 3, [2.0, 2.0, (100.0, {"flat_direction": True})], True),  # the flat slice is left out
+    ([3.0] * 3, [(100.0, {"degenerate": True}), 2.0, 2.0], True),
+])
+def test_hidden_slice_claim(none, bn, holds):
+    c = V.hidden_slice_claim(hidden_slice_table(none, bn, "matched"), "matched")
+    assert c.cases[0].holds is holds and c.comparison == "matched"
+    assert c.sentence.startswith("At matched training loss, ")
+    flags = [f for v in none + bn if isinstance(v, tuple) for f in v[1]]
+    if "flat_direction" in flags:
+        assert "Left out 1 of 6 slices: 1 containing an exact flat direction" in c.sentence
+    if "degenerate" in flags:
+        assert "Left out 1 of 6 slices: 1 degenerate" in c.sentence
+    if holds is None:
+        assert c.outcome == "missing"
+        assert c.sentence == "At matched training loss, no case of this rule could be decided: a d2 (undecided " \
+                             "for seed 0). 6 censored slices (axis ratio beyond numerical resolution, >= 3.16e+03) " \
+                             "counted as elongated."
+    assert "were not measured" in V.hidden_slice_claim(hidden_slice_table(none, bn).iloc[:0], "end").sentence
+
+
+# ----------------------------------------------------------------------------------- all claims, report
+
+@pytest.fixture
+def full_tables():
+    li = pd.concat([layer_inputs({"none": [3.0] * 3, "batchnorm": [1.0] * 3}, metric=m, checkpoint=c,
+                                 distractors=False)
+                    for m in (V.SPREAD_METRIC, "eff_cond", "cov_eff_cond") for c in ("init", "matched", "end")]
+                   + [layer1_table(50.0, 1.0)])
+    vs = variant_seeds({"none": {"max_stable_lr": [0.5], "max_stable_lr_upper": [0.55], "final_train_loss": [0.1],
+                                 "test_accuracy": [0.9], "steps_to_case_target": [np.nan], "case_target": [0.2],
+                                 "loss_at_10pct": [1.0], "loss_at_30pct": [0.5]},
+                        "batchnorm": {"max_stable_lr": [3.0], "max_stable_lr_upper": [3.3],
+                                      "final_train_loss": [0.001], "test_accuracy": [0.95],
+                                      "steps_to_case_target": [60.0], "case_target": [0.2], "loss_at_10pct": [0.1],
+                                      "loss_at_30pct": [0.05]}})
+    _, runs = large_lr_tables([1.0], [0.1])
+    training = pd.DataFrame([{**ids("a", "standardize", "none", 2), "lr": 0.5, "seed": 0, "step": 99,
+                              "train_loss": 0.1}])
+    return {"layer_inputs": li, "variant_seeds": vs, "runs": runs, "training": training,
+            "curvature": curvature_table([1.0, 4.0, 1.0], [1.0, 1.0, 1.0], "end"),
+            "contours": pd.concat([lecture_table(50.0, 1.2), hidden_slice_table([3.0] * 3, [1.0] * 3, "end")]),
+            "gradients": gradients_table([1.0, 3.0, 1.0], [1.0, 1.0, 1.0])}
+
+
+def test_claims_by_question_covers_q1_to_q5(full_tables):
+    by_q = V.claims_by_question(full_tables)
+    assert list(by_q) == ["q1", "q2", "q3", "q4", "q5"]
+    keys = {q: [c.key for c in cs] for q, cs in by_q.items()}
+    assert keys["q1"] == ["layer_sharpness_init", "layer_sharpness_early", "layer_sharpness_matched",
+                          "layer_sharpness_end"]  # the distractors hold every checkpoint
+    assert keys["q2"] == ["input_scales", "lecture_slice_init", "lecture_slice_early", "lecture_slice_matched",
+                          "lecture_slice_end"]
+    assert keys["q3"][:3] == ["hidden_spread_init", "input_conditioning_init", "input_cov_conditioning_init"]
+    assert "hidden_spread_matched" in keys["q3"] and "hidden_slice_matched" in keys["q3"]
+    assert keys["q4"] == ["gradient_spread_end"]
+    assert keys["q5"] == ["learning_rate", "large_lr_outcome", "outcome_best_lr", "steps_to_case_target",
+                          "loss_after_budget_10pct", "loss_after_budget_30pct"]
+    claims = {c.key: c for c in V.all_claims(full_tables)}
+    for key in ("layer_sharpness_end", "input_scales", "lecture_slice_init", "hidden_spread_matched",
+                "input_cov_conditioning_end", "hidden_slice_end", "gradient_spread_end", "learning_rate",
+                "large_lr_outcome", "outcome_best_lr", "steps_to_case_target", "loss_after_budget_30pct"):
+        assert claims[key].outcome == "all", (key, claims[key].sentence)
+    # the smallest grid LR and the steps of the runs come from runs.csv and training.csv
+    assert claims["steps_to_case_target"].cases[0].seeds == {0: True}  # never: [99, inf) >= 1.5 x 60
+    late = dict(full_tables, training=full_tables["training"].assign(step=80))
+    assert V.claims_by_question(late)["q5"][3].cases[0].holds is None
+    # no stable LR without BN: in [0, 1.0], 1.0 the smallest grid LR of runs.csv (refinement LRs left out)
+    vs = full_tables["variant_seeds"].copy()
+    no_bn = (vs["input"] == "standardize") & (vs["norm"] == "none")
+    vs.loc[no_bn, ["max_stable_lr", "max_stable_lr_upper"]] = np.nan
+    runs = full_tables["runs"]
+    runs = pd.concat([runs, runs.iloc[:1].assign(lr=0.01, grid=False)])
+    lr = V.claims_by_question(dict(full_tables, variant_seeds=vs, runs=runs))["q5"][0]
+    assert lr.cases[0].holds is True
+    lr = V.claims_by_question(dict(full_tables, variant_seeds=vs.assign(max_stable_lr=lambda d: np.where(
+        no_bn, np.nan, 1.9)), runs=runs))["q5"][0]
+    assert lr.cases[0].holds is None  # BN at 1.9 < 2 x 1.0; it would hold against the refinement LR 0.01
+
+
+def render_claims(by_question: dict) -> str:
+    """The report's template rendered with these claims and nothing else."""
+    env = jinja2.Environment(loader=jinja2.PackageLoader("normlab", "templates"), autoescape=True,
+                             undefined=jinja2.StrictUndefined)
+    env.filters["fmt"] = R.fmt
+    answer = [(q, c) for q, cs in by_question.items() for c in cs]
+    return env.get_template("report.html.j2").render(
+        divergence={}, divergence_factor=1000.0, runs_per_variant={}, title="t", answer=answer,
+        by_question=by_question, questions=V.QUESTIONS, edge=pd.DataFrame(), datasets=[], provenance={},
+        variants=pd.DataFrame(), figures={}, fmt=R.fmt,
+        methods={"versions": {}, "commit": "x", "python": "3", "config": "", "wall": []})
+
+
+def test_report_claim_block_shows_seeds_range_comparison_and_flips():
+    li = pd.concat([layer_inputs({"none": {0: [3.0] * 3, 1: [4.0] * 3}, "batchnorm": [1.0] * 3}, seeds=(0, 1),
+                                 checkpoint="matched"),
+                    layer_inputs({"none": {0: [3.0] * 3, 1: [np.nan] * 3}, "batchnorm": [1.0] * 3}, seeds=(0, 1),
+                                 dataset="b", checkpoint="matched")])
+    html = render_claims({q: [V.hidden_spread_claim(li, "matched")] if q == "q3" else [] for q in V.QUESTIONS})
+    assert "BN puts them back on one scale, in all 1 dataset/depth cases" in html
+    assert "Comparison: checkpoint matched (at matched training loss)." in html
+    assert "<th>seeds</th><th>spread without BN / with BN (over seeds)</th><th>holds</th>" in html
+    assert "<td>2 of 2 seeds</td><td>3 to 4</td><td class=\"l\">yes</td>" in html
+    assert "<td>1 of 2 seeds</td><td>3 to 3</td><td class=\"l\">undecided: undecided for seed 1</td>" in html
+    lr = V.learning_rate_claim(lr_table((1.0, 1.125), (1.5, 1.75)), lr_min=0.01)
+    html = render_claims({q: [lr] if q == "q5" else [] for q in V.QUESTIONS})
+    assert "did not raise the largest stable learning rate 2-fold in any of the 1" in html
+    assert "<td>0 of 1 seed</td><td>1.5</td><td class=\"l\">no</td>" in html
+    assert "Comparison: training runs: the refined largest stable learning rate of each arm." in html

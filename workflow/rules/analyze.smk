@@ -1,6 +1,7 @@
 rule analyze:
-    """Checkpoints of the common-LR and best-LR runs of every input treatment of one network (norm and depth):
-    layer-input scales, gradient norms, curvature spectra, contour slices. The input treatments train the
+    """Checkpoints of the common-LR and best-LR runs of every seed and input treatment of one network (norm and
+    depth), the best run's matched-loss checkpoint among them: layer-input scales, gradient norms, curvature
+    spectra, contour slices. The input treatments train the
     same shapes, so one process analyzes them all: the second one reuses the first one's compiled programs
     instead of re-tracing and re-loading them, and no second process starts."""
     input:
@@ -10,7 +11,8 @@ rule analyze:
         checkpoints=per_variant(results_path("{dataset}/{variant}/sweep_checkpoints.npz")),
         variants=results_path("{dataset}/variants.csv"),
     output:
-        checkpoints=[directory(p) for p in analyze_outputs(results_path("{dataset}/{variant}/checkpoints"))],
+        checkpoint_dirs=[directory(p) for p in analyze_outputs(results_path("{dataset}/{variant}/checkpoints"))],
+        checkpoints=analyze_outputs(results_path("{dataset}/{variant}/analysis/checkpoints.csv")),
         layer_inputs=analyze_outputs(results_path("{dataset}/{variant}/analysis/layer_inputs.csv")),
         layer_units=analyze_outputs(results_path("{dataset}/{variant}/analysis/layer_units.csv")),
         gradients=analyze_outputs(results_path("{dataset}/{variant}/analysis/gradients.csv")),
@@ -19,7 +21,9 @@ rule analyze:
         contours=analyze_outputs(results_path("{dataset}/{variant}/analysis/contours.csv")),
         contour_grids=analyze_outputs(results_path("{dataset}/{variant}/analysis/contours.npz")),
     params:
-        analysis=settings(config["analysis"]),  # every analysis setting; nothing of training's
+        analysis=settings(config["analysis"]),  # every analysis setting
+        # training's settings: the checkpoints' steps, and the replay of each best run to its matched checkpoint
+        sweep=settings(config["sweep"]),
         variants=lambda wc: arch_variants(wc.arch),
         xla_level=xla_level(analyze_scale),
     threads: ANALYZE_THREADS

@@ -56,13 +56,15 @@ def variant_input(wildcards):
 
 
 # The tables the report reads, and the per-variant files each one concatenates.
-TABLES = ["runs", "variants", "training", "layer_inputs", "layer_units", "gradients", "curvature", "contours"]
+TABLES = ["runs", "variants", "variant_seeds", "training", "checkpoints", "layer_inputs", "layer_units", "gradients",
+          "curvature", "contours"]
 
 
 def table_inputs(wildcards):
     per_variant = {
         "runs": "{dataset}/{variant}/runs.csv",
         "training": "{dataset}/{variant}/training.csv",
+        "checkpoints": "{dataset}/{variant}/analysis/checkpoints.csv",
         "layer_inputs": "{dataset}/{variant}/analysis/layer_inputs.csv",
         "layer_units": "{dataset}/{variant}/analysis/layer_units.csv",
         "gradients": "{dataset}/{variant}/analysis/gradients.csv",
@@ -70,7 +72,8 @@ def table_inputs(wildcards):
         "contours": "{dataset}/{variant}/analysis/contours.csv",
     }
     inputs = {k: expand(results_path(p), dataset=DATASETS, variant=VARIANTS) for k, p in per_variant.items()}
-    inputs["variants"] = expand(results_path("{dataset}/variants.csv"), dataset=DATASETS)
+    for per_dataset in ("variants", "variant_seeds"):
+        inputs[per_dataset] = expand(results_path(f"{{dataset}}/{per_dataset}.csv"), dataset=DATASETS)
     return inputs
 
 

@@ -1,0 +1,85 @@
+"""The ``matched`` checkpoint: each arm's best-LR run taken where its loss first reaches a level shared by the
+arms it is compared with, so that their geometry is compared at the same training loss, not at the same step.
+
+On nearly separable data the end-of-training geometry is set by the few examples near the decision margin, and
+an arm that trained further sits deeper in that regime; comparing the arms at matched loss removes that
+difference. The level of a case (dataset, depth, input) is the largest best-LR median final training loss among
+its arms (``selection``'s ``matched_level``), so every arm's median seed reaches it.
+
+A run is replayed from its seed (the same initial weights and the same mini-batches as in training, the same
+update and divergence rule: ``train.Sweep``) one update at a time, with the analysis-set loss evaluated after
+every update; the checkpoint is the parameters after the first update whose loss is <= the level. A run that
+never reaches it gives its last parameters, flagged ``reached=False``; a run that diverged before gives the
+parameters it was frozen with, flagged ``frozen``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from normlab import model, train
+
+
+@dataclasses.dataclass(frozen=True)
+class MatchedRun:
+    """Where one seed's run reached the level. params: the parameters after ``step`` updates. reached: the
+    analysis-set loss after ``step`` updates is <= the level (False: ``step`` is the last step and the run never
+    got there). frozen: the run had diverged before ``step``. loss: the analysis-set loss after ``step`` updates."""
+
+    params: model.Params
+    step: int
+    reached: bool
+    frozen: bool
+    loss: float
+
+
+def replay_to_level(spec: model.ModelSpec, cfg: train.TrainConfig, X_train, y_train, X_eval, y_eval, lr: float,
+                    seeds, level: float, progress: Callable[[str], None] | None = None) -> dict[int, MatchedRun]:
+    """Replay the runs (lr, seed) for every seed in ``seeds`` together (one vmapped program, one update per call)
+    until each one's loss on (X_eval, y_eval) is <= ``level`` or the run's ``cfg.steps`` updates are done.
+
+    X_train (m, n_features), y_train (m,): the training split the runs were trained on (their batches are rows
+    of it, ``train.batch_schedule``). X_eval, y_eval: the analysis set. Returns {seed: MatchedRun}. A NaN level
+    (no level for the case) returns every run at step 0 with reached False."""
+    progress = progress or (lambda msg: None)
+    seeds = [int(s) for s in seeds]
+    one_step = dataclasses.replace(cfg, log_every=1)
+    sweep = train.Sweep(spec, one_step, X_train, y_train, X_eval, y_eval, eval_steps=np.arange(cfg.steps + 1))
+    n_rows = np.asarray(X_train).shape[0]
+    schedules = np.stack([train.batch_schedule(train.run_keys(s)[1], cfg.steps, n_rows, cfg.batch_size)
+                          for s in seeds])
+    state, log0 = sweep.init(jnp.full(len(seeds), lr), jnp.asarray(seeds))
+    loss = np.asarray(log0["train_loss"], np.float64)
+    found: dict[int, MatchedRun] = {}
+
+    def take(k: int, step: int, reached: bool, loss_k: float):
+        params = jax.tree.map(lambda a: np.asarray(a[k]), jax.device_get(state["params"]))
+        frozen = bool(state["diverged"][k]) and int(state["diverged_step"][k]) < step
+        found[seeds[k]] = MatchedRun(params, step, reached, frozen, loss_k)
+
+    if not np.isfinite(level):
+        for k in range(len(seeds)):
+            take(k, 0, False, float(loss[k]))
+        return found
+    for k in np.flatnonzero(loss <= level):
+        take(int(k), 0, True, float(loss[k]))
+    for t in range(cfg.steps):
+        if len(found) == len(seeds):
+            break
+        state, log = sweep.interval(state, jnp.asarray(t, jnp.int32), jnp.asarray(schedules[:, t:t + 1]),
+                                    np.ones(1, bool))
+        loss = np.asarray(log["train_loss"], np.float64)[:, 0]
+        for k in np.flatnonzero(loss <= level):
+            if seeds[k] not in found:
+                take(int(k), t + 1, True, float(loss[k]))
+    for k, s in enumerate(seeds):
+        if s not in found:
+            take(k, cfg.steps, False, float(loss[k]))
+    progress(f"matched level {level:.4g}: steps {[found[s].step for s in seeds]}, "
+             f"reached {[found[s].reached for s in seeds]}")
+    return found
