@@ -15,6 +15,7 @@ import dataclasses
 import time
 from collections.abc import Callable, Mapping
 
+import jax
 import numpy as np
 
 from normlab import curvature, landscape, layer_inputs, matched, model, selection, tables, train
@@ -107,6 +108,13 @@ def measure_checkpoint(spec: model.ModelSpec, params: model.Params, X, y, cfg: d
     top2 = None
     if tag in cfg["curvature"]["checkpoints"]:
         rows, densities, top2 = curvature_at(spec, p_c, Xc, y, cfg["curvature"], seed=probe_seed)
+        if dtype != np.float64 and not all(np.isfinite(r["value"]) for r in rows):
+            # e.g. a softmax saturated by raw inputs: curvature ~1e-17 under- and overflows float32 products
+            progress(f"curvature not finite in {dtype}; measured again in float64")
+            p64 = {k: {n: np.asarray(a, np.float64) for n, a in p.items()} for k, p in params.items()}
+            rows, densities, top2 = curvature_at(spec, p64, np.asarray(X, np.float64), y, cfg["curvature"],
+                                                 seed=probe_seed)
+            top2 = jax.tree.map(lambda a: np.asarray(a, dtype), top2)  # the slices' directions, in their dtype
         out["curvature"] = rows
         for d in densities:
             for field in ("grid", "density"):

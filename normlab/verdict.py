@@ -49,7 +49,8 @@ LOSS_RESOLUTION = 1.1  # a final or smoothed mini-batch training loss
 CENSORED_BOUND = 1.0 / math.sqrt(1e-12)  # the bound a censored axis ratio holds (float64 2x2 GGN, landscape.roundness)
 
 SPREAD_METRIC = "rms_spread_p90_p10"  # the spread the rules use (max/min stays in the table)
-LEFT_OUT = {"flat_direction": "containing an exact flat direction (a batch-normalized unit's own weight vector)",
+LEFT_OUT = {"flat_direction": "containing an exact flat direction (a batch-normalized unit's own weights, a "
+                              "layer norm's scale, the softmax's shift)",
             "degenerate": "degenerate (fewer than two distinct live inputs, or a dead unit)"}
 
 

@@ -761,3 +761,14 @@ def test_slq_negative_mass_of_a_model_hessian_is_exact_with_n_steps(monkeypatch)
     assert reported["negative_mass"] == pytest.approx(three, abs=1e-9)
     assert reported["lambda_max"] == pytest.approx(ev[-1], rel=1e-9)
     assert reported["trace"] == pytest.approx(ev.sum(), rel=1e-9, abs=1e-12 * np.abs(ev).max())
+
+
+def test_density_grid_ignores_non_finite_nodes():
+    """A spectrum with a non-finite node (Lanczos on a product that under- or overflowed) still gets a grid
+    around its finite nodes, and the node carries no mass."""
+    grid, sigma = estimators.default_grid(np.array([np.nan, 1.0, 2.0]), num=64)
+    assert np.isfinite(grid).all() and grid.min() < 1.0 < 2.0 < grid.max() and sigma > 0
+    with_nan = estimators.gaussian_density(np.array([[np.nan, 1.0, 2.0]]), np.array([[0.2, 0.4, 0.4]]), grid, sigma)
+    without = estimators.gaussian_density(np.array([[1.0, 2.0]]), np.array([[0.4, 0.4]]), grid, sigma)
+    np.testing.assert_allclose(with_nan, without)
+    assert np.isfinite(estimators.default_grid(np.array([np.nan, np.inf]))[0]).all()

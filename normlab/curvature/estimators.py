@@ -130,6 +130,8 @@ def gaussian_density(nodes, weights, grid, sigma: float) -> np.ndarray:
     weights = np.atleast_2d(np.asarray(weights, np.float64))
     p = weights.shape[0]
     weights = weights.reshape(-1)
+    weights = np.where(np.isfinite(nodes), weights, 0.0)  # a non-finite node carries no mass
+    nodes = np.where(np.isfinite(nodes), nodes, 0.0)
     grid = np.asarray(grid, np.float64)
     out = np.empty_like(grid)
     for i in range(0, grid.size, 256):
@@ -142,11 +144,13 @@ def default_grid(nodes, num: int = 512, sigma_rel: float = 0.01,
                  sigma: float | None = None) -> tuple[np.ndarray, float]:
     """A uniform grid covering all nodes with 6 sigma margins, and sigma (eigenvalue units).
 
-    sigma defaults to ``sigma_rel`` x (max - min node) (a tiny positive value if that range is 0).
+    sigma defaults to ``sigma_rel`` x (max - min node) (a tiny positive value if that range is 0). Non-finite
+    nodes are ignored (a grid around 0 if no node is finite).
     The grid has at least ``num`` points and a step <= sigma / 2, so the broadened density's tails
     outside it hold < 2e-9 of the mass and its trapezoid integral is 1 to ~1e-8.
     """
-    lo, hi = float(np.min(nodes)), float(np.max(nodes))
+    finite = np.asarray(nodes, np.float64)[np.isfinite(nodes)]
+    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
     if sigma is None:
         sigma = sigma_rel * (hi - lo) if hi > lo else 1e-8 * max(1.0, abs(hi))
     num = max(num, int(np.ceil(2 * ((hi - lo) / sigma + 12))) + 1)
