@@ -108,8 +108,10 @@ def measure_checkpoint(spec: model.ModelSpec, params: model.Params, X, y, cfg: d
     top2 = None
     if tag in cfg["curvature"]["checkpoints"]:
         rows, densities, top2 = curvature_at(spec, p_c, Xc, y, cfg["curvature"], seed=probe_seed)
-        if dtype != np.float64 and not all(np.isfinite(r["value"]) for r in rows):
+        if dtype != np.float64 and not all(np.isfinite(r["value"]) for r in rows
+                                           if r["metric"] in ("lambda_max", "trace")):
             # e.g. a softmax saturated by raw inputs: curvature ~1e-17 under- and overflows float32 products
+            # (eff_cond or negative_mass may be NaN by definition, e.g. for a zero trace; they do not count)
             progress(f"curvature not finite in {dtype}; measured again in float64")
             p64 = {k: {n: np.asarray(a, np.float64) for n, a in p.items()} for k, p in params.items()}
             rows, densities, top2 = curvature_at(spec, p64, np.asarray(X, np.float64), y, cfg["curvature"],

@@ -175,3 +175,31 @@ def test_the_matched_checkpoint_is_the_first_update_reaching_the_level():
     np.testing.assert_array_equal(at_init.params["layer1"]["W"], init_W)
     no_level = matched.replay_to_level(spec, cfg, data["X_train"], data["y_train"], X, y, 1.0, [7], float("nan"))[7]
     assert (no_level.step, no_level.reached) == (0, False)
+
+
+def test_curvature_not_finite_in_float32_is_measured_again_in_float64(monkeypatch):
+    """A checkpoint whose float32 curvature has a non-finite lambda_max or trace (products that under- or
+    overflow, e.g. raw inputs saturating the softmax) is measured again in float64; a metric that may be NaN by
+    definition (eff_cond of a zero trace) does not trigger it."""
+    spec, data, sweep, ckpts = _tiny_sweep()
+    cfg = _quick_analysis_config()
+    cfg["curvature"]["dtype"] = "float32"
+    X, y = analysis.analysis_batch(data, 32)
+    params = model.unflatten_params({k.split("/", 1)[1]: v[0] for k, v in ckpts.items() if k.startswith("init/")})
+    calls = []
+
+    def fake_curvature_at(spec_, params_, X_, y_, cfg_, seed=0):
+        calls.append(np.asarray(X_).dtype)
+        bad = np.asarray(X_).dtype == np.float32 and len(calls) == 1 and mode == "lambda"
+        rows = [{"scope": "model", "matrix": "ggn", "metric": "lambda_max", "value": np.nan if bad else 1.0},
+                {"scope": "model", "matrix": "ggn", "metric": "eff_cond", "value": np.nan}]
+        return rows, [], {}
+
+    monkeypatch.setattr(analysis, "curvature_at", fake_curvature_at)
+    for mode, expected in (("lambda", [np.float32, np.float64]), ("eff_cond", [np.float32])):
+        calls.clear()
+        lines = []
+        out = analysis.measure_checkpoint(spec, params, X, y, cfg, "end", lines.append)
+        assert calls == expected, mode
+        assert out["curvature"][0]["value"] == 1.0
+        assert any("measured again in float64" in m for m in lines) == (mode == "lambda")

@@ -564,8 +564,9 @@ def test_lecture_slice_claim_leaves_out_flat_and_degenerate_slices_and_says_so()
                                     slice_row("standardize", "none", "layer1", 100.0, 1, flat_direction=True)])])
     c = V.lecture_slice_claim(t, "init")
     assert c.outcome == "all" and c.cases[0].numbers["ratio_standardized"] == 1.2
-    assert "Left out 3 of 7 slices: 1 containing an exact flat direction (a batch-normalized unit's own weight " \
-           "vector); 2 degenerate (fewer than two distinct live inputs, or a dead unit)." in c.sentence
+    assert "Left out 3 of 7 slices: 1 containing an exact flat direction (a batch-normalized unit's own weights, " \
+           "a layer norm's scale, the softmax's shift); 2 degenerate (fewer than two distinct live inputs, or a " \
+           "dead unit)." in c.sentence
     assert "Seeds for which it held: 2 of 2 in every case." in c.sentence
 
 
