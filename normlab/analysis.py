@@ -86,6 +86,11 @@ def contours_at(spec: model.ModelSpec, params: model.Params, X, y, cfg: dict, de
     return landscape.contour_slices(spec, params, X, y, settings, eig_model=eig_model, eig_layers=layers or None)
 
 
+def _cast(tree, dtype):
+    """Every array of a pytree (parameters, directions) as a numpy array of ``dtype``."""
+    return jax.tree.map(lambda a: np.asarray(a, dtype), tree)
+
+
 def measure_checkpoint(spec: model.ModelSpec, params: model.Params, X, y, cfg: dict, tag: str,
                        progress=None, X_full=None, probe_seed: int = 0) -> dict:
     """Every measurement of one checkpoint on the analysis batch (X, y), as configured by ``cfg`` (the
@@ -103,7 +108,7 @@ def measure_checkpoint(spec: model.ModelSpec, params: model.Params, X, y, cfg: d
     out = {"layer_inputs": summary, "layer_units": units, "curvature": [], "contours": [], "spectra": {},
            "grids": {}}
     dtype = np.dtype(cfg["curvature"]["dtype"])
-    p_c = {k: {n: np.asarray(a, dtype) for n, a in p.items()} for k, p in params.items()}
+    p_c = _cast(params, dtype)
     Xc = np.asarray(X, dtype)
     top2 = None
     if tag in cfg["curvature"]["checkpoints"]:
@@ -113,10 +118,9 @@ def measure_checkpoint(spec: model.ModelSpec, params: model.Params, X, y, cfg: d
             # e.g. a softmax saturated by raw inputs: curvature ~1e-17 under- and overflows float32 products
             # (eff_cond or negative_mass may be NaN by definition, e.g. for a zero trace; they do not count)
             progress(f"curvature not finite in {dtype}; measured again in float64")
-            p64 = {k: {n: np.asarray(a, np.float64) for n, a in p.items()} for k, p in params.items()}
-            rows, densities, top2 = curvature_at(spec, p64, np.asarray(X, np.float64), y, cfg["curvature"],
-                                                 seed=probe_seed)
-            top2 = jax.tree.map(lambda a: np.asarray(a, dtype), top2)  # the slices' directions, in their dtype
+            rows, densities, top2 = curvature_at(spec, _cast(params, np.float64), np.asarray(X, np.float64), y,
+                                                 cfg["curvature"], seed=probe_seed)
+            top2 = _cast(top2, dtype)  # the slices' directions, in the dtype of the slices' parameters
         out["curvature"] = rows
         for d in densities:
             for field in ("grid", "density"):
@@ -186,7 +190,7 @@ def grid_checkpoint(sweep: Mapping, checkpoints: Mapping, tag: str, seed_index: 
     lr_index-th LR: its parameters and whether the run had diverged (and so was frozen) before that step."""
     n_seeds = len(train.grid_axes(sweep)[1])
     r = lr_index * n_seeds + seed_index
-    frozen = bool(sweep["diverged"][r]) and int(sweep["diverged_step"][r]) < step
+    frozen = bool(train.frozen_before(sweep["diverged"][r], sweep["diverged_step"][r], step))
     return Checkpoint(train.checkpoint_from_arrays(checkpoints, tag, seed_index, lr_index), step, frozen)
 
 

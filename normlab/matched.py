@@ -51,15 +51,14 @@ def replay_to_level(spec: model.ModelSpec, cfg: train.TrainConfig, X_train, y_tr
     one_step = dataclasses.replace(cfg, log_every=1)
     sweep = train.Sweep(spec, one_step, X_train, y_train, X_eval, y_eval, eval_steps=np.arange(cfg.steps + 1))
     n_rows = np.asarray(X_train).shape[0]
-    schedules = np.stack([train.batch_schedule(train.run_keys(s)[1], cfg.steps, n_rows, cfg.batch_size)
-                          for s in seeds])
+    schedules = train.seed_batch_schedules(seeds, cfg, n_rows)
     state, log0 = sweep.init(jnp.full(len(seeds), lr), jnp.asarray(seeds))
     loss = np.asarray(log0["train_loss"], np.float64)
     found: dict[int, MatchedRun] = {}
 
     def take(k: int, step: int, reached: bool, loss_k: float):
         params = jax.tree.map(lambda a: np.asarray(a[k]), jax.device_get(state["params"]))
-        frozen = bool(state["diverged"][k]) and int(state["diverged_step"][k]) < step
+        frozen = bool(train.frozen_before(state["diverged"][k], state["diverged_step"][k], step))
         found[seeds[k]] = MatchedRun(params, step, reached, frozen, loss_k)
 
     if not np.isfinite(level):

@@ -158,6 +158,18 @@ def run_keys(seed) -> tuple[jax.Array, jax.Array]:
     return init_key, data_key
 
 
+def seed_batch_schedules(seeds, cfg: TrainConfig, n_rows: int) -> np.ndarray:
+    """``batch_schedule`` of each seed's data key, stacked: (n_seeds, steps, batch_size) row indices, so that a
+    run of seed seeds[i] (trained or replayed) sees the batches of row i."""
+    return np.stack([batch_schedule(run_keys(int(s))[1], cfg.steps, n_rows, cfg.batch_size) for s in seeds])
+
+
+def frozen_before(diverged, diverged_step, step) -> np.ndarray:
+    """Whether a run's parameters after ``step`` updates are the ones it was frozen with: it diverged at an
+    update before ``step`` (numpy broadcasting over runs and steps)."""
+    return np.asarray(diverged, bool) & (np.asarray(diverged_step) < np.asarray(step))
+
+
 class Sweep:
     """Compiled pieces of a sweep for one model and one training set; see ``train_runs``.
 
@@ -295,7 +307,7 @@ def train_runs(spec: model.ModelSpec, cfg: TrainConfig, data: dict, lr_runs, see
 
     n_rows = np.asarray(data["X_train"]).shape[0]
     distinct, seed_index = np.unique(seed_runs, return_inverse=True)
-    schedules = np.stack([batch_schedule(run_keys(int(s))[1], cfg.steps, n_rows, cfg.batch_size) for s in distinct])
+    schedules = seed_batch_schedules(distinct, cfg, n_rows)
 
     start = time.perf_counter()
     state, log0 = sweep.init(jnp.asarray(lr_runs), jnp.asarray(seed_runs))
