@@ -8,8 +8,10 @@ depth 0 is that output layer alone (logistic / softmax or linear regression on t
 Parameters are a dict ``{"layer1": {"W": (n_in, n_out), "b": (n_out,), ...}, ...}``; the same names
 flattened with a dot (``layer1.W``) are the array names of the saved ``.npz`` checkpoints. Every function
 is pure JAX, so parameters with a leading seed axis run through ``jax.vmap`` of it.
+Under ``spec.input_norm == "batchnorm"`` the network first standardizes each input feature with the batch's
+statistics (``network_input``); A[0], the input of layer 1, is that standardized batch.
 Batch norm always uses the statistics of the batch it is given (training mode) unless explicit
-per-layer statistics are passed: there are no running statistics to update, so no analysis pass can
+statistics are passed: there are no running statistics to update, so no analysis pass can
 change them.
 """
 
@@ -41,7 +43,11 @@ def init_params(spec: ModelSpec, key: jax.Array, dtype=jnp.float32) -> Params:
     """He-normal weights (variance 2 / fan_in) for hidden layers, LeCun-normal (1 / fan_in) for the
     linear output layer; zero biases and betas, unit gammas. All weights come from one draw of
     standard normals (layer 1's first, row-major), cut and scaled per layer: one random-number kernel
-    for the whole model, not one per layer to compile."""
+    for the whole model, not one per layer to compile.
+
+    A model of depth 0 (no hidden layer: logistic / softmax or linear regression, a convex loss) starts at
+    zero, whatever the key: the lecture's picture is the cost around W = 0, where every class has
+    probability 1/k."""
     params: Params = {}
     counts = [spec.sizes[l - 1] * spec.sizes[l] for l in range(1, spec.n_layers + 1)]
     z = jax.random.normal(key, (sum(counts),), dtype)
@@ -50,6 +56,8 @@ def init_params(spec: ModelSpec, key: jax.Array, dtype=jnp.float32) -> Params:
         n_in, n_out = spec.sizes[l - 1], spec.sizes[l]
         gain = 2.0 if l < spec.n_layers else 1.0
         W = z[start:start + counts[l - 1]].reshape(n_in, n_out) * jnp.sqrt(gain / n_in).astype(dtype)
+        if spec.depth == 0:
+            W = jnp.zeros_like(W)
         start += counts[l - 1]
         p = {"W": W}
         if has_bias(spec, l):
@@ -73,6 +81,23 @@ def batch_norm(z: jax.Array, gamma: jax.Array, beta: jax.Array, eps: float, stat
     return (z - mean) / jnp.sqrt(var + eps) * gamma + beta
 
 
+def input_batch_stats(X: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Per-feature (mean, biased variance) of a batch X (m, n_features), each (n_features,)."""
+    mean = jnp.mean(X, axis=0)
+    return mean, jnp.mean(jnp.square(X - mean), axis=0)
+
+
+def network_input(spec: ModelSpec, X: jax.Array, input_stats=None) -> jax.Array:
+    """A[0], the input of layer 1, from the batch X (m, n_features): X itself, or under
+    ``spec.input_norm == "batchnorm"`` each feature standardized, (X - mean) / sqrt(var + eps), with the
+    batch's statistics (training mode) or ``input_stats`` = (mean, var), each (n_features,) (e.g. running
+    statistics at test time)."""
+    if spec.input_norm == "none":
+        return X
+    mean, var = input_batch_stats(X) if input_stats is None else input_stats
+    return (X - mean) / jnp.sqrt(var + spec.eps)
+
+
 def layer_norm(z: jax.Array, gamma: jax.Array, beta: jax.Array, eps: float) -> jax.Array:
     """Layer norm: per example, standardize across the n units of ``z`` (m, n), then gamma, beta."""
     mean = jnp.mean(z, axis=1, keepdims=True)
@@ -85,15 +110,17 @@ def activation(spec: ModelSpec, z: jax.Array) -> jax.Array:
     return jax.nn.relu(z) if spec.activation == "relu" else jnp.tanh(z)
 
 
-def forward_with_inputs(spec: ModelSpec, params: Params, X: jax.Array, norm_stats=None):
+def forward_with_inputs(spec: ModelSpec, params: Params, X: jax.Array, norm_stats=None, input_stats=None):
     """Run the network on X (m, n_features).
 
     Returns ``(outputs, layer_inputs, pre_norm)``: outputs (m, n_outputs); layer_inputs[l-1] = A[l-1],
-    the input of layer l (A[0] = X), each (m, sizes[l-1]); pre_norm[l-1] = Z[l] before normalization.
+    the input of layer l (A[0] = ``network_input(spec, X)``: X unless the network normalizes its inputs),
+    each (m, sizes[l-1]); pre_norm[l-1] = Z[l] before normalization.
     ``norm_stats``: optional list of per-hidden-layer (mean, var) used by batch norm instead of the
-    batch statistics (see ``population_stats``).
+    batch statistics (see ``population_stats``); ``input_stats``: the inputs' (mean, var) used instead
+    of the batch's under ``spec.input_norm == "batchnorm"``.
     """
-    a = X
+    a = network_input(spec, X, input_stats)
     layer_inputs, pre_norm = [], []
     for l in range(1, spec.n_layers + 1):
         p = params[f"layer{l}"]
@@ -167,15 +194,17 @@ def outputs_from(spec: ModelSpec, params: Params, l, z: jax.Array) -> jax.Array:
     return affine(params[f"layer{L}"], h)
 
 
-def forward(spec: ModelSpec, params: Params, X: jax.Array, norm_stats=None) -> jax.Array:
-    """Network outputs (m, n_outputs) on X (m, n_features); BN in training mode unless norm_stats."""
-    return forward_with_inputs(spec, params, X, norm_stats)[0]
+def forward(spec: ModelSpec, params: Params, X: jax.Array, norm_stats=None, input_stats=None) -> jax.Array:
+    """Network outputs (m, n_outputs) on X (m, n_features); BN (on hidden layers, and on the inputs under
+    ``spec.input_norm``) in training mode unless norm_stats (input_stats) are given."""
+    return forward_with_inputs(spec, params, X, norm_stats, input_stats)[0]
 
 
-def population_stats(spec: ModelSpec, params: Params, X_ref: jax.Array):
+def population_stats(spec: ModelSpec, params: Params, X_ref: jax.Array, input_stats=None):
     """Per hidden layer (mean, biased var) of Z[l] over the reference batch X_ref with BN in training
-    mode: the fixed statistics used to evaluate a BN model on new data (e.g. test accuracy)."""
-    _, _, pre_norm = forward_with_inputs(spec, params, X_ref)
+    mode: the fixed statistics used to evaluate a BN model on new data (e.g. test accuracy). The inputs
+    are normalized (under ``spec.input_norm``) with ``input_stats`` if given, else with X_ref's own."""
+    _, _, pre_norm = forward_with_inputs(spec, params, X_ref, input_stats=input_stats)
     stats = []
     for z in pre_norm[:-1]:
         mean = jnp.mean(z, axis=0)
@@ -193,14 +222,14 @@ def loss_from_outputs(spec: ModelSpec, out: jax.Array, y: jax.Array) -> jax.Arra
     return jnp.mean(jnp.square(out - target))
 
 
-def loss(spec: ModelSpec, params: Params, X: jax.Array, y: jax.Array, norm_stats=None) -> jax.Array:
-    """J(params) on the batch (X, y), BN in training mode on that batch unless norm_stats."""
-    return loss_from_outputs(spec, forward(spec, params, X, norm_stats), y)
+def loss(spec: ModelSpec, params: Params, X: jax.Array, y: jax.Array, norm_stats=None, input_stats=None) -> jax.Array:
+    """J(params) on the batch (X, y), BN in training mode on that batch unless norm_stats (input_stats)."""
+    return loss_from_outputs(spec, forward(spec, params, X, norm_stats, input_stats), y)
 
 
-def accuracy(spec: ModelSpec, params: Params, X, y, norm_stats=None) -> jax.Array:
-    """Fraction of correctly classified rows (classification losses only)."""
-    return jnp.mean(jnp.argmax(forward(spec, params, X, norm_stats), axis=-1) == y)
+def accuracy(spec: ModelSpec, params: Params, X, y, norm_stats=None, input_stats=None) -> jax.Array:
+    """Fraction of correctly classified rows (classification losses only); statistics as in ``forward``."""
+    return jnp.mean(jnp.argmax(forward(spec, params, X, norm_stats, input_stats), axis=-1) == y)
 
 
 def flatten_params(params: Params) -> dict[str, np.ndarray]:

@@ -32,7 +32,7 @@ import pandas as pd
 
 from normlab.datasets import IMPUTE, TASKS, task_of
 from normlab.errors import DatasetError
-from normlab.variants import INPUTS
+from normlab.variants import DATA_INPUTS
 
 MAX_CATEGORIES = 1000
 
@@ -100,7 +100,8 @@ def apply_input(treatment: str, X_train: np.ndarray, X_test: np.ndarray):
     if treatment == "standardize":
         mean, scale = fit_standardizer(X_train)
         return (X_train - mean) / scale, (X_test - mean) / scale, {"mean": mean, "scale": scale}
-    raise ValueError(f"unknown input treatment {treatment!r}; choose one of {INPUTS}")
+    raise ValueError(f"unknown data input treatment {treatment!r}; choose one of {DATA_INPUTS} (batch norm on "
+                     "the inputs trains on the raw file)")
 
 
 def _names(cols, limit: int = 20) -> str:
@@ -253,7 +254,7 @@ def prepare_dataset(df: pd.DataFrame, entry: dict, target: str, split: dict, tre
                    batch_size=batch_size, name=name)
 
 
-def prepare(df: pd.DataFrame, target: str, test_fraction: float, seed: int, treatments=INPUTS, *,
+def prepare(df: pd.DataFrame, target: str, test_fraction: float, seed: int, treatments=DATA_INPUTS, *,
             task: str = "classification", categorical=(), impute: str = "none", batch_size: int | None = None,
             name: str = "dataset"):
     """Check ``df`` (see :func:`validate`), split it once and apply every input treatment. Returns

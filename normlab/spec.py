@@ -14,6 +14,7 @@ import dataclasses
 import json
 
 NORMS = ("none", "batchnorm", "layernorm")
+INPUT_NORMS = ("none", "batchnorm")  # what the network itself does to its inputs before layer 1
 ACTIVATIONS = ("relu", "tanh")
 LOSSES = ("softmax_cross_entropy", "mse")
 
@@ -24,7 +25,10 @@ class ModelSpec:
 
     sizes: layer widths from input to output, ``[n_features, width, ..., n_outputs]`` (two entries for a
     model with no hidden layer). activation: ``relu`` | ``tanh``. norm: ``none`` | ``batchnorm`` |
-    ``layernorm``. eps: added to the variance inside the normalization. loss: ``softmax_cross_entropy``
+    ``layernorm``. input_norm: ``none`` | ``batchnorm``: the network standardizes its raw inputs per
+    feature with the statistics of each batch (no gamma, no beta; fixed statistics may be passed instead,
+    e.g. running statistics at test time) before layer 1. eps: added to the variance inside the
+    normalization. loss: ``softmax_cross_entropy``
     (mean over examples) | ``mse`` (mean of the squared error over all entries). input: the input
     treatment the model was trained on (``raw`` | ``standardize`` ...), recorded for provenance only:
     specs that differ only in it compare and hash equal, so code compiled with the spec as a static
@@ -36,6 +40,7 @@ class ModelSpec:
     norm: str = "none"
     eps: float = 1e-5
     loss: str = "softmax_cross_entropy"
+    input_norm: str = "none"
     input: str = dataclasses.field(default="raw", compare=False)
 
     def __post_init__(self):
@@ -44,6 +49,8 @@ class ModelSpec:
             raise ValueError(f"sizes must list at least input and output widths >= 1, got {self.sizes}")
         if self.norm not in NORMS:
             raise ValueError(f"norm must be one of {NORMS}, got {self.norm!r}")
+        if self.input_norm not in INPUT_NORMS:
+            raise ValueError(f"input_norm must be one of {INPUT_NORMS}, got {self.input_norm!r}")
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
         if self.loss not in LOSSES:

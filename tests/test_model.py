@@ -236,7 +236,7 @@ def test_model_spec_json_round_trip():
     text = spec.to_json()
     d = json.loads(text)
     assert d == {"sizes": [64, 32, 32, 10], "activation": "tanh", "norm": "batchnorm", "eps": 1e-3, "loss": "mse",
-                 "input": "standardize", "depth": 2}
+                 "input": "standardize", "input_norm": "none", "depth": 2}
     assert M.ModelSpec.from_json(text) == spec and M.ModelSpec.from_json(text).input == "standardize"
     assert spec.depth == 2 and spec.n_layers == 3
     assert spec.to_json() == M.ModelSpec.from_json(text).to_json()  # byte-stable
