@@ -5,7 +5,10 @@ compiled product per model and matrix, one compiled Lanczos step per parameter c
 """
 
 import ast
+import contextlib
+import dataclasses
 import functools
+import logging
 from pathlib import Path
 
 import jax
@@ -772,3 +775,156 @@ def test_density_grid_ignores_non_finite_nodes():
     without = estimators.gaussian_density(np.array([[1.0, 2.0]]), np.array([[0.4, 0.4]]), grid, sigma)
     np.testing.assert_allclose(with_nan, without)
     assert np.isfinite(estimators.default_grid(np.array([np.nan, np.inf]))[0]).all()
+
+
+# --------------------------------------------------------------------------------------------------
+# Scaled operators (S A S) and the largest eigenvalue from runs side by side: what the scale-invariant
+# sharpness of ``analyze_curvature`` runs on (its known answers on models are in tests/test_invariance.py).
+
+
+@contextlib.contextmanager
+def _compiled_programs():
+    """Collects the names of the programs JAX compiles (traces and lowers) inside the block: a list of strings."""
+    names = []
+
+    class Handler(logging.Handler):
+        def emit(self, record):
+            msg = record.getMessage()
+            if msg.startswith("Compiling jit("):
+                names.append(msg[len("Compiling jit("):].split(")")[0])
+
+    handler, logger = Handler(level=logging.DEBUG), logging.getLogger("jax")
+    logger.addHandler(handler)
+    try:
+        with jax.log_compiles(True):
+            yield names
+    finally:
+        logger.removeHandler(handler)
+
+
+def test_scaled_operator_is_s_a_s_and_shares_the_compiled_product(bn_mlp):
+    """``scaled_operator(op, s)`` is diag(s) A diag(s) over op's block (a layer block and the whole model),
+    scaling twice composes, and its products reuse op's compiled product (no new program with the model)."""
+    mlp = bn_mlp
+    spec, params, X, y = mlp["spec"], mlp["params"], mlp["X"], mlp["y"]
+    full = mlp["dense"]["hessian"]
+    s = np.random.default_rng(1).uniform(0.2, 5.0, full.shape[0])
+    for scope in ("model", "layer2"):
+        op = C.model_operator(spec, params, X, y, "hessian", scope)
+        idx = op.indices
+        C.dense_matrix(op, **B1)  # the product of this batch width is compiled
+        sop = C.scaled_operator(op, s)
+        expected = s[idx, None] * full[np.ix_(idx, idx)] * s[None, idx]
+        with _compiled_programs() as compiled:
+            np.testing.assert_allclose(C.dense_matrix(sop, **B1), expected, rtol=1e-12,
+                                       atol=1e-13 * np.abs(expected).max())
+        assert "_matmat" not in compiled
+        v = np.random.default_rng(2).normal(size=op.n)
+        np.testing.assert_allclose(np.asarray(sop(v)), expected @ v, rtol=1e-10, atol=1e-12 * np.abs(expected).max())
+        twice = C.dense_matrix(C.scaled_operator(sop, 1.0 / s), **B1)
+        np.testing.assert_allclose(twice, full[np.ix_(idx, idx)], rtol=1e-10, atol=1e-12 * np.abs(full).max())
+    with pytest.raises(ValueError, match="flat coordinates"):
+        C.scaled_operator(op, s[:-1])
+
+
+def test_lanczos_lambda_max_from_runs_side_by_side():
+    """A chosen spectrum (top 7.0, a close second 6.9): exact once the runs' union spans the space (r runs of n / r
+    steps: the union is the block Krylov space); with fewer steps the union's Ritz value is a lower bound at least
+    as good as the best run's own; a longer allocation gives the same numbers; two identical runs (a singular Gram
+    matrix) give no spurious value above lambda_max."""
+    n = 24
+    rng = np.random.default_rng(4)
+    U, _ = np.linalg.qr(rng.normal(size=(n, n)))
+    lam = np.concatenate([[7.0, 6.9], np.linspace(-2.0, 3.0, n - 2)])
+    A = (U * lam) @ U.T
+    key = np.array([0, 5], np.uint32)
+    for runs in (1, 2, 3):  # the union drops the nearly shared directions of the runs (Gram cutoff): 1e-8, not 1e-15
+        assert C.lanczos_lambda_max(lambda v: A @ v, key, n, runs=runs, n=n) == pytest.approx(7.0, rel=1e-8)
+    few = C.lanczos_lambda_max(lambda v: A @ v, key, 6, runs=2, n=n)
+    assert few == pytest.approx(C.lanczos_lambda_max(lambda v: A @ v, key, 6, runs=2, n=n, alloc_steps=20), rel=1e-13)
+    sp = C.operators._space(lambda v: A @ v, n, None)
+    rg = krylov.host_rng(key, 3)
+    alpha, beta, Q = krylov._run_lanczos(sp, krylov._random_rows(rg, sp.mask_np, 2, "normal"), rg, 3)
+    own = np.max(krylov.tridiag_eigh(alpha, beta)[0][:, -1])
+    assert own - 1e-12 <= few <= 7.0 + 1e-12
+    assert few == pytest.approx(krylov.union_ritz_max(alpha, beta, Q, 2.2e-16), rel=1e-14)
+    v0 = rng.normal(size=(1, n))
+    for twin in (v0, v0 + 1e-9 * rng.normal(size=(1, n))):  # the same start, and one 1e-9 away
+        alpha, beta, Q = krylov._run_lanczos(sp, np.concatenate([v0, twin]), rg, 4)
+        single = krylov.tridiag_eigh(alpha[:1], beta[:1])[0][0, -1]
+        assert krylov.union_ritz_max(alpha, beta, Q, 2.2e-16) == pytest.approx(single, rel=1e-8)
+
+
+def test_invariant_sharpness_compiles_no_product_and_no_lanczos_step():
+    """The rows lambda_max(S A S) of ``analyze_curvature`` run the programs its spectra compiled: the same product
+    (as many vectors at a time) and the same Lanczos step (the SLQ runs' state length), whole-model products and
+    products from the layer up alike; only the two elementwise scalings are new."""
+    spec, params, X, y = _equal_width_problem("batchnorm", "softmax_cross_entropy")
+    kw = {"top_k": 2, "num_steps": 8, "slq_probes": 2, "trace_probes": 2, "batch_size": 2, "dense_max_params": 0,
+          "layer_products": True}
+    C.analyze_curvature(spec, params, X, y, **kw)
+    with _compiled_programs() as compiled:
+        rows = C.analyze_curvature(spec, _perturbed_params(spec, 9), X, y, invariant_steps=6, **kw).rows
+    assert sum(r["matrix"].endswith("_invariant") for r in rows) == 2 * 4  # model, layers 1-3
+    assert "_matmat" not in compiled and "_lanczos_step" not in compiled and "_lanczos_block_step" not in compiled
+
+
+def test_invariant_rows_from_the_layer_up_equal_the_whole_model_products():
+    """lambda_max(S A S) of the hidden layers' blocks: the same from ``layer_operator``'s products as from the masked
+    whole-model products (same start vectors)."""
+    spec, params, X, y = _equal_width_problem("batchnorm", "softmax_cross_entropy")
+    kw = {"top_k": 1, "num_steps": 10, "slq_probes": 2, "trace_probes": 2, "batch_size": 2, "dense_max_params": 0,
+          "invariant_steps": 8}
+    results = [C.analyze_curvature(spec, params, X, y, layer_products=flag, **kw) for flag in (True, False)]
+    rows = [{(r["scope"], r["matrix"]): r["value"] for r in res.rows if r["matrix"].endswith("invariant")}
+            for res in results]
+    assert sorted(rows[0]) == sorted(rows[1]) and len(rows[0]) == 8
+    for k, v in rows[0].items():
+        assert v == pytest.approx(rows[1][k], rel=1e-8), k
+
+
+# --------------------------------------------------------------------------------------------------
+# Batch norm on the inputs: layer 1's input is the standardized batch in every curvature path
+
+
+def _input_bn_problem(sizes, norm="none"):
+    """A tanh model that standardizes its raw inputs with the batch's statistics (``input_norm="batchnorm"``), on
+    raw features with scales 1 : 100 : 0.01 and offsets, and the flat Hessian of ``model.loss`` (``jax.hessian``)."""
+    spec = M.ModelSpec(sizes, activation="tanh", norm=norm, eps=1e-3, input_norm="batchnorm")
+    rng = np.random.default_rng(6)
+    X = jnp.asarray(rng.normal(size=(20, sizes[0])) * np.array([1.0, 100.0, 0.01]) + np.array([5.0, -300.0, 0.0]))
+    y = jnp.asarray(rng.integers(0, sizes[-1], 20))
+    params = _perturbed_params(spec, 8)
+    flat, unravel = ravel_pytree(params)
+    H = np.asarray(jax.jit(jax.hessian(lambda t: M.loss(spec, unravel(t), X, y)))(flat))
+    raw = dataclasses.replace(spec, input_norm="none")
+    H_raw = np.asarray(jax.jit(jax.hessian(lambda t: M.loss(raw, unravel(t), X, y)))(flat))
+    return spec, params, X, y, H, H_raw
+
+
+def test_input_batchnorm_blocks_equal_the_hessian_of_the_loss():
+    """Input BN: layer 1's block (whole-model products), layer 2's (products from layer 2 up, A[1] from the normalized
+    inputs), the output layer's closed form, and a depth-0 model's only block (the output layer on the normalized
+    inputs) equal the blocks of ``jax.hessian`` of ``model.loss``, which differ from those of the same parameters
+    on the raw inputs (so a path that fed X itself to layer 1 would fail)."""
+    spec, params, X, y, H, H_raw = _input_bn_problem((3, 5, 5, 4), "batchnorm")
+    for l in (1, 2, 3):
+        full = C.model_operator(spec, params, X, y, "hessian", f"layer{l}")
+        idx = full.indices
+        blocks = {"model_operator": C.dense_matrix(full, **B1)}
+        if C.layer_operator_applies(spec, l):
+            blocks["layer_operator"] = C.dense_matrix(C.layer_operator(spec, params, X, y, "hessian", l), **B1)
+        if l == spec.n_layers:
+            blocks["output_layer_matrix"] = C.output_layer_matrix(spec, params, X, y)
+        expected = H[np.ix_(idx, idx)]
+        assert np.abs(H_raw[np.ix_(idx, idx)] - expected).max() > 1e-2 * np.abs(expected).max()
+        for how, block in blocks.items():
+            np.testing.assert_allclose(block, expected, rtol=1e-9, atol=1e-11 * np.abs(expected).max(),
+                                       err_msg=f"layer{l} {how}")
+    spec0, params0, X0, y0, H0, H0_raw = _input_bn_problem((3, 4))
+    assert np.abs(H0_raw - H0).max() > 1e-2 * np.abs(H0).max()
+    np.testing.assert_allclose(C.output_layer_matrix(spec0, params0, X0, y0), H0, rtol=1e-9,
+                               atol=1e-12 * np.abs(H0).max())
+    rows = C.analyze_curvature(spec0, params0, X0, y0, top_k=2, batch_size=1).rows
+    lam = {(r["scope"], r["matrix"]): r["value"] for r in rows if r["metric"] == "lambda_max"}
+    assert lam[("layer1", "hessian")] == pytest.approx(np.linalg.eigvalsh(H0)[-1], rel=1e-9)

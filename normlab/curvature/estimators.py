@@ -16,7 +16,7 @@ import jax
 import numpy as np
 
 from normlab.curvature.krylov import EigResult, _eig_result, _random_rows, _ritz, _run_lanczos, host_rng, tridiag_eigh
-from normlab.curvature.operators import _matmat, _pad_rows, _space
+from normlab.curvature.operators import _pad_rows, _space
 
 
 class TraceEstimate(NamedTuple):
@@ -61,14 +61,14 @@ def hutchinson_trace(matvec, key: jax.Array, num_probes: int = 64, *, batch_size
         if basis_trace is None:
             E = np.zeros((U.shape[0], sp.mask_np.shape[0]), U.dtype)
             E[:, sp.indices] = U
-            basis_trace = float(np.sum(E * np.asarray(_matmat(sp.matvec, E))))
+            basis_trace = float(np.sum(E * np.asarray(sp.products(E))))
         offset = float(basis_trace)
     batches = [Z[i:i + b] for i in range(0, Z.shape[0], b)]
     # without rtol every product is dispatched before any is read back; with it, one batch at a time
-    products = [_matmat(sp.matvec, V) for V in batches] if rtol is None else None
+    products = [sp.products(V) for V in batches] if rtol is None else None
     s = np.zeros(0, Z.dtype)
     for j, V in enumerate(batches):
-        W = _matmat(sp.matvec, V) if products is None else products[j]
+        W = sp.products(V) if products is None else products[j]
         s = np.concatenate([s, np.sum(V * np.asarray(W), axis=1) + offset])[:num_probes]
         if rtol is not None and j > 0 and np.std(s, ddof=1) / np.sqrt(s.size) <= rtol * abs(np.mean(s)):
             break
@@ -180,7 +180,7 @@ def dense_matrix(matvec, *, batch_size: int = 8, n: int | None = None, dtype=Non
     for i in range(0, idx.size, b):  # all products dispatched before any is read back
         E = np.zeros((b, N), dtype)
         E[np.arange(b), idx[i:i + b]] = 1
-        products.append(_matmat(sp.matvec, E))
+        products.append(sp.products(E))
     A = np.concatenate([np.asarray(P)[:, sp.indices] for P in products])[: sp.n]
     return 0.5 * (A + A.T)
 

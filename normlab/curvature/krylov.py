@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from normlab.curvature.operators import CurvatureOperator, _embed, _matmat, _Space, _space
+from normlab.curvature.operators import CurvatureOperator, _embed, _Space, _space
 
 # A block's recurrence runs in its own coordinates (R^n) when the model has at least this many parameters,
 # else in the model's (R^N). The full reorthogonalization reads Q four times a step, so for a large model a
@@ -121,33 +121,36 @@ def _stopped(stop, alpha, beta, j: int, num_steps: int) -> bool:
     return stop is not None and j + 1 < num_steps and bool(stop(np.array(alpha)[:, :j + 1], np.array(beta)[:, :j + 1]))
 
 
-def _run_lanczos(sp: _Space, V0, rng: np.random.Generator, num_steps: int, stop=None):
+def _run_lanczos(sp: _Space, V0, rng: np.random.Generator, num_steps: int, stop=None, alloc_steps: int | None = None):
     """Lanczos from the rows of V0 (B, N) (masked and normalized here); Q (B, m + 1, n) in block
     coordinates. rng draws the restart material. The products are in R^N; the recurrence in R^n
     (``LANCZOS_BLOCK_MIN_N``) or in R^N. ``stop(alpha, beta)`` (numpy (B, j)), if given, is asked after
-    every step and ends the run early (m = j) when it returns True."""
+    every step and ends the run early (m = j) when it returns True. ``alloc_steps`` (>= num_steps): the
+    state is allocated for that many steps and num_steps of them run, so that a shorter run reuses the
+    step program compiled for a longer one (the shapes of the state are the program's)."""
     R = _random_rows(rng, sp.mask_np, V0.shape[0], "normal")
+    alloc = num_steps if alloc_steps is None else max(int(alloc_steps), num_steps)
     m = num_steps
     if sp.n == sp.mask_np.shape[0] or sp.mask_np.shape[0] < LANCZOS_BLOCK_MIN_N:
-        Q, alpha, beta, anorm, q = _lanczos_init(V0, sp.mask_np, num_steps=num_steps)
+        Q, alpha, beta, anorm, q = _lanczos_init(V0, sp.mask_np, num_steps=alloc)
         for j in range(num_steps):
-            Q, alpha, beta, anorm, q = _lanczos_step(Q, alpha, beta, anorm, _matmat(sp.matvec, q), j, R)
+            Q, alpha, beta, anorm, q = _lanczos_step(Q, alpha, beta, anorm, sp.products(q), j, R)
             if _stopped(stop, alpha, beta, j, num_steps):
                 m = j + 1
                 break
         return np.asarray(alpha)[:, :m], np.asarray(beta)[:, :m], np.asarray(Q)[:, : m + 1, sp.indices]
     idx = sp.indices
-    Q, alpha, beta, anorm, q = _lanczos_init(np.asarray(V0)[:, idx], sp.mask_np[idx], num_steps=num_steps)
+    Q, alpha, beta, anorm, q = _lanczos_init(np.asarray(V0)[:, idx], sp.mask_np[idx], num_steps=alloc)
     q_full = np.zeros((q.shape[0], sp.mask_np.shape[0]), q.dtype)
     q_full[:, idx] = q
     indices, R = jnp.asarray(idx), jnp.asarray(R[:, idx])
     for j in range(num_steps):
-        Q, alpha, beta, anorm, q, q_full = _lanczos_block_step(Q, alpha, beta, anorm, _matmat(sp.matvec, q_full), j,
+        Q, alpha, beta, anorm, q, q_full = _lanczos_block_step(Q, alpha, beta, anorm, sp.products(q_full), j,
                                                                R, indices)
         if _stopped(stop, alpha, beta, j, num_steps):
             m = j + 1
             break
-    return np.asarray(alpha)[:, :m], np.asarray(beta)[:, :m], Q if m == num_steps else Q[:, : m + 1]
+    return np.asarray(alpha)[:, :m], np.asarray(beta)[:, :m], Q if m == alloc else Q[:, : m + 1]
 
 
 def lanczos(matvec, v0: jax.Array, num_steps: int, key: jax.Array | None = None) -> LanczosResult:
@@ -267,3 +270,63 @@ def top_eigenpairs(matvec, k: int, key: jax.Array, *, num_steps: int | None = No
     rng = host_rng(key)
     alpha, beta, Q = _run_lanczos(sp, _random_rows(rng, sp.mask_np, 1, "normal"), rng, m, stop)
     return _eig_result(*_ritz(alpha, beta, Q, k=k), alpha, Q)  # stop waits for k steps: alpha has >= k
+
+
+def _extended_tridiagonal(alpha, beta) -> np.ndarray:
+    """The (m + 1, m) matrix T~ of one Lanczos run (alpha, beta (m,)): A Q[:m]^T = Q[:m + 1]^T T~, the
+    tridiagonal T with the row beta[m - 1] e_m^T below it (numpy, float64)."""
+    m = alpha.shape[0]
+    T = np.zeros((m + 1, m))
+    i = np.arange(m)
+    T[i, i] = alpha
+    T[i[1:], i[:-1]] = beta[: m - 1]
+    T[i[:-1], i[1:]] = beta[: m - 1]
+    T[m, m - 1] = beta[m - 1]
+    return T
+
+
+def union_ritz_max(alpha, beta, Q, eps: float) -> float:
+    """The largest Ritz value of A on the union of B Lanczos runs' subspaces, with no product: alpha, beta
+    (B, m) and Q (B, m + 1, n) of ``_run_lanczos``. Each run satisfies A Q_b[:m]^T = Q_b[:m + 1]^T T~_b
+    (``_extended_tridiagonal``; full reorthogonalization, a breakdown's residual <= sqrt(eps) ||A|| dropped),
+    so on V = [Q_1[:m]; ...; Q_B[:m]] (B m rows, not mutually orthogonal across runs) the projected matrix
+    V A V^T and the Gram matrix V V^T come from the stored vectors. The Rayleigh-Ritz problem keeps the Gram
+    eigendirections above sqrt(eps) times the largest (nearly shared directions of two runs would amplify the
+    rounding of A's products, eps ||A||, by the inverse of their Gram eigenvalue). The union of the Krylov
+    spaces of the B start vectors is the block Krylov space: B runs of m steps give a subspace of B m
+    dimensions, whose top Ritz value is >= each run's own (float64, on the host)."""
+    alpha, beta, Q = (np.asarray(x, np.float64) for x in (alpha, beta, Q))
+    B, m = alpha.shape
+    V = Q[:, :m].reshape(B * m, -1)
+    AV = np.concatenate([Q[b].T @ _extended_tridiagonal(alpha[b], beta[b]) for b in range(B)], axis=1)  # (n, B m)
+    P = V @ AV
+    P = 0.5 * (P + P.T)
+    g, U = np.linalg.eigh(V @ V.T)
+    keep = g > np.sqrt(eps) * g[-1]
+    W = U[:, keep] / np.sqrt(g[keep])
+    return float(np.linalg.eigvalsh(W.T @ P @ W)[-1])
+
+
+def lanczos_lambda_max(matvec, key: jax.Array, num_steps: int, *, runs: int = 1, alloc_steps: int | None = None,
+                       n: int | None = None, dtype=None) -> float:
+    """The largest eigenvalue of a symmetric operator from a Krylov subspace of ``num_steps`` dimensions
+    (clipped to n), built by ``runs`` Lanczos runs side by side from Gaussian start vectors drawn from
+    ``key``, each of ceil(num_steps / runs) steps: ``runs`` vectors go through the operator at a time (the
+    width of a compiled product, e.g. SLQ's), so the subspace costs num_steps products in num_steps / runs
+    calls. The Ritz value on the union of the runs' subspaces (``union_ritz_max``): a lower bound of
+    lambda_max up to rounding, exact once the subspace holds A's top eigenvector. ``alloc_steps``: allocate
+    the recurrence's state for that many steps (clipped to n) and run fewer, so that the step program compiled
+    for a longer run of the same width (e.g. SLQ's) serves. NaN when the recurrence is not finite. n, dtype:
+    only for a plain function."""
+    sp = _space(matvec, n, dtype)
+    runs = max(1, int(runs))
+    m = int(min(-(-int(num_steps) // runs), sp.n))
+    alloc = m if alloc_steps is None else int(min(max(int(alloc_steps), m), sp.n))
+    rng = host_rng(key, 3)
+    alpha, beta, Q = _run_lanczos(sp, _random_rows(rng, sp.mask_np, runs, "normal"), rng, m, alloc_steps=alloc)
+    alpha, beta = np.asarray(alpha), np.asarray(beta)
+    if not (np.all(np.isfinite(alpha)) and np.all(np.isfinite(beta))):
+        return float("nan")
+    if runs == 1:
+        return float(tridiag_eigh(alpha, beta)[0][0, -1])
+    return union_ritz_max(alpha, beta, Q, float(jnp.finfo(sp.dtype).eps))

@@ -4,6 +4,15 @@ output layer's block in closed form (``output_layer_matrix``).
 
 Scopes name blocks of ``model.init_params``'s pytree (``normlab.curvature.operators``): ``model`` (every
 parameter), ``layer<l>`` (W and b of layer l), ``norm<l>`` (gamma and beta of hidden layer l).
+
+The scale-invariant curvature S A S (``invariant_operator``), S = diag of the norms of the weight groups that
+batch norm or layer norm make scale-invariant (``normlab.invariance``), is the curvature with every group
+measured in units of its own norm: unchanged when a group is rescaled, where A itself scales as 1 / c^2.
+
+The network's input goes through ``model.forward`` / ``model.forward_with_inputs`` everywhere (a model with
+``spec.input_norm == "batchnorm"`` standardizes X with the batch's statistics before layer 1): the products
+of the whole model run ``model.loss`` / ``model.forward`` on X, and the blocks computed from a layer up take
+that layer's input from ``layer_inputs.network_layer_inputs`` (``model.forward_with_inputs``'s A[l-1]).
 """
 
 from __future__ import annotations
@@ -14,9 +23,10 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.flatten_util import ravel_pytree
 from jax.tree_util import Partial
 
-from normlab import layer_inputs
+from normlab import invariance, layer_inputs
 from normlab import model as nlmodel
 from normlab.curvature.operators import (
     BlockSpec,
@@ -24,6 +34,7 @@ from normlab.curvature.operators import (
     _Masked,
     ggn_operator,
     hessian_operator,
+    scaled_operator,
 )
 from normlab.spec import ModelSpec, equal_hidden_widths, has_affine_norm, has_bias, layer_names
 
@@ -82,6 +93,27 @@ def model_operator(spec: ModelSpec, params, X, y, matrix: str, block: BlockSpec 
     if matrix == "ggn":
         return ggn_operator(SpecForward(spec), SpecOuter(spec), params, block, (X,), (y,))
     raise ValueError(f"matrix must be one of {MATRICES}, got {matrix!r}")
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _flat_scale(spec: ModelSpec, params):
+    return ravel_pytree(invariance.scale_tree(spec, params))[0]
+
+
+def invariant_scale(spec: ModelSpec, params) -> np.ndarray:
+    """The diagonal of S (N,) in the flat parameter order (``ravel_pytree(params)``, the operators' order):
+    each entry of an invariant group holds the group's norm, every other entry 1 (``invariance.scale_tree``),
+    numpy in params' dtype. One compiled program per model shape."""
+    dtype = np.dtype(jnp.result_type(*jax.tree_util.tree_leaves(params)))
+    return np.asarray(_flat_scale(spec, params), dtype)
+
+
+def invariant_operator(spec: ModelSpec, params, op: CurvatureOperator) -> CurvatureOperator:
+    """S A S over op's block, A the curvature operator ``op`` of the model (``model_operator`` or
+    ``layer_operator`` at ``params``) and S = diag(``invariant_scale(spec, params)``). Its products run op's
+    compiled product (``operators.scaled_operator``). Units: loss units (the group coordinates are
+    measured in units of the group's norm; the coordinates outside every group keep theirs)."""
+    return scaled_operator(op, invariant_scale(spec, params))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -20,6 +20,9 @@ imports normlab's model.
   parameter value. Reuse needs the same loss *object* (or one equal by value): pass data through ``args``
   rather than closing over it. A kernel may also compute a block's products from fewer operations than
   the whole model's (``normlab.curvature.mlp.layer_operator``); the operator is the same.
+* A **scaled** operator S A S (``scaled_operator``, S a diagonal in the flat coordinates, e.g. the norms of
+  scale-invariant weight groups) runs A's compiled product between two elementwise scalings, so it compiles
+  nothing that contains the model.
 """
 
 from __future__ import annotations
@@ -197,6 +200,21 @@ def _matmat(matvec, V):
     return jax.vmap(matvec)(V)
 
 
+@jax.jit
+def _scale_rows(V, scale):
+    """V (b, N) times the diagonal scale (N,), row by row."""
+    return V * scale
+
+
+def _products(matvec, scale, V):
+    """A V for the rows of V (b, N), A the operator ``matvec`` or, with ``scale`` (N,), S A S with S =
+    diag(scale): the scaling runs outside ``_matmat``, so a scaled operator shares the unscaled one's
+    compiled product."""
+    if scale is None:
+        return _matmat(matvec, V)
+    return _scale_rows(_matmat(matvec, _scale_rows(V, scale)), scale)
+
+
 @dataclasses.dataclass(frozen=True)
 class CurvatureOperator:
     """A symmetric n x n curvature matrix of one parameter block, available only through products.
@@ -204,8 +222,9 @@ class CurvatureOperator:
     matvec: ``jax.tree_util.Partial``, (N,) -> (N,), the block's matrix embedded in the full flat
     parameter space (zero outside the block), jit-compatible. mask: (N,) 1 on the block, 0 elsewhere.
     x0: (n,) the block's parameters, flat (numpy). names: the block's leaf names. indices: (n,) int, position of
-    each block coordinate in ``ravel_pytree(params)`` (N,). Calling the operator works in block
-    coordinates: v (n,) -> (n,).
+    each block coordinate in ``ravel_pytree(params)`` (N,). scale: None, or (N,) the diagonal of S in the
+    model's flat coordinates: the operator is then S A S (``scaled_operator``; its products run A's compiled
+    program between two elementwise scalings). Calling the operator works in block coordinates: v (n,) -> (n,).
     """
 
     matvec: Partial
@@ -215,6 +234,7 @@ class CurvatureOperator:
     indices: np.ndarray
     treedef: Any
     leaf_shapes: tuple[tuple[int, ...], ...]
+    scale: jax.Array | None = None
 
     @property
     def n(self) -> int:
@@ -236,7 +256,7 @@ class CurvatureOperator:
 
     def matmat(self, V: jax.Array) -> jax.Array:
         """Products with a batch of block vectors, V (b, n) -> (b, n) (rows are vectors); vmapped."""
-        return _matmat(self.matvec, _embed(self.mask, self.indices, jnp.asarray(V)))[:, self.indices]
+        return _products(self.matvec, self.scale, _embed(self.mask, self.indices, jnp.asarray(V)))[:, self.indices]
 
     def embed(self, v: jax.Array) -> np.ndarray:
         """Block vector (n,) -> full flat vector (N,), zeros outside the block (numpy, on the host)."""
@@ -305,6 +325,17 @@ def ggn_operator(f: Callable, outer_loss: Callable, params, block: BlockSpec = N
     return _operator(_GGNKernel(f, outer_loss, *_structure(params)), params, block, args, outer_args)
 
 
+def scaled_operator(op: CurvatureOperator, scale) -> CurvatureOperator:
+    """S A S over op's block, A = op's matrix and S = diag(scale), scale (N,) in the model's flat coordinates
+    (``ravel_pytree(params)`` order; only its block entries matter). On an operator that is already scaled by
+    S', the result is S S' A S' S. Its products run op's compiled product between two elementwise scalings
+    (no new program containing the model). Units: A's times scale's squared."""
+    scale = jnp.asarray(np.asarray(scale, op.dtype))
+    if scale.shape != (op.N,):
+        raise ValueError(f"scale must be ({op.N},), the model's flat coordinates, got {scale.shape}")
+    return dataclasses.replace(op, scale=scale if op.scale is None else op.scale * scale)
+
+
 def hvp(loss_fn: Callable, params, v, args: tuple = ()):
     """Hessian-vector product as pytrees: H v for ``loss_fn(params, *args)``, v shaped like params.
     Runs through ``hessian_operator`` (so it shares that operator's compiled product)."""
@@ -324,12 +355,18 @@ def ggn_vp(f: Callable, outer_loss: Callable, params, v, args: tuple = (), outer
 
 
 class _Space(NamedTuple):
-    """matvec on R^N, mask (N,) of the block (device and numpy), indices (n,) of the block."""
+    """matvec on R^N, mask (N,) of the block (device and numpy), indices (n,) of the block, and the diagonal
+    scale (N,) of a scaled operator (None: unscaled). ``products`` applies the operator to rows (b, N)."""
 
     matvec: Partial
     mask: jax.Array
     indices: np.ndarray
     mask_np: np.ndarray
+    scale: jax.Array | None = None
+
+    def products(self, V):
+        """The operator applied to the rows of V (b, N): (b, N)."""
+        return _products(self.matvec, self.scale, V)
 
     @property
     def n(self) -> int:
@@ -346,7 +383,7 @@ def _space(matvec, n: int | None, dtype) -> _Space:
     if isinstance(matvec, CurvatureOperator):
         if dtype is not None and jnp.dtype(dtype) != matvec.dtype:
             raise ValueError(f"operator dtype is {matvec.dtype}, got dtype={dtype}")
-        return _Space(matvec.matvec, matvec.mask, matvec.indices, np.asarray(matvec.mask))
+        return _Space(matvec.matvec, matvec.mask, matvec.indices, np.asarray(matvec.mask), matvec.scale)
     if n is None:
         raise ValueError("n is required unless matvec is a CurvatureOperator")
     if dtype is None:

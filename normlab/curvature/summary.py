@@ -1,5 +1,6 @@
 """The per-checkpoint curvature summary of a normlab model (``analyze_curvature``): one ``Spectrum`` per
-(scope, matrix), its tidy rows and densities, and the cost policy that picks how each block is computed
+(scope, matrix), its tidy rows and densities, the scale-invariant sharpness lambda_max(S A S) of the
+normalized models (``invariant_lambda_max``), and the cost policy that picks how each block is computed
 (dense or iterative, closed form for the output layer, whole-model or layer products).
 """
 
@@ -14,25 +15,27 @@ import numpy as np
 
 from normlab.curvature.estimators import (
     default_grid,
-    dense_eigh,
+    dense_matrix,
     eff_cond,
     gaussian_density,
     hutchinson_trace,
     negative_mass,
     slq,
 )
-from normlab.curvature.krylov import _child_key
+from normlab.curvature.krylov import _child_key, lanczos_lambda_max
 from normlab.curvature.mlp import (
     MATRICES,
     SpecLoss,
     _loss_value,
+    invariant_scale,
     layer_operator,
     layer_operator_applies,
     model_operator,
     model_scopes,
     output_layer_matrix,
 )
-from normlab.curvature.operators import CurvatureOperator
+from normlab.curvature.operators import CurvatureOperator, scaled_operator
+from normlab.invariance import invariant_layers
 from normlab.spec import ModelSpec, layer_param_count, matmul_flops
 
 
@@ -80,16 +83,28 @@ def spectrum(op: CurvatureOperator, key: jax.Array, top_k: int = 5, dense_max_pa
     trace exact, the probes estimate the rest: same products, a smaller standard error). All products go
     ``min(batch_size, slq_probes)`` vectors at a time, so the model's product is compiled once.
     """
+    return _spectrum(op, key, top_k, dense_max_params, num_steps, trace_probes, slq_probes, batch_size)[0]
+
+
+def _product_width(batch_size: int, slq_probes: int) -> int:
+    """How many vectors ``spectrum`` sends through the operator at a time (its compiled product's batch)."""
+    return max(1, min(batch_size, slq_probes))
+
+
+def _spectrum(op: CurvatureOperator, key, top_k, dense_max_params, num_steps, trace_probes, slq_probes,
+              batch_size) -> tuple[Spectrum, np.ndarray | None]:
+    """``spectrum`` and, for a dense block, the dense matrix (n, n) it was decomposed from (else None)."""
     n = op.n
-    b = max(1, min(batch_size, slq_probes))
+    b = _product_width(batch_size, slq_probes)
     if n <= dense_max_params:
-        return dense_spectrum(*dense_eigh(op, batch_size=b), top_k)
+        A = dense_matrix(op, batch_size=b)
+        return dense_spectrum(*np.linalg.eigh(A), top_k), A
     q = slq(op, key, slq_probes, num_steps, batch_size=b, top_k=top_k)
     tr = hutchinson_trace(op, key, trace_probes, batch_size=b, basis=q.top.basis, basis_trace=q.top.basis_trace)
     top = np.asarray(q.top.values)
     return Spectrum(n, False, float(top[0]), float(tr.trace), float(tr.stderr),
                     top, np.asarray(q.top.vectors), negative_mass(q.nodes, q.weights),
-                    np.asarray(q.nodes), np.asarray(q.weights))
+                    np.asarray(q.nodes), np.asarray(q.weights)), None
 
 
 @dataclasses.dataclass
@@ -166,6 +181,42 @@ def layer_products_pay(spec: ModelSpec, m: int, scopes: Sequence[str], n_matrice
     return products * n_matrices * matmul_flops(spec, m) >= LAYER_OPERATOR_MIN_FLOPS
 
 
+def invariant_scopes(spec: ModelSpec, scopes: Sequence[str]) -> list[str]:
+    """The scopes of ``scopes`` that get a scale-invariant lambda_max: ``model`` and each hidden layer
+    ``layer<l>`` with invariant groups (``normlab.invariance.invariant_layers``); none for a model without
+    batch norm or layer norm on its hidden layers."""
+    layers = invariant_layers(spec)
+    if not layers:
+        return []
+    wanted = {"model"} | {f"layer{l}" for l in layers}
+    return [sc for sc in scopes if sc in wanted]
+
+
+def invariant_lambda_max(op: CurvatureOperator, scale: np.ndarray, key, num_steps: int, *, batch_size: int = 1,
+                         alloc_steps: int | None = None, dense: np.ndarray | None = None,
+                         lambda_max: float | None = None) -> float:
+    """lambda_max(S A S) over op's block, A op's matrix and S = diag(scale), scale (N,) in the model's flat
+    order (``mlp.invariant_scale``). Units: A's times scale's squared (loss units on the invariant groups).
+
+    The cheapest route first: ``dense`` (n, n), A's block already built (a dense spectrum), gives s A s
+    exactly (s = the block's entries of scale); on a block where scale is one constant c (a layer-norm layer's
+    W and b: one group) S A S = c^2 A, so c^2 ``lambda_max`` (A's, already measured, with its accuracy).
+    Otherwise ``lanczos_lambda_max`` on ``scaled_operator(op, scale)``: a Krylov subspace of ``num_steps``
+    dimensions (clipped to n) from ``batch_size`` Gaussian start vectors drawn from ``key``, run side by side
+    (the width of op's compiled product, so that no new product is compiled), num_steps / batch_size steps
+    each; the largest Ritz value on the union of the runs' subspaces. ``alloc_steps``: the length of the
+    Lanczos state (that of the block's own SLQ runs, whose compiled step program is then reused). NaN when the
+    recurrence or the dense block is not finite."""
+    s = np.asarray(scale, np.float64)[op.indices]
+    if dense is not None:
+        with np.errstate(invalid="ignore", over="ignore"):
+            M = s[:, None] * np.asarray(dense, np.float64) * s[None, :]
+        return float(np.linalg.eigvalsh(M)[-1]) if np.all(np.isfinite(M)) else float("nan")
+    if lambda_max is not None and np.all(s == s[0]):
+        return float(s[0] ** 2 * lambda_max)
+    return lanczos_lambda_max(scaled_operator(op, scale), key, num_steps, runs=batch_size, alloc_steps=alloc_steps)
+
+
 def analyze_curvature(spec: ModelSpec, params, X, y, *, key: jax.Array | None = None,
                       top_k: int = 5, dense_max_params: int = 1024, num_steps: int = 60,
                       trace_probes: int = 64, slq_probes: int = 8,
@@ -173,7 +224,8 @@ def analyze_curvature(spec: ModelSpec, params, X, y, *, key: jax.Array | None = 
                       sigma: float | None = None, scopes: Sequence[str] | None = None,
                       matrices: Sequence[str] = MATRICES, batch_size: int = 8,
                       layer_products: bool | None = None,
-                      output_dense_max_params: int = OUTPUT_DENSE_MAX_PARAMS) -> CurvatureResult:
+                      output_dense_max_params: int = OUTPUT_DENSE_MAX_PARAMS,
+                      invariant_steps: int = 0) -> CurvatureResult:
     """Curvature of a normlab model's analysis loss, for each scope and matrix.
 
     params: the model's parameters (their dtype is used throughout; X is cast to it). X (m, n_in),
@@ -189,6 +241,16 @@ def analyze_curvature(spec: ModelSpec, params, X, y, *, key: jax.Array | None = 
     ``model``, matrix ``none``, metric ``loss``). ``layer_products``: the blocks of layers 2..L go through
     ``layer_operator`` (products from the layer up; the same matrices) -- None decides by cost
     (``layer_products_pay``).
+
+    ``invariant_steps`` > 0 adds, for a model with batch norm or layer norm on its hidden layers, the
+    scale-invariant sharpness of each scope of ``invariant_scopes`` (``model`` and the hidden layers): rows
+    (scope, ``<matrix>_invariant``, ``lambda_max``, lambda_max(S A S)), A the scope's block of the matrix and
+    S = diag(``mlp.invariant_scale``), the norms of the weight groups BN / LN make scale-invariant
+    (``invariant_lambda_max``: exact from the block's dense matrix where the spectrum was dense, c^2
+    lambda_max where S is one constant c on the block (a layer-norm layer), else a Krylov subspace of
+    ``invariant_steps`` dimensions on the same operator: ``invariant_steps`` products, sent as many at a time
+    as the spectra's, through their compiled product and Lanczos step). No density, trace or spectrum for
+    them. 0 leaves them out.
     """
     key = np.zeros(2, np.uint32) if key is None else key
     dtype = jnp.result_type(*jax.tree_util.tree_leaves(params))
@@ -204,6 +266,9 @@ def analyze_curvature(spec: ModelSpec, params, X, y, *, key: jax.Array | None = 
         layer_products = layer_products_pay(spec, X.shape[0], scopes, len(matrices), dense_max_params, num_steps,
                                             trace_probes, slq_probes, output_dense_max_params)
     closed_form = output_block_in_closed_form(spec, dense_max_params, output_dense_max_params)
+    invariant = set(invariant_scopes(spec, scopes)) if invariant_steps > 0 else set()
+    scale = invariant_scale(spec, params) if invariant else None
+    width = _product_width(batch_size, slq_probes)
     for i, scope in enumerate(scopes):
         for j, matrix in enumerate(matrices):
             if scope == output_scope and closed_form:
@@ -217,10 +282,16 @@ def analyze_curvature(spec: ModelSpec, params, X, y, *, key: jax.Array | None = 
                     op = layer_operator(spec, params, X, y, matrix, layered[scope])
                 else:
                     op = model_operator(spec, params, X, y, matrix, scope)
-                s = spectrum(op, _child_key(key, 100 * i + j), top_k, dense_max_params, num_steps,
-                             trace_probes, slq_probes, batch_size)
+                s, block = _spectrum(op, _child_key(key, 100 * i + j), top_k, dense_max_params, num_steps,
+                                     trace_probes, slq_probes, batch_size)
             spectra[(scope, matrix)] = s
             rows += spectrum_rows(scope, matrix, s)
+            if scope in invariant:  # never the output layer: op and block are this scope's
+                value = invariant_lambda_max(op, scale, _child_key(key, 100 * i + 50 + j), invariant_steps,
+                                             batch_size=width, alloc_steps=num_steps, dense=block,
+                                             lambda_max=s.lambda_max)
+                rows.append({"scope": scope, "matrix": f"{matrix}_invariant", "metric": "lambda_max",
+                             "value": value})
             if grid is None:
                 g, sg = default_grid(s.nodes, grid_size, sigma_rel, sigma)
             else:
