@@ -1,9 +1,10 @@
 """Layer-input scales: how round the contours are in the W[l] directions.
 
 Under the K-FAC view the Gauss-Newton block of W[l] is E[a a^T] (x) E[g g^T] with a = A[l-1], the
-input of layer l (A[0] = X). So the spread of the input units' scales, and the conditioning of the
-second-moment matrix E[a~ a~^T] of a~ = [a; 1] (the 1 carries the bias), are the per-layer analogue of
-the input-normalization picture; the centred covariance of a is reported next to it, since a common
+input of layer l (A[0] = ``model.network_input``: X, or under input batch norm the standardized
+inputs). So the spread of the input units' scales, and the conditioning of the second-moment matrix
+E[a~ a~^T] of a~ = [a; 1] (the 1 carries the bias), are the per-layer analogue of the
+input-normalization picture; the centred covariance of a is reported next to it, since a common
 mean alone (e.g. ReLU outputs, or BN before ReLU) makes E[a~ a~^T] ill-conditioned while the units may
 be on one scale.
 
@@ -13,11 +14,15 @@ a whole split, accumulated in fixed-size chunks of rows by one compiled program 
 passes only). ``checkpoint_layer_input_rows`` turns one checkpoint into the tidy rows of
 ``layer_inputs.csv`` and ``layer_units.csv``.
 
-Batch norm over the whole split uses fixed statistics: the per-unit (mean, biased variance) of the
-pre-activations over a reference batch ``norm_batch`` with BN in training mode (``model.population_stats``),
-applied to every row. Passing the analysis set makes the measured function the one whose loss and
-curvature the analysis reports (its rows get exactly the analysis loss's layer inputs), and the whole
-pass runs in one sweep of chunks; passing the whole split gives BN's training mode on the whole split.
+Batch norm over the whole split uses fixed statistics of a reference batch ``norm_batch``, applied to every
+row: under input batch norm (``spec.input_norm``) the per-feature (mean, biased variance) of norm_batch's
+raw inputs (``model.input_batch_stats``), which make A[0]; under hidden batch norm the per-unit (mean,
+biased variance) of the pre-activations over norm_batch with BN in training mode
+(``model.population_stats``, its inputs normalized with those same input statistics). Passing the analysis
+set makes the measured function the one whose loss and curvature the analysis reports (its rows get
+exactly the analysis loss's layer inputs), and the whole pass runs in one sweep of chunks; passing the whole
+split gives BN's training mode on the whole split. (A chunk's own statistics would make the measured
+inputs depend on the chunk size, and the chunks' zero padding would enter them.)
 
 Units: RMS and means in the units of the layer input; condition numbers are dimensionless.
 """
@@ -243,18 +248,41 @@ def row_chunks(X, batch_rows: int):
     return padded.reshape((k, r) + X.shape[1:]), (np.arange(k * r) < m).astype(np.float64).reshape(k, r)
 
 
+def needs_norm_batch(spec: model.ModelSpec) -> bool:
+    """Whether the network's layer inputs depend on batch statistics: batch norm on its inputs
+    (``spec.input_norm``) or on its hidden layers (``spec.norm``)."""
+    return spec.norm == "batchnorm" or spec.input_norm == "batchnorm"
+
+
+def reference_stats(spec: model.ModelSpec, params, norm_batch):
+    """The fixed statistics of the reference rows norm_batch (r, n_features), or (None, None) when
+    norm_batch is None: (norm_stats, input_stats) for ``model.forward_with_inputs``. input_stats: the
+    per-feature (mean, biased variance) of norm_batch (``model.input_batch_stats``) under input batch norm,
+    else None; norm_stats: per hidden layer the (mean, biased variance) of Z[l] over norm_batch with BN in
+    training mode and the inputs normalized with input_stats (``model.population_stats``) under hidden batch
+    norm, else None. Pure JAX."""
+    if norm_batch is None:
+        return None, None
+    input_stats = model.input_batch_stats(norm_batch) if spec.input_norm == "batchnorm" else None
+    stats = model.population_stats(spec, params, norm_batch, input_stats) if spec.norm == "batchnorm" else None
+    return stats, input_stats
+
+
 def _input_moments(spec: model.ModelSpec, params, chunks, weights, norm_batch):
     """Per layer input: (count, mean (n,), scatter (n, n) = sum of (a - mean)(a - mean)^T) over the rows of
     ``chunks`` (k, r, n_features) of weight 1 in ``weights`` (k, r). Each chunk's own mean and scatter are
     merged into the running ones (Chan et al.'s pairwise update), so no sum of a a^T ever has its mean
-    subtracted: no cancellation when |mean| >> std. Pure JAX (jit, vmap)."""
-    stats = model.population_stats(spec, params, norm_batch) if norm_batch is not None else None
+    subtracted: no cancellation when |mean| >> std. ``norm_batch`` (r, n_features) or None: the reference
+    rows whose statistics input batch norm and hidden batch norm use (``reference_stats``). Pure JAX (jit,
+    vmap)."""
+    stats, input_stats = reference_stats(spec, params, norm_batch)
 
     def step(carry, chunk):
         x, w = chunk
         n_b = jnp.sum(w)
         out = []
-        for (n, mean, scatter), a in zip(carry, model.forward_with_inputs(spec, params, x, stats)[1], strict=True):
+        for (n, mean, scatter), a in zip(carry, model.forward_with_inputs(spec, params, x, stats, input_stats)[1],
+                                         strict=True):
             mean_b = jnp.sum(a * w[:, None], axis=0) / jnp.maximum(n_b, 1.0)
             d = (a - mean_b) * w[:, None]  # weights are 0 or 1, so d^T d counts each row once
             delta = mean_b - mean
@@ -286,11 +314,12 @@ def _moments(count, mean, scatter) -> Moments:
 
 
 def _prepare(spec: model.ModelSpec, params, X, norm_batch, batch_rows: int):
-    if spec.norm == "batchnorm" and norm_batch is None:
-        raise ValueError("a batch-norm model needs norm_batch, the rows whose statistics BN uses")
+    if needs_norm_batch(spec) and norm_batch is None:
+        raise ValueError("a batch-norm model (on its inputs or hidden layers) needs norm_batch, the rows whose "
+                         "statistics BN uses")
     params64 = jax.tree.map(lambda a: np.asarray(a, np.float64), params)
     chunks, weights = row_chunks(X, batch_rows)
-    nb = np.asarray(norm_batch, np.float64) if spec.norm == "batchnorm" else None
+    nb = np.asarray(norm_batch, np.float64) if needs_norm_batch(spec) else None
     return params64, chunks, weights, nb
 
 
@@ -300,9 +329,10 @@ def layer_input_moments(spec: model.ModelSpec, params: model.Params, X, norm_bat
 
     Forward passes only, over chunks of at most ``batch_rows`` rows (memory bounded by the chunk and the
     (n, n) sums); one compiled program per model shape, X shape and chunk size. Parameters and X are cast
-    to float64. norm_batch (r, n_features): batch norm's reference rows (required under batchnorm, unused
-    otherwise): BN normalizes every row with the per-unit (mean, biased variance) of the pre-activations
-    over these rows in training mode.
+    to float64. norm_batch (r, n_features): batch norm's reference rows (required under batch norm on the
+    inputs or the hidden layers, unused otherwise; ``reference_stats``): input BN normalizes every row's
+    features with the per-feature (mean, biased variance) of these rows, hidden BN every row's
+    pre-activations with the per-unit ones over these rows in training mode.
     """
     params64, chunks, weights, nb = _prepare(spec, params, X, norm_batch, batch_rows)
     sums = jax.device_get(_input_moments_jit(spec, params64, chunks, weights, nb))
@@ -335,7 +365,8 @@ def seed_checkpoint_layer_input_rows(spec: model.ModelSpec, params: model.Params
 
 
 def network_layer_inputs(spec: model.ModelSpec, params: model.Params, X) -> list[np.ndarray]:
-    """A[0..L-1] on the batch X (BN in training mode on X), as float64 numpy arrays. One compiled forward
+    """A[0..L-1] on the batch X (A[0] = ``model.network_input``; BN, on the inputs and the hidden layers, in
+    training mode on X), as float64 numpy arrays. One compiled forward
     pass per model shape (run eagerly, each of its operations would be a program of its own to trace,
     compile or load from the cache)."""
     return [np.asarray(a, np.float64) for a in _layer_inputs_jit(spec, params, X)]

@@ -479,7 +479,8 @@ def _dense_ggn(spec, params, X, d1, d2):
 
 def test_contour_rows_flags_and_float64_ggn_on_a_float32_bn_model():
     """A float32 BN model on two input features: every unit of layer 1 has exactly two live inputs, so the
-    layer-1 lecture plane is the unit's own weight plane (flat_direction); the other slices are normal, and
+    layer-1 lecture plane is the unit's own weight plane (flat_direction, not projected); layer 2's is
+    projected orthogonally to its unit's weights; the other slices are normal, and
     their 2x2 GGNs (float64 from float32 parameters) equal a dense float64 J^T H J to 1e-9 on a confident
     model (loss 0.034; products of float32 forward-mode outputs miss by ~1e-6 relative)."""
     spec = model.ModelSpec(sizes=(2, 4, 4, 3), norm="batchnorm", activation="tanh")
@@ -510,7 +511,13 @@ def test_contour_rows_flags_and_float64_ggn_on_a_float32_bn_model():
               ("random", "model"): ls.random_directions(p32, np.array([7, 0]))}
     for l in (1, 2, 3):
         r = by["lecture", f"layer{l}"]
-        planes["lecture", f"layer{l}"] = ls.lecture_directions(p32, l, r["unit"], r["input_hi"], r["input_lo"])
+        live = grids[f"lecture.layer{l}.input_rms"] > 1e-6
+        d1, d2, projected, in_plane = ls.lecture_plane(spec, p32, l, r["unit"], r["input_hi"], r["input_lo"], live)
+        # layer 1: a BN unit with two inputs holds its own weight vector; layer 2: a BN unit with four inputs,
+        # sliced orthogonally to its weights; layer 3: the output layer, no group
+        assert (projected, in_plane, r["projected"]) == ((False, True, False), (True, False, True),
+                                                         (False, False, False))[l - 1]
+        planes["lecture", f"layer{l}"] = (d1, d2)
     for key, (d1, d2) in planes.items():
         ref = np.asarray(_dense_ggn(spec, p32, X32, d1, d2))
         got = grids[f"{key[0]}.{key[1]}.ggn"]
@@ -660,3 +667,193 @@ def test_layer_planes_equal_whole_model_planes(norm, sizes, monkeypatch):
     for l in (1, 2, 3):
         d = ls.embed_direction({f"layer{l}": {"W": np.ones(uneven.sizes[l - 1:l + 1])}}, p_uneven)
         assert ls_planes._layer_of(uneven, d, d) == (3 if l == 3 else 0)
+
+
+def _layer_vec(d, l):
+    """Layer l's arrays of a direction pytree as one flat float64 vector (W, then b if present)."""
+    p = d[f"layer{l}"]
+    return np.concatenate([np.ravel(np.asarray(p[k], np.float64)) for k in ("W", "b") if k in p])
+
+
+def _change_of_basis_ggn(spec, params, X, l, j, hi, lo, d1, d2):
+    """The projected slice's 2x2 GGN from the block B on (e_hi, e_lo) (``lecture_ggn_blocks``): e_hi, e_lo lie
+    in span{d1, d2, r} with G r = 0, so E = P M + r c^T, M = P^T E, and P^T G P = M^-T B M^-1."""
+    B = np.asarray(ls.lecture_ggn_blocks(spec, params, X, l, hi, lo))[j]
+    e1, e2 = ls.lecture_directions(params, l, j, hi, lo)
+    P = np.stack([_layer_vec(d1, l), _layer_vec(d2, l)], axis=1)
+    E = np.stack([_layer_vec(e1, l), _layer_vec(e2, l)], axis=1)
+    Mi = np.linalg.inv(P.T @ E)
+    return Mi.T @ B @ Mi
+
+
+def _scaled(params, l, scale_fn):
+    """params with layer l's arrays replaced by scale_fn(name, array)."""
+    return {**params, f"layer{l}": {k: scale_fn(k, v) for k, v in params[f"layer{l}"].items()}}
+
+
+def test_bn_unit_slice_is_projected_orthogonally_to_its_weights():
+    """A batch-normalized unit with three live inputs (and a dead one): its lecture slice lies in the plane of
+    e_hi, e_lo projected orthogonally to its incoming weights, orthonormalized (Gram-Schmidt, e_hi's first).
+    Known answers: the directions; the grid is J along them; the GGN is the coordinate block in the new basis
+    (the radial direction has none); scaling the unit's weights by c leaves the grid of extent c E equal to
+    the grid of extent E and divides the GGN by c^2 (eps = 1e-12: J(c w) = J(w) to ~1e-12)."""
+    spec = model.ModelSpec(sizes=(4, 5, 3), norm="batchnorm", activation="tanh", eps=1e-12)
+    params = _init(spec, 70)
+    X = _normal(71, (32, 4), np.array([3.0, 1.0, 0.3, 1.0])).at[:, 3].set(0.0)  # input 3 dead
+    y = _labels(72, 32, 3)
+    sl = ls.lecture_slice(spec, params, X, y, 1, n_points=5, extent=0.4)
+    j, hi, lo = sl.info["unit"], sl.info["input_hi"], sl.info["input_lo"]
+    assert (hi, lo) == (0, 2) and sl.info["live"].tolist() == [True, True, True, False]
+    row = ls.slice_row(sl)
+    assert sl.projected and row["projected"] is True and not _flags(row)
+    np.testing.assert_array_equal(sl.origin, [0.0, 0.0])  # <w, d1> = <w, d2> = 0
+    d1, d2, projected, in_plane = ls.lecture_plane(spec, params, 1, j, hi, lo, sl.info["live"])
+    assert projected and not in_plane
+    # the directions by hand: q1 = e_hi - (w_hi / |w|^2) w over the live inputs, q2 the same for e_lo, then
+    # Gram-Schmidt; zero outside column j and on the dead input
+    w = np.asarray(params["layer1"]["W"])[:, j] * [1, 1, 1, 0]
+    q1 = np.eye(4)[hi] - w[hi] / (w @ w) * w
+    p1 = q1 / np.linalg.norm(q1)
+    q2 = np.eye(4)[lo] - w[lo] / (w @ w) * w
+    q2 = q2 - (q2 @ p1) * p1
+    for d, ref in ((d1, p1), (d2, q2 / np.linalg.norm(q2))):
+        W = np.asarray(d["layer1"]["W"])
+        np.testing.assert_allclose(W[:, j], ref, rtol=0, atol=1e-14)
+        assert not np.any(np.delete(W, j, axis=1)) and W[3, j] == 0
+        assert all(not np.any(np.asarray(x)) for k, x in d["layer1"].items() if k != "W")
+        assert all(not np.any(np.asarray(x)) for name, p in d.items() if name != "layer1" for x in p.values())
+    P = np.stack([_layer_vec(d1, 1), _layer_vec(d2, 1)])
+    np.testing.assert_allclose(P @ P.T, np.eye(2), rtol=0, atol=1e-14)
+    full_w = np.asarray(params["layer1"]["W"])[:, j]  # the dead input's weight included: still orthogonal
+    np.testing.assert_allclose(P[:, :].reshape(2, 4, 5)[:, :, j] @ full_w, 0.0, atol=1e-14 * np.linalg.norm(full_w))
+    # the fast-path grid is J along (d1, d2); the GGN is the coordinate block in the new basis
+    alphas, betas = ls.grid_axes(5, 0.4)
+    generic = ls.evaluate_grid(_loss_fn(spec), params, d1, d2, alphas, betas, args=(X, y))
+    np.testing.assert_allclose(sl.loss, np.asarray(generic), rtol=1e-12)
+    np.testing.assert_allclose(sl.ggn, _model_ggn(spec, params, X, y, [d1, d2]), rtol=1e-10, atol=1e-14)
+    np.testing.assert_allclose(sl.ggn, _change_of_basis_ggn(spec, params, X, 1, j, hi, lo, d1, d2), rtol=1e-8)
+    # scale invariance: the unit's weights x c, the grid's extent x c
+    c = 3.0
+    scaled = _scaled(params, 1, lambda k, v: v.at[:, j].multiply(c) if k == "W" else v)
+    big = ls.lecture_slice(spec, scaled, X, y, 1, n_points=5, extent=0.4 * c, unit=j)
+    assert big.projected and (big.info["input_hi"], big.info["input_lo"]) == (hi, lo)
+    np.testing.assert_allclose(big.loss, sl.loss, rtol=1e-9)
+    np.testing.assert_allclose(big.ggn, sl.ggn / c**2, rtol=1e-8)
+    # the batched path (the analysis') gives the same slice
+    every = ls.lecture_slices(spec, params, X, y, n_points=5, extent=0.4)
+    assert every[0].projected and not every[1].projected  # the output layer has no group
+    np.testing.assert_allclose(every[0].loss, sl.loss, rtol=1e-12)
+    np.testing.assert_allclose(every[0].ggn, sl.ggn, rtol=1e-12, atol=1e-15)
+
+
+def test_ln_layer_slice_is_projected_orthogonally_to_the_layers_weights():
+    """Under layer norm the group is the layer's (W, b) together: the slice's directions are orthonormal,
+    orthogonal to (W[1], b[1]) as one vector (not to column j alone), and move W and b of every unit; the
+    grid of extent c E after (W, b) x c equals the grid of extent E, the GGN divides by c^2."""
+    spec = model.ModelSpec(sizes=(4, 5, 3), norm="layernorm", eps=1e-12)
+    params = _init(spec, 73)
+    X = _normal(74, (32, 4), np.array([3.0, 1.0, 0.3, 2.0]))
+    y = _labels(75, 32, 3)
+    sl = ls.lecture_slice(spec, params, X, y, 1, n_points=5, extent=0.4)
+    j, hi, lo = sl.info["unit"], sl.info["input_hi"], sl.info["input_lo"]
+    assert sl.projected and not sl.flat_direction and not sl.degenerate
+    d1, d2, projected, _ = ls.lecture_plane(spec, params, 1, j, hi, lo)
+    assert projected
+    P = np.stack([_layer_vec(d1, 1), _layer_vec(d2, 1)])
+    r = _layer_vec(params, 1)
+    np.testing.assert_allclose(P @ P.T, np.eye(2), rtol=0, atol=1e-14)
+    np.testing.assert_allclose(P @ r, 0.0, atol=1e-14 * np.linalg.norm(r))
+    col = np.asarray(params["layer1"]["W"])[:, j]
+    assert abs(P[0].reshape(-1)[:20].reshape(4, 5)[:, j] @ col) > 1e-3  # not orthogonal to the column alone
+    assert np.any(np.asarray(d1["layer1"]["b"])) and np.count_nonzero(np.asarray(d1["layer1"]["W"])) == 20
+    alphas, betas = ls.grid_axes(5, 0.4)
+    generic = ls.evaluate_grid(_loss_fn(spec), params, d1, d2, alphas, betas, args=(X, y))
+    np.testing.assert_allclose(sl.loss, np.asarray(generic), rtol=1e-12)
+    np.testing.assert_allclose(sl.ggn, _change_of_basis_ggn(spec, params, X, 1, j, hi, lo, d1, d2), rtol=1e-8)
+    c = 0.5
+    scaled = _scaled(params, 1, lambda k, v: v * c if k in ("W", "b") else v)
+    small = ls.lecture_slice(spec, scaled, X, y, 1, n_points=5, extent=0.4 * c, unit=j)
+    np.testing.assert_allclose(small.loss, sl.loss, rtol=1e-9)
+    np.testing.assert_allclose(small.ggn, sl.ggn / c**2, rtol=1e-8)
+    every = ls.lecture_slices(spec, params, X, y, n_points=5, extent=0.4)
+    assert every[0].info["unit"] == j and every[0].projected and not every[1].projected
+    np.testing.assert_allclose(every[0].loss, sl.loss, rtol=1e-12)
+    np.testing.assert_allclose(every[0].ggn, sl.ggn, rtol=1e-12, atol=1e-15)
+
+
+def test_which_lecture_planes_are_projected():
+    """On the host (``lecture_plane``): a BN unit whose weights lie in the plane of e_hi, e_lo (two inputs, or
+    a third weight within sin^2 <= PLANE_TOL of it) keeps e_hi, e_lo and holds its flat direction (in_plane);
+    just beyond the tolerance it is projected; no normalization, the output layer, a dead unit's zero weights
+    and hi == lo are never projected."""
+    bn = model.ModelSpec(sizes=(3, 2, 2), norm="batchnorm")
+    params = _host(_init(bn, 76))
+    for third, projected in ((0.0, False), (math.sqrt(2 * 0.5e-8), False), (math.sqrt(2 * 2e-8), True)):
+        # sin^2 of the angle between w = (1, 1, t) and the plane of e_0, e_1 is t^2 / (2 + t^2)
+        W = np.array(params["layer1"]["W"])
+        W[:, 1] = [1.0, 1.0, third]
+        p = {**params, "layer1": {**params["layer1"], "W": W}}
+        d1, d2, got, in_plane = ls.lecture_plane(bn, p, 1, 1, 0, 1)
+        assert (got, in_plane) == (projected, not projected), third
+        if not projected:
+            e1, e2 = ls.lecture_directions(p, 1, 1, 0, 1)
+            for a, b in ((d1, e1), (d2, e2)):
+                np.testing.assert_array_equal(a["layer1"]["W"], b["layer1"]["W"])
+            # ... and the slice holds the flat direction: flat_direction, left out of roundness claims
+            assert ls.plane_geometry(bn, p, d1, d2).holds_flat
+        # a dead input 2 makes the unit's live weights (1, 1, 0): in the plane whatever the third weight
+        assert ls.lecture_plane(bn, p, 1, 1, 0, 1, np.array([True, True, False]))[2:] == (False, True)
+    assert ls.lecture_plane(bn, params, 2, 0, 0, 1)[2:] == (False, False)  # the output layer
+    assert ls.lecture_plane(bn, params, 1, 0, 1, 1)[2:] == (False, False)  # hi == lo
+    zero = {**params, "layer1": {**params["layer1"], "W": np.zeros((3, 2))}}
+    assert ls.lecture_plane(bn, zero, 1, 0, 0, 1)[2:] == (False, False)  # no radial direction
+    none = model.ModelSpec(sizes=(3, 2, 2))
+    p_none = _host(_init(none, 77))
+    d1, _, projected, in_plane = ls.lecture_plane(none, p_none, 1, 0, 2, 1)
+    assert (projected, in_plane) == (False, False)
+    np.testing.assert_array_equal(d1["layer1"]["W"], ls.lecture_directions(p_none, 1, 0, 2, 1)[0]["layer1"]["W"])
+
+
+def _rows_equal(a, b, rtol):
+    assert [(r["slice"], r["scope"]) for r in a] == [(r["slice"], r["scope"]) for r in b]
+    for ra, rb in zip(a, b, strict=True):
+        for k in ls.ROW_KEYS:
+            if isinstance(ra[k], float):
+                assert ra[k] == pytest.approx(rb[k], rel=rtol, abs=1e-300, nan_ok=True), (ra["slice"], ra["scope"], k)
+            else:
+                assert ra[k] == rb[k], (ra["slice"], ra["scope"], k)
+
+
+def test_input_batchnorm_slices_equal_a_plain_model_on_prestandardized_inputs():
+    """Under input batch norm A[0] is the batch standardized with its own statistics
+    (``model.network_input``), so every slice (lecture, eigenvector, random; unit and input choice, grids, 2x2
+    GGNs) equals that of the same weights without input norm fed the pre-standardized batch. At depth 0 and
+    W = 0 the lecture slice of raw 1000:1 features is then round, as after standardization."""
+    rng = np.random.default_rng(80)
+    X = rng.normal(size=(200, 3)) * np.array([1000.0, 1.0, 0.1]) + np.array([3000.0, 2.0, -0.5])
+    y = _labels(81, 200, 2)
+    cfg = {"grid_points": 5, "extent": 0.3, "seed": 3}
+    for sizes in ((3, 2), (3, 5, 2)):
+        plain = model.ModelSpec(sizes=sizes)
+        spec = model.ModelSpec(sizes=sizes, input_norm="batchnorm")
+        X_std = (X - X.mean(axis=0)) / np.sqrt(X.var(axis=0) + spec.eps)
+        params = _init(plain, 82)
+        if len(sizes) == 2:
+            zero = model.init_params(spec, jax.random.PRNGKey(0), F64)
+            a, b = (ls.lecture_slices(s, zero, x, y, n_points=5, extent=0.3) for s, x in ((spec, X), (plain, X_std)))
+            np.testing.assert_allclose(a[0].ggn, b[0].ggn, rtol=1e-9)
+            np.testing.assert_allclose(a[0].info["input_rms"], b[0].info["input_rms"], rtol=1e-12)
+            assert ls.slice_row(a[0])["axis_ratio_ggn"] < 1.3
+            raw = ls.slice_row(ls.lecture_slices(plain, zero, X, y, n_points=5, extent=0.3)[0])
+            assert raw["axis_ratio_ggn"] > 1000
+        d = ls.random_directions(params, np.array([9, 0]))
+        got, g_got = ls.contour_slices(spec, params, X, y, cfg, eig_model=d)
+        ref, g_ref = ls.contour_slices(plain, params, X_std, y, cfg, eig_model=d)
+        _rows_equal(got, ref, 1e-9)
+        assert set(g_got) == set(g_ref)
+        for k in g_ref:
+            np.testing.assert_allclose(g_got[k], g_ref[k], rtol=1e-9, atol=1e-12, err_msg=k)
+        if len(sizes) == 3:  # the fast path of one slice (the hidden layer's)
+            one = ls.lecture_slice(spec, params, X, y, 1, n_points=5, extent=0.3)
+            np.testing.assert_allclose(one.loss, g_ref["lecture.layer1.loss"], rtol=1e-9)
+            np.testing.assert_allclose(one.ggn, g_ref["lecture.layer1.ggn"], rtol=1e-9)

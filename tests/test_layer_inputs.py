@@ -317,3 +317,39 @@ def test_rows_layout_and_seeds_in_one_program_match_one_by_one():
     assert set(one_units[0]) == {"layer", "unit", "mean", "rms", "live"}
     # the two seeds differ (the vmapped program does not broadcast one seed's parameters)
     assert not np.allclose([r["value"] for r in together[0][0]], [r["value"] for r in together[1][0]], equal_nan=True)
+
+
+def test_input_batch_norm_uses_the_reference_rows_input_statistics():
+    """Under input batch norm A[0] over the whole split is every row standardized with the reference rows'
+    per-feature (mean, biased variance) (``model.input_batch_stats(norm_batch)``), not each chunk's own; the
+    layers above see those inputs (and hidden BN the statistics of the reference rows through them), so the
+    moments equal those of a model without input norm on the pre-standardized split."""
+    X = BN_X * np.array([1000.0, 1.0, 0.01, 5.0]) + np.array([300.0, 0.0, 1.0, -2.0])
+    ref_rows = X[:64]
+    mean, var = ref_rows.mean(axis=0), ref_rows.var(axis=0)
+    for norm in ("none", "batchnorm"):
+        spec = M.ModelSpec((4, 6, 2), norm=norm, input_norm="batchnorm")
+        params = _params(spec, 3)
+        X_std = (X - mean) / np.sqrt(var + spec.eps)
+        got = LI.layer_input_moments(spec, params, X, norm_batch=ref_rows, batch_rows=32)
+        ref0 = LI.moments_of(X_std)
+        np.testing.assert_allclose(got[0].mean, ref0.mean, rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(got[0].covariance, ref0.covariance, rtol=1e-9, atol=1e-12)
+        assert not np.allclose(got[0].rms, 1.0, rtol=1e-2)  # the split's statistics are not the reference's
+        plain = M.ModelSpec((4, 6, 2), norm=norm)
+        same = LI.layer_input_moments(plain, params, X_std, norm_batch=X_std[:64], batch_rows=32)
+        for a, b in zip(got, same, strict=True):
+            np.testing.assert_allclose(a.mean, b.mean, rtol=1e-9, atol=1e-12)
+            np.testing.assert_allclose(a.covariance, b.covariance, rtol=1e-9, atol=1e-12)
+        # the same through forward_with_inputs with the fixed statistics
+        input_stats = M.input_batch_stats(ref_rows)
+        stats = M.population_stats(spec, params, ref_rows, input_stats) if norm == "batchnorm" else None
+        fixed = M.forward_with_inputs(spec, params, X, stats, input_stats)[1]
+        np.testing.assert_allclose(got[1].covariance, LI.moments_of(fixed[1]).covariance, rtol=1e-9, atol=1e-12)
+        with pytest.raises(ValueError, match="norm_batch"):
+            LI.layer_input_moments(spec, params, X)
+    # the whole split as the reference: its own (training-mode) standardization, RMS 1 per feature
+    whole = LI.layer_input_moments(spec, params, X, norm_batch=X, batch_rows=32)
+    np.testing.assert_allclose(whole[0].rms, np.sqrt(X.var(axis=0) / (X.var(axis=0) + spec.eps)), rtol=1e-9)
+    np.testing.assert_allclose(LI.network_layer_inputs(spec, params, X)[0], LI.network_layer_inputs(
+        plain, params, (X - X.mean(axis=0)) / np.sqrt(X.var(axis=0) + spec.eps))[0], rtol=1e-9, atol=1e-12)

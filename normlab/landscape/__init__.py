@@ -5,8 +5,11 @@ A slice is the loss on a grid ``J(center + alpha * d1 + beta * d2)`` for two dir
 
 * ``lecture``: the lecture's picture for layer l. Two incoming weights ``W[l][hi, j]`` and
   ``W[l][lo, j]`` of one unit j, where hi / lo are the live units of the layer input A[l-1] with the
-  largest / smallest RMS over the analysis batch. The directions are unit vectors on those two
-  coordinates, so the grid axes are the weights' own values (``origin + alphas``).
+  largest / smallest RMS over the analysis batch. Without a scale-invariant group the directions are unit
+  vectors on those two coordinates, so the grid axes are the weights' own values (``origin + alphas``); for
+  a batch-normalized unit (its incoming weights) or a layer-normalized layer (its W and b) they are the two
+  coordinate directions projected orthogonally to the group's weights and orthonormalized (row
+  ``projected``), so the axes are distances along them (origin (0, 0)); see ``lecture``.
 * ``eig``: two given directions (the top-2 Hessian eigenvectors from ``normlab.curvature``), for the
   whole model or restricted to one layer (zero elsewhere).
 * ``random``: filter-normalized Gaussian directions (Li et al. 2018).
@@ -37,7 +40,8 @@ Modules, each importing only those above it:
   arrays (``slice_arrays``);
 * ``planes``: planes through the MLP (``direction_slices``, ``model_grid``), one compiled program per
   model shape;
-* ``lecture``: the lecture slice (unit and weight choice, GGN blocks, ``lecture_slices``, ``lecture_grid``);
+* ``lecture``: the lecture slice (unit and weight choice, GGN blocks, the projected plane of a scale-invariant
+  unit ``lecture_plane``, ``lecture_slices``, ``lecture_grid``);
 * ``contours``: ``contour_slices`` and ``ContourConfig``, the entry the analysis calls.
 """
 
@@ -58,9 +62,11 @@ from normlab.landscape.grids import (
 )
 from normlab.landscape.lecture import (
     choose_unit,
+    group_radial,
     input_rms,
     lecture_ggn_blocks,
     lecture_grid,
+    lecture_plane,
     lecture_slice,
     lecture_slices,
     live_mask,
@@ -86,7 +92,8 @@ __all__ = [
     "PLANE_TOL", "ROW_KEYS", "SLICES", "AxisRatio", "ContourConfig", "ContourSlice", "LevelsetFit", "PlaneGeometry",
     "QuadraticFit", "SliceFlags", "auto_chunk_size", "axis_ratio_2x2", "choose_unit", "contour_slices",
     "default_rel_tol", "direction_slices", "eig2x2", "embed_direction", "evaluate_grid", "fit_quadratic", "flat_part",
-    "grid_axes", "input_rms", "lecture_directions", "lecture_ggn_blocks", "lecture_grid", "lecture_slice",
+    "grid_axes", "group_radial", "input_rms", "lecture_directions", "lecture_ggn_blocks", "lecture_grid",
+    "lecture_plane", "lecture_slice",
     "lecture_slices", "levelset_axis_ratio", "live_mask", "log_excess", "loss_gram", "model_ggn", "model_grid",
     "normalize_direction", "pick_hi_lo", "plane_geometry", "projected_ggn", "random_directions", "shared_log_scale",
     "slice_arrays", "slice_flags", "slice_row", "tree_norm",

@@ -65,7 +65,8 @@ def contour_slices(spec: ModelSpec, params: Params, X, y, config: ContourConfig 
     per layer from ``eig_layers`` = {"layer<l>": (d1, d2)} (directions as ``embed_direction`` accepts,
     normalized to unit norm); ``random``: filter-normalized, scope model (and per layer if configured).
     Returns (rows, grids): rows are dicts with ``ROW_KEYS`` (slice, scope, axis_ratio_ggn,
-    axis_ratio_levelset, singular, censored, flat_direction, degenerate, ...: ``slices.slice_flags``), one
+    axis_ratio_levelset, singular, censored, flat_direction, degenerate, ...: ``slices.slice_flags``;
+    projected: a lecture slice taken orthogonally to its unit's scale-invariant group, ``lecture``), one
     per slice; grids maps ``<slice>.<scope>.<name>`` to numpy
     arrays (``slice_arrays``), ready for ``np.savez``.
     """

@@ -20,6 +20,11 @@ be read as a measure of the inputs' scales:
 
 ``singular`` = censored or flat_direction or degenerate, for readers that predate the three flags; every
 row that is not degenerate or flat_direction has a finite ``axis_ratio_ggn``.
+
+A fourth boolean, ``projected``, is not a flag of readability: True for a lecture slice whose directions were
+projected orthogonally to its unit's scale-invariant group (``lecture.lecture_plane``), whose grid axes are
+then distances along two orthonormal directions (origin (0, 0)) rather than the two weights' own values.
+False for every other row.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ from normlab.landscape.roundness import AxisRatio, axis_ratio_2x2, default_rel_t
 SLICES = ("lecture", "eig", "random")
 ROW_KEYS = (
     "slice", "scope", "axis_ratio_ggn", "axis_ratio_levelset", "singular", "censored", "flat_direction",
-    "degenerate", "levelset_misfit", "levelset_rel_err",
+    "degenerate", "projected", "levelset_misfit", "levelset_rel_err",
     "lambda_max_ggn", "lambda_min_ggn", "loss_center", "extent", "unit", "input_hi", "input_lo",
     "rms_hi", "rms_lo",
 )
@@ -44,11 +49,14 @@ ROW_KEYS = (
 class ContourSlice:
     """One 2-D slice. alphas (n_a,), betas (n_b,): offsets along d1, d2 (parameter units); loss (n_a,
     n_b): J at (alphas[i], betas[k]); origin (2,): the coordinates of the centre on the plotted axes
-    (the two weights' values for ``lecture``, zeros otherwise), so axis 1 = origin[0] + alphas;
+    (the two weights' values for an unprojected ``lecture`` slice, zeros otherwise: a projected lecture
+    slice's axes are distances along its two orthonormal directions, along which the centre's coordinates
+    <w, d1>, <w, d2> are zero), so axis 1 = origin[0] + alphas;
     ggn (2, 2): D^T G D at the centre (float64); info: slice-specific extras (lecture: unit, input_hi,
     input_lo, input_rms (n_in,), live (n_in,)); flat_direction: the plane holds an exact flat direction of
     J; degenerate: the plane is not two-dimensional or, for a lecture slice, its unit is dead (the facts
-    known from the plane itself; ``slice_flags`` adds a GGN without curvature)."""
+    known from the plane itself; ``slice_flags`` adds a GGN without curvature); projected: a lecture slice's
+    directions were projected orthogonally to its unit's scale-invariant group (``lecture.lecture_plane``)."""
 
     slice: str
     scope: str
@@ -61,6 +69,7 @@ class ContourSlice:
     info: dict = dataclasses.field(default_factory=dict)
     flat_direction: bool = False
     degenerate: bool = False
+    projected: bool = False
 
 
 class SliceFlags(NamedTuple):
@@ -89,7 +98,8 @@ def slice_row(s: ContourSlice, *, delta: float = 0.05, rel_tol: float | None = N
     """Tidy row (keys ``ROW_KEYS``) with both roundness measures of a slice. ``delta``, ``max_misfit``,
     ``max_rel_err``: as ``levelset_axis_ratio``; ``rel_tol``: as ``axis_ratio_2x2`` (default: that of the
     GGN's dtype, float64: 1e-12, a censoring bound of 1e6). Beyond the contract columns (slice, scope,
-    axis_ratio_ggn, axis_ratio_levelset, singular, censored, flat_direction, degenerate: ``slice_flags``):
+    axis_ratio_ggn, axis_ratio_levelset, singular, censored, flat_direction, degenerate: ``slice_flags``;
+    projected: ``ContourSlice.projected``):
     levelset_misfit, levelset_rel_err, the 2x2 GGN eigenvalues (loss per parameter unit^2), loss_center,
     extent, and for lecture slices unit, input_hi, input_lo and their RMS (-1 / NaN for other slices)."""
     ggn = np.asarray(s.ggn)
@@ -105,7 +115,7 @@ def slice_row(s: ContourSlice, *, delta: float = 0.05, rel_tol: float | None = N
     return {
         "slice": s.slice, "scope": s.scope, "axis_ratio_ggn": flags.ratio, "axis_ratio_levelset": fit.ratio,
         "singular": flags.censored or flags.flat_direction or flags.degenerate, "censored": flags.censored,
-        "flat_direction": flags.flat_direction, "degenerate": flags.degenerate,
+        "flat_direction": flags.flat_direction, "degenerate": flags.degenerate, "projected": bool(s.projected),
         "levelset_misfit": fit.misfit, "levelset_rel_err": fit.rel_err,
         "lambda_max_ggn": g.lam_max, "lambda_min_ggn": g.lam_min,
         "loss_center": s.loss_center, "extent": float(np.max(np.abs(s.alphas))),
