@@ -22,8 +22,14 @@ Definitions (documented in README, used by the report):
   loss (ties: the smaller LR); a seed's own ``best_lr`` is its converged grid LR of lowest final loss;
 * ``common_lr`` of a dataset: the smallest ``max_stable_grid_lr`` over its variants, i.e. the largest grid
   LR at which every variant converges for every seed. If some variant never converges, the smallest LR of
-  the grid, and ``common_lr_stable_everywhere`` is False;
-* a *case* is (dataset, depth, input); its arms are the norms. ``matched_level``: the largest best-LR
+  the grid, and ``common_lr_stable_everywhere`` is False. The variants of depth 0 are left out of that
+  computation: the common LR is where the networks' arms are compared, and a depth-0 model (no hidden
+  layer, one arm per input treatment) takes no part in that comparison, while on raw inputs its stable LR
+  follows the inputs' scale and would pull every network's common LR down. The values computed from the
+  other variants are given to every row, depth 0 included. A dataset whose variants are all of depth 0
+  computes them from those (``dataset_common_lr``);
+* a *case* is (dataset, depth, input); its arms are the norms (one arm at depth 0, ``none``, and for an
+  input treatment trained with one norm only, e.g. ``batchnorm``). ``matched_level``: the largest best-LR
   median final training loss among the case's arms; ``case_target`` = 2 x matched_level;
 * speed, per seed at the variant's best LR, on the *smoothed mini-batch loss* (``smoothed_batch_loss``:
   trailing mean over a window of ``smoothing_window`` steps, about one epoch's batches; the steps from a
@@ -158,6 +164,18 @@ def loss_at_fraction(smoothed, fraction: float) -> float:
     return float(np.asarray(smoothed, float)[t])
 
 
+def dataset_common_lr(max_stable_grid_lr, depth, smallest_lr: float) -> tuple[float, bool]:
+    """(common_lr, common_lr_stable_everywhere) of a dataset from its variants' ``max_stable_grid_lr`` (n,)
+    (NaN: no grid LR stable for every seed) and ``depth`` (n,): over the variants of depth > 0 (all of them
+    when every one has depth 0), the smallest max_stable_grid_lr and True, or ``smallest_lr`` (the grid's
+    smallest LR) and False when one of them has none."""
+    lrs, depth = np.asarray(max_stable_grid_lr, float), np.asarray(depth)
+    pool = lrs[depth != 0] if (depth != 0).any() else lrs
+    if np.isnan(pool).any():
+        return float(smallest_lr), False
+    return float(pool.min()), True
+
+
 def _grid_rows(runs: pd.DataFrame) -> pd.DataFrame:
     return runs[runs["grid"].astype(bool)] if "grid" in runs else runs
 
@@ -288,9 +306,9 @@ def dataset_summary(runs: pd.DataFrame, curves: Mapping[str, Mapping] | None = N
         vrows.append({**ids, **summary})
     variants_t, seeds_t = pd.DataFrame(vrows), pd.DataFrame(srows)
 
-    everywhere = bool(variants_t["max_stable_grid_lr"].notna().all())
-    smallest = float(_grid_rows(runs)["lr"].min())
-    variants_t["common_lr"] = float(variants_t["max_stable_grid_lr"].min()) if everywhere else smallest
+    common, everywhere = dataset_common_lr(variants_t["max_stable_grid_lr"], variants_t["depth"],
+                                           float(_grid_rows(runs)["lr"].min()))
+    variants_t["common_lr"] = common
     variants_t["common_lr_stable_everywhere"] = everywhere
     level = variants_t.groupby(CASE_KEYS)["final_train_loss_median"].transform("max")  # NaN skipped; all NaN: NaN
     variants_t["matched_level"] = level

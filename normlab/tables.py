@@ -14,6 +14,8 @@ import numbers
 import numpy as np
 
 ID_COLUMNS = ["dataset", "variant", "input", "norm", "depth"]
+# The per-layer metrics of gradients.csv, in row order: the sweep arrays of the same names (``train.weight_log``).
+GRADIENT_METRICS = ("grad_norm", "relative_grad_norm", "weight_norm", "effective_lr")
 
 Table = dict[str, np.ndarray]
 
@@ -58,7 +60,10 @@ def concat(tables: list[Table]) -> Table:
 def runs_table(ids: dict, sweep: dict, grid: bool = True) -> Table:
     """runs.csv rows: one per run (lr, seed) of a ``train.train_runs`` result; ``grid``: True for the
     runs of the LR grid, False for the refinement runs inside a max-stable bracket. initial_train_loss and
-    final_train_loss are evaluation-set losses (after 0 and after all updates)."""
+    final_train_loss are evaluation-set losses (after 0 and after all updates); train_mode_loss and
+    test_mode_loss the evaluation-set loss at the end in training mode (mean over batch-size chunks, each
+    with its own batch statistics) and in test mode (fixed statistics), NaN for a model without batch
+    statistics and for a diverged run (``train.final_metrics``)."""
     n = len(sweep["lr"])
     table = {
         "lr": sweep["lr"], "seed": sweep["seed"], "grid": np.full(n, bool(grid)),
@@ -67,6 +72,7 @@ def runs_table(ids: dict, sweep: dict, grid: bool = True) -> Table:
         "initial_train_loss": sweep["train_loss"][:, 0], "final_train_loss": sweep["final_train_loss"],
         "test_accuracy": sweep["test_accuracy"], "test_loss": sweep["test_loss"],
         "steps_to_target": sweep["steps_to_target"],
+        "train_mode_loss": sweep["train_mode_loss"], "test_mode_loss": sweep["test_mode_loss"],
     }
     return with_ids(ids, {k: np.asarray(v) for k, v in table.items()})
 
@@ -96,13 +102,15 @@ def training_table(ids: dict, sweep: dict) -> Table:
 
 def gradients_table(ids: dict, sweep: dict, run_rows) -> Table:
     """gradients.csv rows for the analysis runs: run (common|best), lr, seed, step (the evaluation
-    schedule, ``sweep["step"]``), layer, metric (grad_norm | relative_grad_norm), value. run_rows: the
+    schedule, ``sweep["step"]``), layer, metric (``GRADIENT_METRICS``: grad_norm | relative_grad_norm |
+    weight_norm | effective_lr, the sweep's (R, T, L) arrays; effective_lr is NaN for a layer without
+    scale-invariant weights), value. run_rows: the
     (run name, row of the sweep) pairs, as a mapping {run: row} or an iterable of pairs (one per run and
     seed); rows in that order."""
     pairs = run_rows.items() if hasattr(run_rows, "items") else run_rows
     parts = []
     for run, r in pairs:
-        for metric in ("grad_norm", "relative_grad_norm"):
+        for metric in GRADIENT_METRICS:
             vals = sweep[metric][r]  # (T, L)
             T, L = vals.shape
             n = T * L

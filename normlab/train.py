@@ -15,11 +15,18 @@ What is logged (units: steps count parameter updates):
   loss whose gradient makes update t + 1 (t = 0 .. steps - 1). Recorded for every step, also after a
   run diverged (then at its frozen parameters).
 * ``train_loss`` (R, T), ``grad_norm`` and ``relative_grad_norm`` (R, T, L): the loss on the *evaluation
-  set* (the first ``eval_examples`` rows of the training split, BN in training mode on that whole set)
-  and the per-layer norms of its gradient, after ``step[k]`` updates, k = 0 .. T - 1. ``step`` (alias
-  ``eval_step``) is the evaluation schedule (``eval_schedule``): about ``eval_points`` log-spaced steps,
-  0 and ``steps`` included. ``train_loss`` keeps its historical name: it is the evaluation-set loss of
+  set* (the first ``eval_examples`` rows of the training split, BN in training mode on that whole set, on
+  the inputs too under input BN) and the per-layer norms of its gradient, after ``step[k]`` updates,
+  k = 0 .. T - 1; ``weight_norm`` and ``effective_lr`` (R, T, L) at the same steps (``weight_log``).
+  ``step`` (alias ``eval_step``) is the evaluation schedule (``eval_schedule``): about ``eval_points``
+  log-spaced steps, 0 and ``steps`` included. ``train_loss`` keeps its historical name: it is the evaluation-set loss of
   the training split, not the mini-batch loss.
+
+Batch statistics: in training every mini-batch is normalized with its own statistics (hidden BN, and
+the inputs under ``spec.input_norm == "batchnorm"``). A model with input BN also has *running* input
+statistics (``running_input_stats``: an exponential moving average over its seed's mini-batches, which
+do not depend on the parameters); its test metrics use them (test mode). ``train_mode_loss`` and
+``test_mode_loss`` (``mode_losses``) compare the two modes on the evaluation set at the end of training.
 
 Training runs in compiled chunks of ``log_every`` steps (a ``lax.scan``); the ``early`` checkpoint and
 the progress lines are taken at chunk boundaries. Inside a chunk the evaluation runs only at schedule
@@ -40,7 +47,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from normlab import model, selection, tables, variants
+from normlab import invariance, model, selection, tables, variants
 
 OPTIMIZERS = ("sgd", "momentum", "adam")
 
@@ -70,7 +77,8 @@ class TrainConfig:
     checkpoint and the progress lines fall on chunk boundaries). eval_points: about how many steps of the
     evaluation schedule (``eval_schedule``). early_fraction: the ``early`` checkpoint is taken at the chunk
     boundary nearest to this fraction of ``steps`` (at least one chunk in). divergence_factor: see the
-    module docstring. optimizer: sgd | momentum (heavy ball, ``momentum``) | adam.
+    module docstring. optimizer: sgd | momentum (heavy ball, ``momentum``) | adam. running_stats_momentum:
+    m of the running input statistics of an input-BN model (``running_input_stats``).
     """
 
     steps: int = 1000
@@ -82,6 +90,7 @@ class TrainConfig:
     optimizer: str = "sgd"
     momentum: float = 0.9
     dtype: str = "float32"
+    running_stats_momentum: float = 0.1
 
     def __post_init__(self):
         if self.steps <= 0 or self.log_every <= 0 or self.steps % self.log_every:
@@ -90,11 +99,14 @@ class TrainConfig:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if self.eval_points < 2:
             raise ValueError(f"eval_points must be at least 2 (step 0 and the last), got {self.eval_points}")
+        if not 0.0 < self.running_stats_momentum <= 1.0:
+            raise ValueError(f"running_stats_momentum must be in (0, 1], got {self.running_stats_momentum}")
 
     @classmethod
     def from_sweep_config(cls, sweep_config: dict) -> TrainConfig:
-        """The training settings of the config's ``sweep`` section (its keys that are fields here; the
-        others, e.g. lr_min or seeds, are not training settings of a run)."""
+        """The training settings of the config's ``sweep`` section (its keys that are fields here, each
+        absent one at its default, e.g. running_stats_momentum 0.1; the others, e.g. lr_min or seeds, are
+        not training settings of a run)."""
         fields = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: sweep_config[k] for k in fields if k in sweep_config})
 
@@ -132,11 +144,54 @@ def _tree_all_finite(tree) -> jax.Array:
 
 
 def per_layer_grad_norms(params: model.Params, grads: model.Params) -> tuple[jax.Array, jax.Array]:
-    """(||dJ/dW[l]||_F, ||dJ/dW[l]||_F / ||W[l]||_F), each shape (L,), over the weight matrices only."""
+    """(||dJ/dW[l]||_F, ||dJ/dW[l]||_F / ||W[l]||_F), each shape (L,), over the weight matrices only. The
+    relative norm of a zero W[l] (a depth-0 model at its zero init) is undefined: NaN."""
     names = sorted(params, key=lambda k: int(k[5:]))
     g = jnp.stack([jnp.linalg.norm(grads[k]["W"]) for k in names])
     w = jnp.stack([jnp.linalg.norm(params[k]["W"]) for k in names])
-    return g, g / w
+    return g, jnp.where(w > 0, g / jnp.where(w > 0, w, 1), jnp.nan)
+
+
+def weight_log(spec: model.ModelSpec, params: model.Params, lr) -> tuple[jax.Array, jax.Array]:
+    """(weight_norm, effective_lr), each (L,), of one run: weight_norm[l-1] = ``invariance.layer_weight_norm``
+    (layer l's root-mean-square group norm over its scale-invariant groups; ||W[l]||_F for a layer without
+    such groups); effective_lr[l-1] = lr / weight_norm[l-1]^2 (lr per squared weight norm) for a layer with
+    invariant groups, NaN for the others. lr: a scalar (traced under vmap)."""
+    norm = invariance.layer_weight_norm(spec, params)
+    grouped = np.isin(np.arange(1, spec.n_layers + 1), invariance.invariant_layers(spec))
+    return norm, jnp.where(grouped, lr / jnp.square(norm), jnp.nan).astype(norm.dtype)
+
+
+def batch_input_stats(X_train, schedule) -> tuple[np.ndarray, np.ndarray]:
+    """Per mini-batch feature (mean, biased variance), each (steps, n_features) float64: the batches are the rows
+    ``schedule`` (steps, batch_size) of X_train (m, n_features)."""
+    batches = np.asarray(X_train, np.float64)[np.asarray(schedule)]
+    mean = batches.mean(axis=1)
+    return mean, np.square(batches - mean[:, None, :]).mean(axis=1)
+
+
+def running_input_stats(X_train, schedule, momentum: float) -> tuple[np.ndarray, np.ndarray]:
+    """The running input statistics (mean, biased variance) of a seed after its mini-batches, each (...,
+    n_features) float64: starting from r = (0, 1), r <- (1 - m) r + m s_t for the batches t = 0 .. steps - 1
+    in order, s_t the batch's per-feature (mean, biased variance) and m = ``momentum``. They do not depend
+    on the parameters, so they come from the batch schedule alone, in closed form: r = (1 - m)^steps r0 +
+    sum_t m (1 - m)^(steps - 1 - t) s_t.
+
+    X_train (m_rows, n_features); schedule (..., steps, batch_size) row indices, e.g.
+    ``seed_batch_schedules``' (n_seeds, steps, batch_size), or schedule[..., :t, :] for the statistics
+    after t updates. The batches are gathered one seed at a time (one seed's (steps, batch_size,
+    n_features) in memory)."""
+    idx = np.asarray(schedule)
+    lead, (steps, batch) = idx.shape[:-2], idx.shape[-2:]
+    m = float(momentum)
+    weights = m * (1.0 - m) ** np.arange(steps - 1, -1, -1, dtype=np.float64)  # (steps,)
+    start = (1.0 - m) ** steps
+    n_features = np.asarray(X_train).shape[1]
+    mean, var = np.zeros((int(np.prod(lead)), n_features)), np.zeros((int(np.prod(lead)), n_features))
+    for i, seed_schedule in enumerate(idx.reshape(len(mean), steps, batch)):
+        batch_mean, batch_var = batch_input_stats(X_train, seed_schedule)
+        mean[i], var[i] = weights @ batch_mean, weights @ batch_var
+    return mean.reshape(*lead, n_features), (start + var).reshape(*lead, n_features)
 
 
 def batch_schedule(data_key: jax.Array, steps: int, n_rows: int, batch_size: int) -> np.ndarray:
@@ -178,7 +233,8 @@ class Sweep:
     batches' rows, evaluate (log_every,) bool: whether to evaluate after step t0 + i's update (default: at
     the steps of ``eval_steps``, by default ``cfg.eval_steps``; it is data, not part of the program). The
     chunk log holds ``batch_loss`` (R, log_every) and, after each step's update, ``train_loss``
-    (R, log_every), ``grad_norm`` and ``relative_grad_norm`` (R, log_every, L), NaN where not evaluated."""
+    (R, log_every), ``grad_norm``, ``relative_grad_norm``, ``weight_norm`` and ``effective_lr``
+    (R, log_every, L; ``weight_log``), NaN where not evaluated."""
 
     def __init__(self, spec: model.ModelSpec, cfg: TrainConfig, X, y, X_eval, y_eval, eval_steps=None):
         self.spec, self.cfg = spec, cfg
@@ -200,20 +256,23 @@ class Sweep:
 
         # The data are arguments of the compiled functions, not constants baked into them: XLA compiles
         # much faster, and variants of the same shapes share the compiled program (and the disk cache).
-        def evaluate_one(params, X_eval, y_eval):
+        def evaluate_one(params, lr, X_eval, y_eval):
             eval_loss, grads = grad_fn(params, X_eval, y_eval)
             g, rel = per_layer_grad_norms(params, grads)
-            return dict(train_loss=eval_loss, grad_norm=g, relative_grad_norm=rel)
+            norm, eff = weight_log(spec, params, lr)
+            return dict(train_loss=eval_loss, grad_norm=g, relative_grad_norm=rel, weight_norm=norm, effective_lr=eff)
 
-        def skipped(params):
+        def skipped(params, lr):
             nan = lambda shape: jnp.full(shape, jnp.nan, dtype)  # noqa: E731
-            return dict(train_loss=nan(()), grad_norm=nan((n_layers,)), relative_grad_norm=nan((n_layers,)))
+            per_layer = ("grad_norm", "relative_grad_norm", "weight_norm", "effective_lr")
+            return dict(train_loss=nan(()), **{k: nan((n_layers,)) for k in per_layer})
 
         def init_one(lr, params, X_eval, y_eval):
             """The initial state and the step-0 evaluation, in one program: a separate evaluation program
             would cost every model shape another compilation."""
-            log = evaluate_one(params, X_eval, y_eval)
-            state = dict(params=params, opt=make_optimizer(cfg, lr).init(params), lr=jnp.asarray(lr, dtype),
+            lr = jnp.asarray(lr, dtype)
+            log = evaluate_one(params, lr, X_eval, y_eval)
+            state = dict(params=params, opt=make_optimizer(cfg, lr).init(params), lr=lr,
                          init_loss=log["train_loss"], diverged=jnp.zeros((), bool),
                          diverged_step=jnp.full((), -1, jnp.int32))
             return state, log
@@ -235,7 +294,8 @@ class Sweep:
                 diverged_step=jnp.where(bad & ~state["diverged"], t.astype(jnp.int32), state["diverged_step"]),
             )
             # ``evaluate`` is not batched (one schedule for every run): a real branch under vmap
-            log = jax.lax.cond(evaluate, lambda p: evaluate_one(p, X_eval, y_eval), skipped, state["params"])
+            log = jax.lax.cond(evaluate, lambda p, lr: evaluate_one(p, lr, X_eval, y_eval), skipped,
+                               state["params"], state["lr"])
             return state, dict(batch_loss=batch_loss.astype(dtype), **log)
 
         def interval_one(state, t0, idx_block, evaluate, X, y, X_eval, y_eval):
@@ -269,16 +329,69 @@ class Sweep:
         self.interval_program = interval  # (state, t0, block, evaluate, X, y, X_eval, y_eval), for inspection
 
 
-def _test_metrics(spec: model.ModelSpec, params, X_eval, X_test, y_test):
-    """(test_accuracy, test_loss) of one run; BN uses fixed statistics from the evaluation set."""
-    stats = model.population_stats(spec, params, X_eval) if spec.norm == "batchnorm" else None
-    out = model.forward(spec, params, X_test, stats)
+def has_batch_statistics(spec: model.ModelSpec) -> bool:
+    """Whether the model's outputs depend on the statistics of the batch it sees (hidden BN or input BN), so
+    that its training mode and test mode differ."""
+    return spec.input_norm == "batchnorm" or spec.norm == "batchnorm"
+
+
+def fixed_stats(spec: model.ModelSpec, params: model.Params, X_ref, input_stats=None):
+    """The fixed statistics a model is evaluated with in test mode, as (norm_stats, input_stats):
+    input_stats (the running input statistics of an input-BN model, (mean, var) each (n_features,); None
+    otherwise) is passed through; norm_stats is, under hidden BN, the population statistics of X_ref
+    (m, n_features) with the inputs normalized by input_stats (``model.population_stats``), else None."""
+    norm_stats = model.population_stats(spec, params, X_ref, input_stats) if spec.norm == "batchnorm" else None
+    return norm_stats, input_stats
+
+
+def mode_losses(spec: model.ModelSpec, params: model.Params, X_eval, y_eval, batch_size: int, stats):
+    """(train_mode_loss, test_mode_loss) of one run on the evaluation set X_eval (n, n_features), y_eval (n,
+    ...), scalars in the loss's units. Train mode: the mean over the set's consecutive chunks of
+    ``batch_size`` rows (a last partial chunk dropped; one chunk of all n rows when n < batch_size) of the
+    chunk's loss with its own batch statistics. Test mode: the loss on the whole set with the fixed
+    statistics ``stats`` = ``fixed_stats``' (norm_stats, input_stats)."""
+    n = X_eval.shape[0]
+    size = min(int(batch_size), n)
+    k = n // size
+    chunks_X = X_eval[:k * size].reshape(k, size, *X_eval.shape[1:])
+    chunks_y = y_eval[:k * size].reshape(k, size, *y_eval.shape[1:])
+    train_mode = jnp.mean(jax.vmap(lambda X_, y_: model.loss(spec, params, X_, y_))(chunks_X, chunks_y))
+    return train_mode, model.loss(spec, params, X_eval, y_eval, *stats)
+
+
+def _test_metrics(spec: model.ModelSpec, params, X_test, y_test, stats):
+    """(test_accuracy, test_loss) of one run in test mode: the fixed statistics ``stats`` =
+    ``fixed_stats``' (norm_stats, input_stats). test_accuracy is NaN for the mse loss."""
+    out = model.forward(spec, params, X_test, *stats)
     test_loss = model.loss_from_outputs(spec, out, y_test)
     if spec.loss == "softmax_cross_entropy":
         acc = jnp.mean(jnp.argmax(out, axis=-1) == y_test)
     else:
         acc = jnp.nan
     return acc, test_loss
+
+
+def final_metrics(spec: model.ModelSpec, params: model.Params, input_stats, X_eval, y_eval, X_test, y_test,
+                  batch_size: int) -> dict[str, jax.Array]:
+    """The end-of-training metrics of one run, scalars: test_accuracy and test_loss (``_test_metrics``) and
+    train_mode_loss and test_mode_loss (``mode_losses``; NaN for a model without batch statistics,
+    ``has_batch_statistics``). input_stats: the run's running input statistics (``running_input_stats``)
+    under input BN, else None; hidden BN's fixed statistics come from the evaluation set (X_eval, y_eval)."""
+    stats = fixed_stats(spec, params, X_eval, input_stats)
+    acc, test_loss = _test_metrics(spec, params, X_test, y_test, stats)
+    if has_batch_statistics(spec):
+        train_mode, test_mode = mode_losses(spec, params, X_eval, y_eval, batch_size, stats)
+    else:
+        train_mode = test_mode = jnp.full((), jnp.nan, test_loss.dtype)
+    return dict(test_accuracy=acc, test_loss=test_loss, train_mode_loss=train_mode, test_mode_loss=test_mode)
+
+
+@functools.lru_cache(maxsize=16)
+def _final_metrics_program(spec: model.ModelSpec, batch_size: int):
+    """``final_metrics`` vmapped over runs (params and input_stats with a leading (R,) axis; the data shared)
+    and jitted; one program per (spec, batch_size), shared by a variant's grid and refinement calls."""
+    return jax.jit(jax.vmap(functools.partial(final_metrics, spec, batch_size=batch_size),
+                            in_axes=(0, 0, None, None, None, None)))
 
 
 def train_runs(spec: model.ModelSpec, cfg: TrainConfig, data: dict, lr_runs, seed_runs, eval_examples: int,
@@ -291,8 +404,12 @@ def train_runs(spec: model.ModelSpec, cfg: TrainConfig, data: dict, lr_runs, see
     T = len(eval_steps), L = spec.n_layers:
       lr (R,), seed (R,), step and eval_step (T,) (the evaluation schedule), batch_loss (R, steps),
       train_loss (R, T) (evaluation-set loss), grad_norm (R, T, L), relative_grad_norm (R, T, L),
+      weight_norm (R, T, L), effective_lr (R, T, L) (``weight_log``),
       diverged (R,) bool, diverged_step (R,) (-1 if never), final_train_loss (R,) (evaluation-set loss after
-      the last step), test_accuracy (R,), test_loss (R,) (NaN for a diverged run), steps_to_target (R,)
+      the last step), test_accuracy (R,), test_loss (R,), train_mode_loss (R,), test_mode_loss (R,)
+      (``final_metrics``: test mode normalizes an input-BN model's inputs with its seed's running statistics
+      after all ``cfg.steps`` batches, ``running_input_stats``; the last two are NaN for a model without
+      batch statistics; all four NaN for a diverged run), steps_to_target (R,)
       (first schedule step with train_loss <= target_loss and the run not diverged by then, NaN if never),
       batches_per_epoch () (mini-batches per pass over the training split), and with keep_checkpoints
       ``checkpoints``: {tag: params pytree with a leading (R,) axis} for tag in init, early, end.
@@ -335,16 +452,22 @@ def train_runs(spec: model.ModelSpec, cfg: TrainConfig, data: dict, lr_runs, see
     diverged_step = np.asarray(state["diverged_step"])
     train_loss = logged["train_loss"]
 
-    test = jax.jit(jax.vmap(lambda p: _test_metrics(spec, p, sweep.X_eval, jnp.asarray(data["X_test"], sweep.X.dtype),
-                                                    jnp.asarray(data["y_test"]))))
-    test_acc, test_loss = (np.asarray(a) for a in test(state["params"]))
+    input_stats = None
+    if spec.input_norm == "batchnorm":
+        mean, var = running_input_stats(data["X_train"], schedules, cfg.running_stats_momentum)
+        input_stats = (jnp.asarray(mean[seed_index], sweep.X.dtype), jnp.asarray(var[seed_index], sweep.X.dtype))
+    final = _final_metrics_program(spec, cfg.batch_size)(state["params"], input_stats, sweep.X_eval, sweep.y_eval,
+                                                         jnp.asarray(data["X_test"], sweep.X.dtype),
+                                                         jnp.asarray(data["y_test"]))
+    final = {k: np.asarray(v) for k, v in final.items()}
     reached = (train_loss <= target_loss) & ~(diverged[:, None] & (steps[None, :] > diverged_step[:, None]))
     steps_to_target = np.where(reached.any(axis=1), steps[np.argmax(reached, axis=1)], np.nan)
     out = dict(
         lr=lr_runs, seed=seed_runs, step=steps, eval_step=steps, batch_loss=per_step["batch_loss"],
         train_loss=train_loss, grad_norm=logged["grad_norm"], relative_grad_norm=logged["relative_grad_norm"],
+        weight_norm=logged["weight_norm"], effective_lr=logged["effective_lr"],
         diverged=diverged, diverged_step=diverged_step, final_train_loss=train_loss[:, -1],
-        test_accuracy=np.where(diverged, np.nan, test_acc), test_loss=np.where(diverged, np.nan, test_loss),
+        **{k: np.where(diverged, np.nan, v) for k, v in final.items()},
         steps_to_target=steps_to_target, batches_per_epoch=np.asarray(n_rows // cfg.batch_size, np.int64),
     )
     if keep_checkpoints:
@@ -386,8 +509,8 @@ def refinement_runs(grid: dict) -> tuple[np.ndarray, np.ndarray]:
 
 
 LOG_ARRAYS = ("lr", "seed", "step", "eval_step", "batch_loss", "train_loss", "grad_norm", "relative_grad_norm",
-              "diverged", "diverged_step", "final_train_loss", "test_accuracy", "test_loss", "steps_to_target",
-              "batches_per_epoch")
+              "weight_norm", "effective_lr", "diverged", "diverged_step", "final_train_loss", "test_accuracy",
+              "test_loss", "steps_to_target", "batches_per_epoch")
 
 
 def sweep_arrays(result: dict) -> dict[str, np.ndarray]:
@@ -446,14 +569,16 @@ def checkpoint_from_arrays(arrays, tag: str, seed_index: int, lr_index: int) -> 
 def train_variant(dataset: str, variant: str, data: dict, variants_config: dict, sweep_config: dict,
                   progress: Callable[[str], None] | None = None) -> dict:
     """Everything the train rule writes for one variant of one dataset, from its processed data (the
-    arrays of ``data/processed/<dataset>/<input>.npz``) and the config's ``variants`` and ``sweep``
-    sections: the network is ``variants_config``'s width, activation and eps at the variant's norm and
-    depth; its output is one unit with the ``mse`` loss for a regression dataset, else one per class with
-    ``softmax_cross_entropy``; every (lr, seed) of the sweep's grid is trained (``train_sweep``) and logged
-    on the evaluation set, the first ``sweep_config["eval_examples"]`` training rows. Then one more
-    vmapped call trains the refinement runs (``refinement_runs``: LRs inside each seed's max-stable
-    bracket); they are rows of ``runs`` with ``grid`` False and appear nowhere else. A refinement run is
-    evaluated at steps 0 and ``steps`` only, so its ``steps_to_target`` is NaN (not measured).
+    arrays of ``data/processed/<dataset>/<data input>.npz``, ``Variant.data_input``: the raw file for the
+    batchnorm input treatment) and the config's ``variants`` and ``sweep`` sections: the network is
+    ``variants_config``'s width, activation and eps at the variant's input treatment, norm and depth
+    (``variants.model_spec``); its output is one unit with the ``mse`` loss for a regression dataset, else
+    one per class with ``softmax_cross_entropy``; every (lr, seed) of the sweep's grid is trained
+    (``train_sweep``) and logged on the evaluation set, the first ``sweep_config["eval_examples"]`` training
+    rows. Then one more vmapped call trains the refinement runs (``refinement_runs``: LRs inside each
+    seed's max-stable bracket); they are rows of ``runs`` with ``grid`` False and appear nowhere else. A
+    refinement run is evaluated at steps 0 and ``steps`` only, so its ``steps_to_target`` is NaN (not
+    measured).
 
     Returns, in the order the job writes them: ``model`` (model.json text), ``sweep`` (``sweep_arrays`` of
     the grid), ``checkpoints`` (``sweep_checkpoint_arrays``: every seed), ``runs`` (grid runs, then

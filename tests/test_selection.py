@@ -103,6 +103,46 @@ def test_common_lr_over_variants():
     assert np.isnan(table.set_index("variant").loc["raw-layernorm-d2", "best_lr"])
 
 
+def test_depth_0_is_left_out_of_the_common_lr_and_then_given_it():
+    """The depth-0 arms (max stable 0.01 on raw inputs; one never converges) would lower the common LR from 1
+    to 0.01 and flag it; they are left out of it, and every row, depth 0 included, gets the networks' value."""
+    a = runs([[1.0, 1.0], [0.5, 0.5], [0.3, 0.3], [0.2, 0.2]], variant="raw-none-d2")  # max stable 10
+    b = runs([[1.0, 1.0], [0.5, 0.5], [0.3, 0.3], [0.2, 0.2]], [[0, 0], [0, 0], [0, 0], [0, 1]],
+             variant="batchnorm-none-d2")  # max stable 1: the common LR
+    d0 = runs([[1.0, 1.0], [0.5, 0.5], [0.3, 0.3], [0.2, 0.2]], [[0, 0], [0, 1], [1, 1], [1, 1]],
+              variant="raw-none-d0")  # max stable 0.01
+    never = runs([[3.0, 3.0]] * 4, variant="standardize-none-d0")
+    table, _ = S.dataset_summary(pd.concat([a, b, d0, never], ignore_index=True))
+    v = table.set_index("variant")
+    assert v.loc["raw-none-d0", "max_stable_grid_lr"] == 0.01 and np.isnan(v.loc["standardize-none-d0", "best_lr"])
+    assert (table["common_lr"] == 1.0).all() and table["common_lr_stable_everywhere"].all()
+    # a case (dataset, depth, input) with one arm: its level is that arm's own (depth 0; the batchnorm input)
+    assert v.loc["raw-none-d0", "matched_level"] == 1.0 and v.loc["raw-none-d0", "case_target"] == 2.0
+    assert v.loc["batchnorm-none-d2", "matched_level"] == 0.3 and v.loc["raw-none-d2", "matched_level"] == 0.2
+    assert np.isnan(v.loc["standardize-none-d0", "matched_level"])
+
+
+def test_a_study_of_depth_0_alone_takes_its_common_lr_from_depth_0():
+    d0 = runs([[1.0, 1.0], [0.5, 0.5], [0.3, 0.3], [0.2, 0.2]], [[0, 0], [0, 0], [1, 0], [1, 1]],
+              variant="raw-none-d0")  # max stable 0.1
+    std = runs([[1.0, 1.0], [0.5, 0.5], [0.3, 0.3], [0.2, 0.2]], variant="standardize-none-d0")  # 10
+    table, seeds = S.dataset_summary(pd.concat([d0, std], ignore_index=True))
+    assert (table["common_lr"] == 0.1).all() and table["common_lr_stable_everywhere"].all()
+    assert table["best_lr"].tolist() == [0.1, 10.0] and len(seeds) == 4
+    never = runs([[3.0, 3.0]] * 4, variant="batchnorm-none-d0")
+    table, _ = S.dataset_summary(pd.concat([d0, std, never], ignore_index=True))
+    assert (table["common_lr"] == 0.01).all() and not table["common_lr_stable_everywhere"].any()
+
+
+def test_dataset_common_lr():
+    nan = np.nan
+    assert S.dataset_common_lr([1.0, 10.0, 0.01], [2, 4, 0], 1e-4) == (1.0, True)
+    assert S.dataset_common_lr([1.0, 10.0, nan], [2, 4, 0], 1e-4) == (1.0, True)  # depth 0 never decides
+    assert S.dataset_common_lr([1.0, nan, 0.01], [2, 4, 0], 1e-4) == (1e-4, False)
+    assert S.dataset_common_lr([0.1, 0.01], [0, 0], 1e-4) == (0.01, True)  # only depth 0: from depth 0
+    assert S.dataset_common_lr([0.1, nan], [0, 0], 1e-4) == (1e-4, False)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # the max-stable bracket and its refinement
 

@@ -1,13 +1,15 @@
 """Tests of normlab.train: divergence is detected at the right step and frozen, runs are ordered
 lr-major / seed-minor, a vmapped sweep computes exactly what each run computes alone (whatever its chunking
 and evaluation schedule), every seed's checkpoints are saved and read back, and the max-stable-LR
-refinement brackets the known divergence threshold of full-batch gradient descent on a quadratic.
+refinement brackets the known divergence threshold of full-batch gradient descent on a quadratic. Batch
+statistics: the running input statistics, the test-mode and training-mode metrics of input-BN and hidden-BN
+models, and the logged weight norms and effective learning rates, each against numpy written out here.
 
 The reference is a plain Python loop of SGD steps (params - lr * grad) written here, one step at a time,
 with the divergence rule of the module docstring. Training runs in float64 so that the vmapped sweep,
 the single-run sweep and the reference loop agree to ~1e-10. Compilation dominates the cost, so the
-module trains only three sweeps (the fixture, the run alone, the quadratic) and the reference loop reuses
-one jitted gradient.
+module trains only five small sweeps (the fixture, the run alone, the quadratic, and an input-BN sweep
+with and without hidden BN) and the reference loop reuses one jitted gradient.
 """
 
 import jax
@@ -84,6 +86,8 @@ def test_runs_are_ordered_lr_major_seed_minor_and_paired(sweep):
     np.testing.assert_array_equal(sweep["eval_step"], sweep["step"])
     assert sweep["train_loss"].shape == (8, 21) and sweep["grad_norm"].shape == (8, 21, 2)
     assert sweep["batch_loss"].shape == (8, 20) and int(sweep["batches_per_epoch"]) == N // 16
+    assert sweep["weight_norm"].shape == sweep["effective_lr"].shape == (8, 21, 2)
+    assert set(T.sweep_arrays(sweep)) == set(T.LOG_ARRAYS) >= {"weight_norm", "effective_lr"}
     init = sweep["checkpoints"]["init"]
     for r in range(8):  # same seed -> the same initial weights, whatever the LR
         same = r % 2
@@ -108,6 +112,9 @@ def test_sweep_matches_reference_loop_divergence_and_freezing(sweep):
         np.testing.assert_allclose(sweep["grad_norm"][r, 0], grad0, rtol=1e-9)
         w0 = [np.linalg.norm(run_params(sweep, "init", r)[f"layer{l}"]["W"]) for l in (1, 2)]
         np.testing.assert_allclose(sweep["relative_grad_norm"][r, 0], np.array(grad0) / w0, rtol=1e-9)
+        np.testing.assert_allclose(sweep["weight_norm"][r, 0], w0, rtol=1e-12)  # no norm: ||W[l]||_F
+        w_end = [np.linalg.norm(end_params[f"layer{l}"]["W"]) for l in (1, 2)]
+        np.testing.assert_allclose(sweep["weight_norm"][r, -1], w_end, rtol=1e-9)
         end = run_params(sweep, "end", r)
         for k in end:
             for n in end[k]:
@@ -171,7 +178,7 @@ def test_vmapped_run_equals_the_run_trained_alone_whatever_its_chunks_and_schedu
     assert alone["lr"].tolist() == [8.0] and alone["seed"].tolist() == [1]
     np.testing.assert_array_equal(alone["step"], cfg.eval_steps)
     cols = cfg.eval_steps
-    for key in ("train_loss", "grad_norm", "relative_grad_norm"):
+    for key in ("train_loss", "grad_norm", "relative_grad_norm", "weight_norm"):
         np.testing.assert_allclose(alone[key][0], sweep[key][r][cols], rtol=1e-5, atol=1e-8, err_msg=key)
     for key in ("batch_loss", "final_train_loss", "steps_to_target", "test_accuracy"):
         np.testing.assert_allclose(alone[key][0], sweep[key][r], rtol=1e-5, atol=1e-8, err_msg=key)
@@ -196,7 +203,9 @@ def test_the_evaluation_runs_at_schedule_steps_only_as_a_real_branch_under_vmap(
     assert "cond[" in str(jax.make_jaxpr(sw.interval_program)(*args))
     _, log = sw.interval_program(*args)
     assert np.isnan(log["train_loss"][:, 0]).all() and np.isnan(log["grad_norm"][:, 0]).all()
+    assert np.isnan(log["weight_norm"][:, 0]).all()
     assert np.isfinite(log["train_loss"][:, 1]).all() and np.isfinite(log["batch_loss"]).all()
+    assert np.isfinite(log["weight_norm"][:, 1]).all() and np.isnan(log["effective_lr"]).all()  # no norm: NaN
 
 
 def test_eval_schedule():
@@ -273,6 +282,10 @@ def test_tables_from_a_sweep(sweep):
     assert runs["diverged_step"].isna().tolist() == (~div).tolist()
     np.testing.assert_array_equal(runs["diverged_step"][div], sweep["diverged_step"][div])
     np.testing.assert_array_equal(runs["initial_train_loss"], sweep["train_loss"][:, 0])
+    # no batch statistics (no input BN, no hidden BN): no train / test mode to compare
+    assert list(runs.columns[-2:]) == ["train_mode_loss", "test_mode_loss"]
+    assert runs["train_mode_loss"].isna().all() and runs["test_mode_loss"].isna().all()
+    assert np.isfinite(runs.loc[~runs["diverged"], "test_loss"]).all()
     training = pd.DataFrame(tables.training_table(ids, sweep))
     assert list(training.columns[5:]) == ["lr", "seed", "step", "train_loss", "eval_loss", "frozen"]
     assert len(training) == 8 * 21
@@ -287,12 +300,16 @@ def test_tables_from_a_sweep(sweep):
         expected = rows["step"] > d if d >= 0 else pd.Series(False, index=rows.index)
         assert rows["frozen"].tolist() == expected.tolist(), (r, d)
     grads = pd.DataFrame(tables.gradients_table(ids, sweep, {"common": 0, "best": 2}))
-    assert len(grads) == 2 * 2 * 21 * 2  # runs x metrics x steps x layers
-    g = grads[(grads["run"] == "best") & (grads["metric"] == "grad_norm") & (grads["layer"] == 2)]
-    np.testing.assert_array_equal(g["value"], sweep["grad_norm"][2, :, 1])
+    assert len(grads) == 2 * 4 * 21 * 2  # runs x metrics x steps x layers
+    assert list(dict.fromkeys(grads["metric"])) == ["grad_norm", "relative_grad_norm", "weight_norm", "effective_lr"]
+    for metric in ("grad_norm", "weight_norm"):
+        g = grads[(grads["run"] == "best") & (grads["metric"] == metric) & (grads["layer"] == 2)]
+        np.testing.assert_array_equal(g["value"], sweep[metric][2, :, 1])
+        assert g["step"].tolist() == sweep["step"].tolist()
+    assert grads.loc[grads["metric"] == "effective_lr", "value"].isna().all()  # no norm: no invariant group
     # one row per (run, seed): pairs instead of a mapping
     g = pd.DataFrame(tables.gradients_table(ids, sweep, [("best", 2), ("best", 3)]))
-    assert g.groupby("seed").size().tolist() == [2 * 21 * 2] * 2
+    assert g.groupby("seed").size().tolist() == [4 * 21 * 2] * 2
 
 
 def test_training_table_on_a_sparse_schedule():
@@ -331,6 +348,10 @@ def test_train_config_validation():
     cfg = T.TrainConfig.from_sweep_config({"steps": 60, "log_every": 10, "dtype": "float64", "lr_min": 1e-4,
                                            "seeds": [0, 1], "target_loss": 0.1})
     assert (cfg.steps, cfg.log_every, cfg.dtype, cfg.batch_size) == (60, 10, "float64", 64)
+    assert cfg.running_stats_momentum == 0.1  # absent from the sweep config: the default
+    assert T.TrainConfig.from_sweep_config({"running_stats_momentum": 0.25}).running_stats_momentum == 0.25
+    with pytest.raises(ValueError, match="running_stats_momentum"):
+        T.TrainConfig(running_stats_momentum=0.0)
     assert T.TrainConfig(steps=60, log_every=10, early_fraction=0.01).early_interval == 1
     with pytest.raises(ValueError, match="batch_size"):
         T.Sweep(SPEC, T.TrainConfig(steps=10, batch_size=200, log_every=10), X, Y, X, Y)
@@ -378,3 +399,179 @@ def test_refinement_brackets_the_divergence_threshold_of_gradient_descent_on_a_q
     # the checkpoints of both seeds, in the config's order (3, then 0)
     assert out["checkpoints"]["end/layer1.W"].shape == (2, 9, 2, 1)
     assert out["sweep"]["seed"][:2].tolist() == [3, 0]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# batch statistics: running input statistics, test mode vs training mode; weight norms and effective LRs
+
+def np_running_stats(X_, schedule, m):
+    """The running input statistics written as the loop: r = (0, 1); r <- (1 - m) r + m (batch mean, biased
+    batch variance) for each batch in order."""
+    mean, var = np.zeros(X_.shape[1]), np.ones(X_.shape[1])
+    for idx in schedule:
+        b = X_[idx]
+        mean = (1 - m) * mean + m * b.mean(axis=0)
+        var = (1 - m) * var + m * b.var(axis=0)
+    return mean, var
+
+
+def test_running_input_stats_is_the_moving_average_of_the_batch_statistics():
+    rng_ = np.random.default_rng(5)
+    Xr = rng_.normal(size=(30, 3)) * np.array([1000.0, 1.0, 0.01]) + np.array([50.0, -2.0, 3.0])
+    cfg = T.TrainConfig(steps=7, batch_size=5, log_every=7)
+    schedules = T.seed_batch_schedules([4, 9], cfg, 30)  # (2, 7, 5)
+    mean, var = T.running_input_stats(Xr, schedules, 0.3)
+    assert mean.shape == var.shape == (2, 3)
+    for i in range(2):
+        want_mean, want_var = np_running_stats(Xr, schedules[i], 0.3)
+        np.testing.assert_allclose(mean[i], want_mean, rtol=1e-12)
+        np.testing.assert_allclose(var[i], want_var, rtol=1e-12)
+    # one seed's schedule (steps, batch_size) -> (n_features,); a prefix: the statistics after 3 updates
+    one = T.running_input_stats(Xr, schedules[1], 0.3)
+    np.testing.assert_allclose(one[1], var[1], rtol=1e-12)
+    prefix = T.running_input_stats(Xr, schedules[:, :3], 0.3)
+    np.testing.assert_allclose(prefix[0][0], np_running_stats(Xr, schedules[0, :3], 0.3)[0], rtol=1e-12)
+    np.testing.assert_array_equal(T.running_input_stats(Xr, schedules[:, :0], 0.3)[1], np.ones((2, 3)))  # r0
+    # the momentum matters: m = 0.7 (the weights of m = 0.3 swapped) gives other statistics
+    assert not np.allclose(T.running_input_stats(Xr, schedules, 0.7)[1], var)
+
+
+def np_forward(spec, params, X_, input_stats=None, norm_stats=None):
+    """A depth <= 1 network written out in numpy: input BN (the given or the batch's statistics), layer 1,
+    hidden BN (the given or the batch's statistics) and ReLU, the output layer. Returns (outputs, Z[1])."""
+    P = {k: {n: np.asarray(v) for n, v in p.items()} for k, p in params.items()}
+    a = X_
+    if spec.input_norm == "batchnorm":
+        mu, var = (X_.mean(axis=0), X_.var(axis=0)) if input_stats is None else input_stats
+        a = (X_ - mu) / np.sqrt(var + spec.eps)
+    if spec.depth == 0:
+        return a @ P["layer1"]["W"] + P["layer1"]["b"], None
+    p = P["layer1"]
+    z = a @ p["W"] + p.get("b", 0.0)
+    h = z
+    if spec.norm == "batchnorm":
+        mu, var = (z.mean(axis=0), z.var(axis=0)) if norm_stats is None else norm_stats
+        h = (z - mu) / np.sqrt(var + spec.eps) * p["gamma"] + p["beta"]
+    return np.maximum(h, 0.0) @ P["layer2"]["W"] + P["layer2"]["b"], z
+
+
+def np_cross_entropy(out, y):
+    logp = out - out.max(axis=1, keepdims=True)
+    logp = logp - np.log(np.exp(logp).sum(axis=1, keepdims=True))
+    return -np.mean(logp[np.arange(len(y)), y])
+
+
+def random_params(spec, seed):
+    """Initial parameters with gamma and beta moved off 1 and 0 (so that a wrong statistic shows)."""
+    r = np.random.default_rng(seed)
+    params = M.init_params(spec, jax.random.PRNGKey(seed), jnp.float64)
+    return {k: {n: jnp.asarray(np.asarray(v) + r.normal(scale=0.5, size=v.shape)) for n, v in p.items()}
+            for k, p in params.items()}
+
+
+@pytest.mark.parametrize("norm", ["none", "batchnorm"])
+def test_final_metrics_use_running_input_statistics_in_test_mode_and_chunks_in_training_mode(norm):
+    """Known answer on a 2-3-3 network with input BN (and hidden BN): train mode = the mean loss of the
+    evaluation set's chunks of batch_size rows (the last partial chunk dropped), each with its own
+    statistics; test mode and the test metrics = the running input statistics, and under hidden BN the
+    evaluation set's population statistics of Z[1] computed on the inputs normalized by them."""
+    spec = M.ModelSpec((2, 3, 3), norm=norm, input_norm="batchnorm")
+    params = random_params(spec, 2)
+    rng_ = np.random.default_rng(8)
+    X_eval = rng_.normal(size=(10, 2)) * np.array([100.0, 0.1]) + np.array([20.0, 1.0])
+    y_eval = rng_.integers(0, 3, 10)
+    X_test = rng_.normal(size=(6, 2)) * np.array([100.0, 0.1]) + np.array([20.0, 1.0])
+    y_test = rng_.integers(0, 3, 6)
+    running = (np.array([5.0, 0.9]), np.array([4000.0, 0.02]))  # not the evaluation set's own statistics
+    got = T.final_metrics(spec, params, tuple(jnp.asarray(a) for a in running), jnp.asarray(X_eval),
+                          jnp.asarray(y_eval), jnp.asarray(X_test), jnp.asarray(y_test), batch_size=4)
+
+    chunks = [np_cross_entropy(np_forward(spec, params, X_eval[i:i + 4])[0], y_eval[i:i + 4]) for i in (0, 4)]
+    z_eval = np_forward(spec, params, X_eval, running)[1]
+    pop = (z_eval.mean(axis=0), z_eval.var(axis=0)) if norm == "batchnorm" else None
+    out_eval = np_forward(spec, params, X_eval, running, pop)[0]
+    out_test = np_forward(spec, params, X_test, running, pop)[0]
+    np.testing.assert_allclose(float(got["train_mode_loss"]), np.mean(chunks), rtol=1e-12)
+    np.testing.assert_allclose(float(got["test_mode_loss"]), np_cross_entropy(out_eval, y_eval), rtol=1e-12)
+    np.testing.assert_allclose(float(got["test_loss"]), np_cross_entropy(out_test, y_test), rtol=1e-12)
+    assert float(got["test_accuracy"]) == pytest.approx(np.mean(out_test.argmax(axis=1) == y_test), abs=1e-7)
+    # fewer rows than batch_size: one chunk of all of them (the whole set with its own statistics)
+    small = T.final_metrics(spec, params, tuple(jnp.asarray(a) for a in running), jnp.asarray(X_eval),
+                            jnp.asarray(y_eval), jnp.asarray(X_test), jnp.asarray(y_test), batch_size=64)
+    np.testing.assert_allclose(float(small["train_mode_loss"]),
+                               np_cross_entropy(np_forward(spec, params, X_eval)[0], y_eval), rtol=1e-12)
+
+
+def test_has_batch_statistics():
+    assert not T.has_batch_statistics(M.ModelSpec((2, 3, 2)))
+    assert not T.has_batch_statistics(M.ModelSpec((2, 3, 2), norm="layernorm"))
+    assert T.has_batch_statistics(M.ModelSpec((2, 3, 2), norm="batchnorm"))
+    assert T.has_batch_statistics(M.ModelSpec((2, 2), input_norm="batchnorm"))
+
+
+@pytest.mark.parametrize("norm", ["none", "batchnorm"])
+def test_an_input_bn_sweep_tests_with_its_seeds_running_statistics(norm):
+    """train_runs: each run's test metrics and test-mode loss use the running input statistics of its own
+    seed's batches over all its steps at ``cfg.running_stats_momentum``; a diverged run's are NaN; the
+    weight log is the RMS unit norm of a BN hidden layer (||W||_F otherwise) and lr / that^2 (NaN without
+    an invariant group). Without hidden BN the running mean shows too (hidden BN's population statistics
+    absorb a shift of the inputs)."""
+    spec = M.ModelSpec((4, 3, 3), norm=norm, input_norm="batchnorm")
+    cfg = T.TrainConfig(steps=6, batch_size=16, log_every=3, dtype="float64", running_stats_momentum=0.3)
+    Xs = X * np.array([100.0, 1.0, 0.01, 1.0]) + 7.0
+    data = {"X_train": Xs, "y_train": Y, "X_test": X_TEST * np.array([100.0, 1.0, 0.01, 1.0]) + 7.0, "y_test": Y_TEST}
+    out = T.train_sweep(spec, cfg, data, [0.5, 1e9], [3, 1], EVAL, progress=lambda msg: None)
+    X_eval, y_eval = Xs[:EVAL], Y[:EVAL]
+    for r in range(4):
+        lr, seed = float(out["lr"][r]), int(out["seed"][r])
+        if out["diverged"][r]:
+            assert np.isnan([out[k][r] for k in ("test_loss", "train_mode_loss", "test_mode_loss")]).all()
+            continue
+        params = run_params(out, "end", r)
+        running = np_running_stats(Xs, T.batch_schedule(T.run_keys(seed)[1], cfg.steps, N, cfg.batch_size), 0.3)
+        z_eval = np_forward(spec, params, X_eval, running)[1]
+        pop = (z_eval.mean(axis=0), z_eval.var(axis=0)) if norm == "batchnorm" else None
+        test_out = np_forward(spec, params, data["X_test"], running, pop)[0]
+        np.testing.assert_allclose(out["test_loss"][r], np_cross_entropy(test_out, Y_TEST), rtol=1e-9)
+        eval_out = np_forward(spec, params, X_eval, running, pop)[0]
+        np.testing.assert_allclose(out["test_mode_loss"][r], np_cross_entropy(eval_out, y_eval), rtol=1e-9)
+        chunks = [np_cross_entropy(np_forward(spec, params, X_eval[i:i + 16])[0], y_eval[i:i + 16])
+                  for i in range(0, EVAL, 16)]
+        np.testing.assert_allclose(out["train_mode_loss"][r], np.mean(chunks), rtol=1e-9)
+        W = [np.asarray(params[f"layer{l}"]["W"]) for l in (1, 2)]
+        unit_rms = np.sqrt(np.mean(np.sum(W[0] ** 2, axis=0)))
+        want = [unit_rms if norm == "batchnorm" else np.linalg.norm(W[0]), np.linalg.norm(W[1])]
+        np.testing.assert_allclose(out["weight_norm"][r, -1], want, rtol=1e-9)
+        if norm == "batchnorm":
+            np.testing.assert_allclose(out["effective_lr"][r, -1, 0], lr / want[0] ** 2, rtol=1e-9)
+        else:
+            assert np.isnan(out["effective_lr"][r, :, 0]).all()
+        assert np.isnan(out["effective_lr"][r, :, 1]).all()  # the output layer has no invariant group
+    assert out["diverged"].tolist() == [False, False, True, True]
+    runs = pd.DataFrame(tables.runs_table({k: "x" for k in tables.ID_COLUMNS}, out))
+    np.testing.assert_array_equal(runs["test_mode_loss"], out["test_mode_loss"])
+    np.testing.assert_array_equal(runs["train_mode_loss"], out["train_mode_loss"])
+
+
+def test_weight_log_of_batch_norm_layer_norm_and_no_norm_models():
+    """weight_norm per layer: the RMS over a BN layer's units of ||W[:, j]||, sqrt(||W||^2 + ||b||^2) for an LN
+    layer (one group), ||W||_F otherwise; effective_lr = lr / weight_norm^2 where there are groups, else NaN."""
+    lr = 0.3
+    for norm in ("batchnorm", "layernorm", "none"):
+        spec = M.ModelSpec((3, 4, 5, 2), norm=norm)
+        params = random_params(spec, 4)
+        P = {k: {n: np.asarray(v) for n, v in p.items()} for k, p in params.items()}
+        norm_w, eff = (np.asarray(a) for a in T.weight_log(spec, params, lr))
+        if norm == "batchnorm":
+            want = [np.sqrt(np.mean(np.sum(P[f"layer{l}"]["W"] ** 2, axis=0))) for l in (1, 2)]
+        elif norm == "layernorm":
+            want = [np.sqrt(np.sum(P[f"layer{l}"]["W"] ** 2) + np.sum(P[f"layer{l}"]["b"] ** 2)) for l in (1, 2)]
+        else:
+            want = [np.linalg.norm(P[f"layer{l}"]["W"]) for l in (1, 2)]
+        want.append(np.linalg.norm(P["layer3"]["W"]))
+        np.testing.assert_allclose(norm_w, want, rtol=1e-12, err_msg=norm)
+        if norm == "none":
+            assert np.isnan(eff).all()
+        else:
+            np.testing.assert_allclose(eff[:2], lr / np.square(want[:2]), rtol=1e-12, err_msg=norm)
+            assert np.isnan(eff[2])
