@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 import jax
 import numpy as np
 
-from normlab import curvature, landscape, layer_inputs, matched, model, selection, tables, train
+from normlab import curvature, invariance, landscape, layer_inputs, matched, model, selection, smoothness, tables, train
 
 RUNS = ("common", "best")
 TAGS = ("init", "early", "matched", "end")
@@ -30,6 +30,8 @@ CHECKPOINT_TABLES = {
     "curvature": ["run", "lr", "seed", "checkpoint", "scope", "matrix", "metric", "value"],
     "contours": ["run", "lr", "seed", "checkpoint", *landscape.ROW_KEYS],
 }
+# smoothness.csv: the loss and gradient along steps of c x lr x gradient from each checkpoint (``smoothness_table``)
+SMOOTHNESS_COLUMNS = ["run", "lr", "seed", "checkpoint", "step_size", "metric", "value"]
 # checkpoints.csv: where each analysed checkpoint was taken (``Checkpoint``)
 CHECKPOINTS_COLUMNS = ["run", "lr", "seed", "checkpoint", "step", "frozen", "reached", "level"]
 
@@ -52,17 +54,19 @@ def curvature_at(spec: model.ModelSpec, params: model.Params, X, y, cfg: dict, s
     """Hessian and Gauss-Newton spectra of the analysis loss at one checkpoint, whole model and per layer.
 
     cfg: the ``analysis.curvature`` config (top_k, lanczos_steps, trace_probes, slq_probes,
-    dense_max_params, output_dense_max_params, density_points). Returns (rows, densities, top2) where rows are
-    tidy dicts (scope, matrix, metric, value), densities the SLQ densities per (scope, matrix), and top2 maps a scope
-    to the pytree directions of its top-2 Hessian eigenvectors (zero outside the scope), for the contour
-    slices. The probes are drawn from the key [0, seed] (the bits of ``jax.random.PRNGKey(seed)``, without
-    compiling it).
+    dense_max_params, output_dense_max_params, density_points, invariant_lanczos_steps: the size of the
+    Lanczos subspace of the scale-invariant sharpness of a BN or LN model, 0 or absent: not measured).
+    Returns (rows, densities, top2) where rows are tidy dicts (scope, matrix, metric, value), densities the
+    SLQ densities per (scope, matrix), and top2 maps a scope to the pytree directions of its top-2 Hessian
+    eigenvectors (zero outside the scope), for the contour slices. The probes are drawn from the key
+    [0, seed] (the bits of ``jax.random.PRNGKey(seed)``, without compiling it).
     """
     result = curvature.analyze_curvature(
         spec, params, X, y, key=np.array([0, seed], np.uint32), top_k=cfg["top_k"],
         dense_max_params=cfg["dense_max_params"], num_steps=cfg["lanczos_steps"],
         trace_probes=cfg["trace_probes"], slq_probes=cfg["slq_probes"], grid_size=cfg["density_points"],
         output_dense_max_params=cfg["output_dense_max_params"],
+        invariant_steps=cfg.get("invariant_lanczos_steps", 0),
     )
     top2 = {}
     for (scope, matrix), s in result.spectra.items():
@@ -177,6 +181,23 @@ class VariantAnalysis:
     contour_grids: dict[str, np.ndarray]
 
 
+def smoothness_table(spec: model.ModelSpec, params: list[model.Params], lrs: list[float],
+                     labels: list[tuple[dict, int]], X, y, cfg: dict) -> list[dict]:
+    """smoothness.csv's rows (``SMOOTHNESS_COLUMNS``). ``params`` and ``lrs``: the distinct measured
+    checkpoints and each one's run lr (the steps are ``c x lr x gradient`` with c in
+    ``cfg["step_multipliers"]``, the ``analysis.smoothness`` config); ``labels``: (ids, k) pairs, the run, lr,
+    seed and checkpoint columns of a row group and the index k of its checkpoint in ``params`` (the common and
+    best runs share their init, and a checkpoint when they share an lr). One compiled call measures every
+    checkpoint and step multiplier (``normlab.smoothness``), in the parameters' dtype. Scale-invariant weight
+    groups (BN, LN) add the ``beta_invariant`` metrics (``normlab.invariance.scale_tree``)."""
+    if not params:
+        return []
+    scales = [invariance.scale_tree(spec, p) for p in params] if invariance.invariant_layers(spec) else None
+    per_point = smoothness.smoothness_rows(spec, params, X, y, lrs, cfg["step_multipliers"], scales)
+    return [{**ids, **{c: r[c] for c in ("step_size", "metric", "value")}} for ids, k in labels
+            for r in per_point[k]]
+
+
 def checkpoint_steps(sweep_config: Mapping) -> dict[str, int]:
     """The step (parameter updates done) of the ``init``, ``early`` and ``end`` checkpoints of a sweep with the
     config's ``sweep`` settings."""
@@ -234,6 +255,8 @@ def analyze_variant(spec: model.ModelSpec, data: Mapping, sweep: Mapping, checkp
                       if "matched_level" in variant_row else None)
     rows = {kind: [] for kind in CHECKPOINT_TABLES}
     checkpoint_rows, run_rows = [], []
+    smooth_cfg = cfg.get("smoothness")
+    smooth_index, smooth_params, smooth_lrs, smooth_labels = {}, [], [], []
     out = VariantAnalysis({}, {}, {}, {})
     measured = {}
     for run in RUNS:
@@ -259,9 +282,24 @@ def analyze_variant(spec: model.ModelSpec, data: Mapping, sweep: Mapping, checkp
                                         "reached": point.reached, "level": point.level})
                 for kind in rows:
                     rows[kind] += [{**extra, **r} for r in m[kind]]
+                # the steps scale with the run's lr: one init shared by two runs is measured at each run's lr
+                if smooth_cfg and tag in smooth_cfg["checkpoints"]:
+                    if (key, extra["lr"]) not in smooth_index:
+                        smooth_index[key, extra["lr"]] = len(smooth_params)
+                        smooth_params.append(_cast(point.params, np.dtype(cfg["curvature"]["dtype"])))
+                        smooth_lrs.append(extra["lr"])
+                    smooth_labels.append((extra, smooth_index[key, extra["lr"]]))
                 out.spectra.update({f"{name}/{k}": v for k, v in m["spectra"].items()})
                 out.contour_grids.update({f"{name}/{k}": v for k, v in m["grids"].items()})
     out.tables = {kind: tables.long_rows(ids, rows[kind], columns) for kind, columns in CHECKPOINT_TABLES.items()}
     out.tables["checkpoints"] = tables.long_rows(ids, checkpoint_rows, CHECKPOINTS_COLUMNS)
+    smooth_rows = []
+    if smooth_cfg:
+        start = time.perf_counter()
+        smooth_rows = smoothness_table(spec, smooth_params, smooth_lrs, smooth_labels,
+                                       np.asarray(X, np.dtype(cfg["curvature"]["dtype"])), y, smooth_cfg)
+        progress(f"smoothness along the gradient: {len(smooth_params)} checkpoints x "
+                 f"{len(smooth_cfg['step_multipliers'])} steps ({time.perf_counter() - start:.1f} s)")
+    out.tables["smoothness"] = tables.long_rows(ids, smooth_rows, SMOOTHNESS_COLUMNS)
     out.tables["gradients"] = tables.gradients_table(ids, sweep, run_rows)
     return out

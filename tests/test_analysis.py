@@ -87,8 +87,11 @@ def test_analyze_variant_measures_the_common_and_best_runs_of_every_seed():
                     np.testing.assert_array_equal(res.checkpoints[f"{run}-s{seed}-{tag}"][name], arr)
     assert not np.array_equal(res.checkpoints["best-s7-end"]["layer1.W"], res.checkpoints["best-s8-end"]["layer1.W"])
     assert not np.array_equal(res.checkpoints["common-s7-end"]["layer1.W"], res.checkpoints["best-s7-end"]["layer1.W"])
-    # measured once per distinct checkpoint (curvature at "end" only: one line per run and seed)
-    assert len(lines) == 4 and sum("best run (lr 1), seed 8, end" in m for m in lines) == 1
+    # measured once per distinct checkpoint (curvature at "end" only: one line per run and seed), then the
+    # smoothness of every checkpoint in one call
+    curvature_lines = [m for m in lines if "curvature done" in m]
+    assert len(curvature_lines) == 4 and sum("best run (lr 1), seed 8, end" in m for m in curvature_lines) == 1
+    assert sum("smoothness along the gradient" in m for m in lines) == 1
     X, y = analysis.analysis_batch(data, cfg["max_examples"])
     li = res.tables["layer_inputs"]
     for run, i in (("common", 0), ("best", 2)):
@@ -113,6 +116,16 @@ def test_analyze_variant_measures_the_common_and_best_runs_of_every_seed():
     for kind in ("curvature", "layer_inputs", "checkpoints"):
         assert list(res.tables[kind])[:len(tables.ID_COLUMNS)] == tables.ID_COLUMNS
         assert "seed" in res.tables[kind]
+    # smoothness: every run, seed and configured checkpoint; the shared init is stepped with each run's own lr
+    sm = res.tables["smoothness"]
+    assert list(sm)[:len(tables.ID_COLUMNS)] == tables.ID_COLUMNS
+    assert {(r, s, t) for r, s, t in zip(sm["run"], sm["seed"], sm["checkpoint"], strict=True)} == {
+        (r, s, t) for r in analysis.RUNS for s in (7, 8) for t in tags}
+    for seed in (7, 8):
+        loss = {run: sm["value"][(sm["run"] == run) & (sm["seed"] == seed) & (sm["checkpoint"] == "init")
+                                 & (sm["metric"] == "loss")] for run in analysis.RUNS}
+        assert len(loss["common"]) == len(cfg["smoothness"]["step_multipliers"])
+        assert not np.allclose(loss["common"], loss["best"])  # lr 0.01 vs 1
     # where each checkpoint was taken: init after 0 updates, early after one chunk, end after all of them
     c = res.tables["checkpoints"]
     assert {(t, s) for t, s in zip(c["checkpoint"], c["step"], strict=True)} == {("init", 0), ("early", 5), ("end", 10)}
@@ -120,8 +133,9 @@ def test_analyze_variant_measures_the_common_and_best_runs_of_every_seed():
     # one LR for both runs: the same measurements under both names
     same = analysis.analyze_variant(spec, data, sweep, ckpts, {**IDS, "common_lr": 0.1, "best_lr": 0.1}, cfg,
                                     SWEEP_CONFIG)
-    c = same.tables["curvature"]
-    np.testing.assert_array_equal(c["value"][c["run"] == "common"], c["value"][c["run"] == "best"])
+    for kind in ("curvature", "smoothness"):
+        c = same.tables[kind]
+        np.testing.assert_array_equal(c["value"][c["run"] == "common"], c["value"][c["run"] == "best"])
     assert len(same.spectra) == len(res.spectra)
 
 

@@ -20,6 +20,8 @@ import pytest
 from conftest import QUICK, study_folders
 from test_reruns import TINY, dry_run_jobs, snakemake, tiny_config, tiny_csv, write_config
 
+from normlab.variants import variant_grid
+
 pytestmark = pytest.mark.workflow
 
 TOPS = ("data", "results", "reports", "logs", "benchmarks")
@@ -60,6 +62,11 @@ def reversed_keys(value):
     return value
 
 
+def _grid(config):
+    v = config["variants"]
+    return variant_grid(v["inputs"], v["norms"], v["depths"], v.get("batchnorm_input_norms", ["none"]))
+
+
 def test_the_order_of_the_config_keys_reruns_nothing(quick_copy):
     root, config = quick_copy
     assert planned(root, config, "quick-same.yaml") == []
@@ -75,10 +82,17 @@ def test_an_analysis_setting_reruns_no_train_or_select_job(quick_copy):
     proc = snakemake(root, root / "jax-cache", "--configfile", write_config(root, edited, "quick-lanczos.yaml"),
                      "--dry-run")
     jobs = dry_run_jobs(proc.stdout)
-    v = config["variants"]
-    networks = len(config["datasets"]) * len(v["norms"]) * len(v["depths"])
-    # one analyze job per network reads the setting; the tables and the report follow from its outputs
-    assert Counter(rule for rule, _ in jobs) == {"analyze": networks, "tables": 1, "report": 1, "all": 1}, jobs
+    grid = _grid(config)
+    n_ds = len(config["datasets"])
+    networks = n_ds * len({(v.norm, v.depth) for v in grid if v.input != "batchnorm"})
+    input_bn = n_ds * sum(v.input == "batchnorm" for v in grid)
+    assert networks and input_bn  # the quick study has both kinds of analyze job
+    # one analyze job per network (and one per network with batch norm on its inputs, whose message names the
+    # variant: "analyze <dataset>/batchnorm-<norm>-d<depth>") reads the setting; the tables and the report follow
+    # from their outputs
+    kinds = Counter("analyze_input_bn" if rule == "analyze" and w.count("-") == 2 else rule for rule, w in jobs)
+    assert kinds == {"analyze": networks, "analyze_input_bn": input_bn, "tables": 1, "report": 1, "all": 1}, jobs
+    networks += input_bn
     # each analyze job's header says which setting changed, in one short line (normlab.terminal)
     reasons = [line for line in proc.stdout.splitlines() if line.startswith("Reason: ")]
     changed = f"Reason: Params have changed since last execution: curvature.lanczos_steps: {steps} -> {steps + 1}"
@@ -94,8 +108,9 @@ def test_an_added_depth_trains_only_the_new_variants(quick_copy):
     v["depths"] = [*v["depths"], new_depth]
     jobs = planned(root, edited, "quick-depth.yaml")
     trains = sorted(w for rule, w in jobs if rule == "train")
-    assert trains == sorted(f"dataset={ds}, variant={i}-{n}-d{new_depth}"
-                            for ds in config["datasets"] for i in v["inputs"] for n in v["norms"]), jobs
+    new = [x.name for x in _grid(edited) if x.depth == new_depth]
+    assert len(new) == 2 * 3 + 1  # raw and standardized x 3 norms, and batch norm on the inputs without a norm
+    assert trains == sorted(f"dataset={ds}, variant={name}" for ds in config["datasets"] for name in new), jobs
     # the data are as they were; select (and the analyze jobs after it) may rerun: variants.csv gains rows
     assert not {rule for rule, _ in jobs} & {"fetch", "preprocess"}, jobs
     assert sorted(w for rule, w in jobs if rule == "select") == [f"dataset={ds}" for ds in sorted(config["datasets"])]

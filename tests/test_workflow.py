@@ -33,8 +33,24 @@ def table(root: Path, name: str) -> pd.DataFrame:
 
 
 def expected_variants(config) -> list[tuple[str, str, int]]:
+    """(input, norm, depth) of the study's variants: the input x norm x depth product less two kinds, written
+    out here from the config's documentation: depth 0 only without a norm, the batchnorm input only with
+    variants.batchnorm_input_norms."""
     v = config["variants"]
-    return [(i, n, int(d)) for i in v["inputs"] for n in v["norms"] for d in v["depths"]]
+    out = []
+    for i in v["inputs"]:
+        for n in v["norms"]:
+            for d in v["depths"]:
+                n_ = "none" if d == 0 else n
+                if (i == "batchnorm" and n_ not in v["batchnorm_input_norms"]) or (i, n_, d) in out:
+                    continue
+                out.append((i, n_, int(d)))
+    return out
+
+
+def data_input(inp: str) -> str:
+    """The processed file an input treatment trains on (batch norm on the inputs reads the raw file)."""
+    return "raw" if inp == "batchnorm" else inp
 
 
 def lr_grid(config) -> np.ndarray:
@@ -52,10 +68,13 @@ def eval_steps(tr: pd.DataFrame) -> list[int]:
 
 def np_forward(spec: dict, arrays: dict, X: np.ndarray):
     """(outputs, [A[0..L-1]], [Z[1..L]]) from model.json and the checkpoint arrays, written from the
-    contract in docs/methods.md (BN in training mode on X: batch mean, biased variance, eps)."""
+    contract in docs/methods.md (BN in training mode on X: batch mean, biased variance, eps; batch norm on the
+    inputs, input_norm batchnorm, likewise on X's features before layer 1, without gamma and beta)."""
     sizes, eps = spec["sizes"], spec["eps"]
     L = len(sizes) - 1
     a, inputs, pre = X.astype(np.float64), [], []
+    if spec.get("input_norm", "none") == "batchnorm":
+        a = (a - a.mean(axis=0)) / np.sqrt(a.var(axis=0) + eps)
     for l in range(1, L + 1):
         inputs.append(a)
         z = a @ arrays[f"layer{l}.W"].astype(np.float64)
@@ -100,7 +119,7 @@ def np_weight_grad_norms(spec: dict, arrays: dict, X: np.ndarray, y: np.ndarray)
 
 def analysis_set(root: Path, config, dataset: str, inp: str, rows: int | None = None):
     """The processed data and its first ``rows`` training rows (default: the analysis set's)."""
-    with np.load(study_folders(root, QUICK).data / "processed" / dataset / f"{inp}.npz") as f:
+    with np.load(study_folders(root, QUICK).data / "processed" / dataset / f"{data_input(inp)}.npz") as f:
         data = {k: f[k] for k in f.files}
     m = config["analysis"]["max_examples"] if rows is None else rows
     return data, data["X_train"][:m], data["y_train"][:m]
@@ -118,7 +137,7 @@ def test_tables_have_the_contract_columns_and_row_counts(quick):
     n_lr, n_seeds = config["sweep"]["n_lr"], len(config["sweep"]["seeds"])
     contract = {
         "runs": ["lr", "seed", "grid", "diverged", "diverged_step", "final_train_loss", "test_accuracy",
-                 "steps_to_target"],
+                 "steps_to_target", "train_mode_loss", "test_mode_loss"],
         "variants": ["max_stable_lr", "max_stable_lr_upper", "best_lr", "common_lr", "matched_level"],
         "variant_seeds": ["seed", "max_stable_lr", "max_stable_lr_upper", "best_lr", "final_train_loss",
                           "test_accuracy", "steps_to_case_target", "case_target"],
@@ -128,7 +147,8 @@ def test_tables_have_the_contract_columns_and_row_counts(quick):
         "gradients": ["run", "seed", "step", "layer", "metric", "value"],
         "curvature": ["run", "seed", "checkpoint", "scope", "matrix", "metric", "value"],
         "contours": ["run", "seed", "checkpoint", "slice", "scope", "axis_ratio_ggn", "axis_ratio_levelset",
-                     "singular", "censored", "flat_direction", "degenerate"],
+                     "singular", "censored", "flat_direction", "degenerate", "projected"],
+        "smoothness": ["run", "lr", "seed", "checkpoint", "step_size", "metric", "value"],
     }
     t = {name: table(root, name) for name in contract}
     for name, cols in contract.items():
@@ -182,10 +202,39 @@ def test_tables_have_the_contract_columns_and_row_counts(quick):
     assert ((matched["step"] >= 0) & (matched["step"] <= steps)).all() and matched["level"].notna().any()
 
     g = t["gradients"]
-    assert set(g["metric"]) == {"grad_norm", "relative_grad_norm"} and set(g["run"]) == set(RUNS)
-    expected_g = sum(len(RUNS) * n_seeds * len(schedule) * (d + 1) * 2 for _, _, d in variants) * len(datasets)
-    assert len(g) == expected_g
-    assert np.isfinite(g["value"]).all() and (g["value"] >= 0).all()
+    metrics = {"grad_norm", "relative_grad_norm", "weight_norm", "effective_lr"}
+    assert set(g["metric"]) == metrics and set(g["run"]) == set(RUNS)
+    expected_g = sum(len(RUNS) * n_seeds * len(schedule) * (d + 1) * len(metrics) for _, _, d in variants)
+    assert len(g) == expected_g * len(datasets)
+    # a depth-0 model starts at W = 0, where the relative gradient norm is undefined
+    undefined = (g["metric"] == "relative_grad_norm") & (g["depth"] == 0) & (g["step"] == 0)
+    assert g.loc[undefined, "value"].isna().all()
+    defined = ~undefined
+    for metric in ("grad_norm", "relative_grad_norm", "weight_norm"):
+        v = g.loc[(g["metric"] == metric) & defined, "value"]
+        assert np.isfinite(v).all() and (v >= 0).all(), metric
+    # the effective LR lr / ||w||^2 exists for the layers whose weights are scale-invariant (BN and LN hidden layers)
+    eff = g[g["metric"] == "effective_lr"]
+    invariant = (eff["norm"] != "none") & (eff["layer"] <= eff["depth"])
+    assert np.isfinite(eff.loc[invariant, "value"]).all() and eff.loc[~invariant, "value"].isna().all()
+    assert invariant.any()
+
+    # runs: train- and test-mode losses exist exactly for the models with batch statistics (BN on a hidden
+    # layer or on the inputs), for the runs that did not diverge
+    modes = runs[~runs["diverged"].astype(bool)]
+    batch_stats = (modes["norm"] == "batchnorm") | (modes["input"] == "batchnorm")
+    for col in ("train_mode_loss", "test_mode_loss"):
+        assert np.isfinite(modes.loc[batch_stats, col]).all() and modes.loc[~batch_stats, col].isna().all(), col
+
+    # smoothness: every analysed run, seed and configured checkpoint, with per-step and aggregate metrics
+    sm = t["smoothness"]
+    per_step = sm[sm["step_size"].notna()]
+    assert sorted(per_step["step_size"].unique()) == sorted(config["analysis"]["smoothness"]["step_multipliers"])
+    assert {"loss", "grad_change", "beta"} <= set(per_step["metric"])
+    assert {"loss_range", "beta_max", "nonfinite_steps"} <= set(sm.loc[sm["step_size"].isna(), "metric"])
+    assert set(sm["checkpoint"]) == set(config["analysis"]["smoothness"]["checkpoints"])
+    inv = sm[sm["metric"] == "beta_invariant_max"]
+    assert set(inv["norm"]) == set(config["variants"]["norms"]) - {"none"}
 
     # contours: every row is either a finite ratio (censored ones hold their bound) or flat / degenerate
     c = t["contours"]
@@ -237,9 +286,11 @@ def test_runs_and_variants_are_consistent(quick):
             assert np.isnan(row["max_stable_lr"]) and np.isnan(row["best_lr"])
     for dataset, grp in var.groupby("dataset"):
         assert grp["common_lr"].nunique() == 1
-        if grp["max_stable_lr"].notna().all():
+        assert (grp["depth"] == 0).any() and (grp["depth"] > 0).any()
+        deep = grp[grp["depth"] > 0]  # the depth-0 models (convex, their own stability limit) do not set it
+        if deep["max_stable_lr"].notna().all():
             # the common LR is a grid LR: the smallest of the variants' largest stable grid LRs
-            assert grp["common_lr"].iloc[0] == pytest.approx(grp["max_stable_grid_lr"].min())
+            assert grp["common_lr"].iloc[0] == pytest.approx(deep["max_stable_grid_lr"].min())
         else:
             assert grp["common_lr"].iloc[0] == pytest.approx(runs.loc[runs["dataset"] == dataset, "lr"].min())
 
@@ -248,14 +299,17 @@ def test_runs_and_variants_are_consistent(quick):
 def test_layer1_input_scales_on_the_lecture_dataset(quick):
     """Layer 1's input is X itself: its RMS spread is a fixed number of the data, ~1000 raw (the
     lecture's 1000:1 features) and ~1 standardized, recomputed here from the processed npz (every row of the
-    training split, as the analysis measures layer inputs)."""
+    training split, as the analysis measures layer inputs). Under batch norm on the inputs it is the raw
+    features standardized with the analysis set's statistics (the batch the analysis loss uses)."""
     root, config, _ = quick
     assert "lecture" in config["datasets"]
     li = table(root, "layer_inputs")
     l1 = li[(li["dataset"] == "lecture") & (li["layer"] == 1)]
     for inp in config["variants"]["inputs"]:
-        data, _, _ = analysis_set(root, config, "lecture", inp)
-        X = data["X_train"]
+        data, X_an, _ = analysis_set(root, config, "lecture", inp)
+        X = data["X_train"].astype(np.float64)
+        if inp == "batchnorm":
+            X = (X - X_an.mean(axis=0)) / np.sqrt(X_an.var(axis=0) + config["variants"]["eps"])
         assert len(X) > config["analysis"]["max_examples"]  # else the split and the analysis set coincide
         rms = np.sqrt(np.mean(X**2, axis=0))
         spread = rms.max() / rms.min()
@@ -270,7 +324,7 @@ def test_layer1_input_scales_on_the_lecture_dataset(quick):
         assert (dead == 0).all()
         if inp == "raw":
             assert 500 < vals.min() and vals.max() < 2000, vals.describe()
-        if inp == "standardize":
+        if inp in ("standardize", "batchnorm"):
             assert vals.max() < 1.5, vals.describe()
 
 
@@ -291,6 +345,7 @@ def test_checkpoints_rebuild_the_logged_loss(quick):
             vdir = study_folders(root, QUICK).results / dataset / variant
             spec = json.loads((vdir / "model.json").read_text())
             assert spec["norm"] == norm and spec["input"] == inp and spec["depth"] == depth
+            assert spec["input_norm"] == ("batchnorm" if inp == "batchnorm" else "none")
             assert len(spec["sizes"]) == depth + 2 and spec["loss"] == "softmax_cross_entropy"
             # the training log and its gradients are measured on the evaluation set (sweep.eval_examples rows)
             data, X, y = analysis_set(root, config, dataset, inp, config["sweep"]["eval_examples"])
@@ -338,7 +393,10 @@ def test_checkpoints_rebuild_the_logged_loss(quick):
                                   & (grads["run"] == run) & (grads["seed"] == seed) & (grads["step"] == 0)]
                         g = g.pivot(index="layer", columns="metric", values="value")
                         w = [np.linalg.norm(arrays[f"layer{l}.W"]) for l in range(1, L + 1)]
-                        np.testing.assert_allclose(g["grad_norm"] / g["relative_grad_norm"], w, rtol=1e-4)
+                        if depth == 0:  # zero init: the relative norm is undefined
+                            assert g["relative_grad_norm"].isna().all() and not np.any(w)
+                        else:
+                            np.testing.assert_allclose(g["grad_norm"] / g["relative_grad_norm"], w, rtol=1e-4)
                         if norm == "none":
                             np.testing.assert_allclose(g["grad_norm"], np_weight_grad_norms(spec, arrays, X, y),
                                                        rtol=2e-3)
@@ -386,12 +444,16 @@ def test_quick_study_jobs_compile_at_level_zero(quick):
     logs = study_folders(root, QUICK).logs
     train = sorted((logs / "train").rglob("*.log"))
     analyze = sorted((logs / "analyze").rglob("*.log"))
-    v = config["variants"]
-    networks = len(config["datasets"]) * len(v["norms"]) * len(v["depths"])
-    assert len(train) == networks * len(v["inputs"]) and len(analyze) == networks
-    for log in analyze:  # one analyze job per network measures each of its input treatments
+    variants = expected_variants(config)
+    prepared = [i for i in config["variants"]["inputs"] if i != "batchnorm"]
+    networks = {f"{n}-d{d}" for i, n, d in variants if i != "batchnorm"}
+    input_bn = {f"batchnorm-{n}-d{d}" for i, n, d in variants if i == "batchnorm"}
+    assert len(train) == len(config["datasets"]) * len(variants)
+    assert sorted(log.stem for log in analyze) == sorted(list(networks) + list(input_bn)) * len(config["datasets"])
+    for log in analyze:  # one analyze job per network measures each of its prepared input treatments
         text = log.read_text()
-        assert all(f"{i}-{log.stem}: common run" in text for i in v["inputs"]), (log, text)
+        own = [log.stem] if log.stem in input_bn else [f"{i}-{log.stem}" for i in prepared]
+        assert all(f"{v}: common run" in text for v in own), (log, text)
     for log in train + analyze:
         first = log.read_text().splitlines()[0]
         assert "1 CPU thread(s)" in first and "--xla_backend_optimization_level=0" in first, (log, first)
@@ -424,7 +486,13 @@ def test_curvature_table_contract_and_loss(quick):
         assert tag in tags
         depth = int(variant.rsplit("d", 1)[1])
         assert len(g[(g["scope"] == "model") & (g["matrix"] == "none") & (g["metric"] == "loss")]) == 1
+        norm = variant.split("-")[1]
         for scope in ["model"] + [f"layer{l}" for l in range(1, depth + 2)]:
+            # lambda_max(S H S), S the norms of the scale-invariant weight groups: BN / LN models, scopes with them
+            invariant = norm != "none" and scope != f"layer{depth + 1}"
+            for matrix in ("hessian_invariant", "ggn_invariant"):
+                m = g[(g["scope"] == scope) & (g["matrix"] == matrix) & (g["metric"] == "lambda_max")]["value"]
+                assert len(m) == int(invariant) and np.isfinite(m).all(), (variant, scope, matrix)
             for matrix in ("hessian", "ggn"):
                 m = g[(g["scope"] == scope) & (g["matrix"] == matrix)].set_index("metric")["value"]
                 assert {"lambda_max", "trace", "eff_cond", "n_params"} <= set(m.index), (variant, scope, matrix)
@@ -446,7 +514,8 @@ def test_lecture_slide_effect_in_the_contour_table(quick):
         assert col in ct.columns
     assert set(ct["slice"]) == {"lecture", "eig", "random"}
     layer1 = ct[(ct["dataset"] == "lecture") & (ct["slice"] == "lecture") & (ct["scope"] == "layer1")
-                & (ct["checkpoint"] == "init") & (ct["norm"] == "none") & (ct["run"] == "best")]
+                & (ct["checkpoint"] == "init") & (ct["norm"] == "none") & (ct["run"] == "best")
+                & (ct["input"] != "batchnorm")]
     for depth in config["variants"]["depths"]:
         for seed in config["sweep"]["seeds"]:
             case = layer1[(layer1["depth"] == depth) & (layer1["seed"] == seed)]

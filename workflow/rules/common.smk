@@ -34,13 +34,19 @@ def benchmark_path(path):
 
 
 DATASETS = sorted(config["datasets"])
-VARIANTS = [
-    v.name
-    for v in variant_grid(
-        config["variants"]["inputs"], config["variants"]["norms"], config["variants"]["depths"]
-    )
-]
-INPUTS = sorted(set(config["variants"]["inputs"]))
+VARIANT_GRID = variant_grid(
+    config["variants"]["inputs"],
+    config["variants"]["norms"],
+    config["variants"]["depths"],
+    config["variants"].get("batchnorm_input_norms", ["none"]),
+)
+VARIANTS = [v.name for v in VARIANT_GRID]
+# The processed data files the variants read (the batchnorm input treatment reads the raw one).
+DATA_INPUTS = sorted({v.data_input for v in VARIANT_GRID})
+# The input treatments that data preparation makes (one analyze job serves them all per network) and the
+# network's own input batch norm (another program: its own analyze job per network, rule analyze_input_bn).
+PREPARED_INPUTS = sorted(set(config["variants"]["inputs"]) - {"batchnorm"})
+INPUT_BN_VARIANTS = [v.name for v in VARIANT_GRID if v.input == "batchnorm"]
 CONDA_ENV = "../envs/normlab.yaml"
 
 
@@ -52,12 +58,27 @@ wildcard_constraints:
 
 
 def variant_input(wildcards):
-    return Variant.parse(wildcards.variant).input
+    """The processed data file (input treatment) a variant trains on."""
+    return Variant.parse(wildcards.variant).data_input
 
 
 # The tables the report reads, and the per-variant files each one concatenates.
 TABLES = ["runs", "variants", "variant_seeds", "training", "checkpoints", "layer_inputs", "layer_units", "gradients",
-          "curvature", "contours"]
+          "curvature", "contours", "smoothness"]
+
+
+# The analyze job's per-variant files (besides its checkpoints folder), by output name.
+ANALYSIS_FILES = {
+    "checkpoints": "checkpoints.csv",
+    "layer_inputs": "layer_inputs.csv",
+    "layer_units": "layer_units.csv",
+    "gradients": "gradients.csv",
+    "curvature": "curvature.csv",
+    "spectra": "spectra.npz",
+    "contours": "contours.csv",
+    "contour_grids": "contours.npz",
+    "smoothness": "smoothness.csv",
+}
 
 
 def table_inputs(wildcards):
@@ -70,6 +91,7 @@ def table_inputs(wildcards):
         "gradients": "{dataset}/{variant}/analysis/gradients.csv",
         "curvature": "{dataset}/{variant}/analysis/curvature.csv",
         "contours": "{dataset}/{variant}/analysis/contours.csv",
+        "smoothness": "{dataset}/{variant}/analysis/smoothness.csv",
     }
     inputs = {k: expand(results_path(p), dataset=DATASETS, variant=VARIANTS) for k, p in per_variant.items()}
     for per_dataset in ("variants", "variant_seeds"):
@@ -133,25 +155,25 @@ def train_scale(wildcards):
     return s["steps"] * runs * layers * v["width"] ** 2 / (600 * 39 * 9 * 64**2)
 
 
-def arch_variants(arch):
-    """The variants of a network ``<norm>-d<depth>``: one per input treatment, in INPUTS order."""
-    return [f"{i}-{arch}" for i in INPUTS]
+def arch_variants(arch, inputs):
+    """The variants ``<input>-<arch>`` of a network ``<norm>-d<depth>`` for the input treatments ``inputs``."""
+    return [f"{i}-{arch}" for i in inputs]
 
 
-def variant_paths(path, dataset, arch):
-    """``path`` (with {dataset} and {variant}) for every variant of the network ``arch``, in INPUTS order;
-    dataset and arch may be wildcards themselves ("{dataset}", "{arch}")."""
-    return [path.format(dataset=dataset, variant=v) for v in arch_variants(arch)]
+def variant_paths(path, dataset, arch, inputs):
+    """``path`` (with {dataset} and {variant}) for every variant of the network ``arch`` with the input
+    treatments ``inputs``, in their order; dataset and arch may be wildcards themselves ("{dataset}", "{arch}")."""
+    return [path.format(dataset=dataset, variant=v) for v in arch_variants(arch, inputs)]
 
 
-def per_variant(path):
+def per_variant(path, inputs):
     """An input function: ``variant_paths`` of the job's dataset and network."""
-    return lambda wc: variant_paths(path, wc.dataset, wc.arch)
+    return lambda wc: variant_paths(path, wc.dataset, wc.arch, inputs)
 
 
-def analyze_outputs(path):
+def analyze_outputs(path, inputs):
     """Output patterns: ``variant_paths`` with the dataset and network left as wildcards."""
-    return variant_paths(path, "{dataset}", "{arch}")
+    return variant_paths(path, "{dataset}", "{arch}", inputs)
 
 
 def analyze_scale(wildcards):
@@ -159,15 +181,15 @@ def analyze_scale(wildcards):
     examples x layers^2 (each of the L + 1 curvature scopes and per-layer slices runs the whole network) x
     width^2 x Lanczos steps."""
     a, v = config["analysis"], config["variants"]
-    layers = Variant.parse(arch_variants(wildcards.arch)[0]).depth + 1
+    layers = int(wildcards.arch.rsplit("-d", 1)[1]) + 1
     steps = a["curvature"]["lanczos_steps"]
     return a["max_examples"] * layers**2 * v["width"] ** 2 * steps / (512 * 81 * 64**2 * 30)
 
 
 def analyze_job_scale(wildcards):
-    """Cost of an analyze job (every input treatment of the network) relative to the default study's deepest
-    variant: what its runtime request scales with (its memory holds one variant at a time)."""
-    return len(INPUTS) * analyze_scale(wildcards)
+    """Cost of an analyze job (every prepared input treatment of the network) relative to the default study's
+    deepest variant: what its runtime request scales with (its memory holds one variant at a time)."""
+    return max(1, len(PREPARED_INPUTS)) * analyze_scale(wildcards)
 
 
 def xla_level(scale):
@@ -177,9 +199,9 @@ def xla_level(scale):
 
 
 def study_scale(wildcards):
-    """Size of the whole study relative to the quick one (1 dataset x 8 variants), for the rules that read
+    """Size of the whole study relative to the quick one (1 dataset x 10 variants), for the rules that read
     every variant (tables, report: their base requests are the quick study's)."""
-    return len(DATASETS) * len(VARIANTS) / 8
+    return len(DATASETS) * len(VARIANTS) / 10
 
 
 def _request(base, factor_key):

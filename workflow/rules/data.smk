@@ -33,11 +33,11 @@ rule preprocess:
         csv=data_path("raw/{dataset}.csv"),
         provenance=data_path("raw/{dataset}.json"),
     output:
-        expand(data_path("processed/{{dataset}}/{input}.npz"), input=INPUTS),
+        expand(data_path("processed/{{dataset}}/{input}.npz"), input=DATA_INPUTS),
     params:
         entry=lambda wc: subset(config["datasets"][wc.dataset], PREPROCESS_ENTRY_KEYS),
         split=settings(config["split"]),
-        inputs=INPUTS,
+        inputs=DATA_INPUTS,
         batch_size=config["sweep"]["batch_size"],
     threads: 1
     resources:
