@@ -15,8 +15,14 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
+# One colour per arm (input-norm, the variant without its depth), the same in every figure: every input
+# treatment (raw, standardize, and batchnorm: the network's own batch norm on the raw inputs) with every norm
+# (none, batchnorm, layernorm). Depth 0 (``<input>-none-d0``, the slide's model) has the colour of its arm; the
+# figures that put depth on an axis draw it apart (``DEPTH0_MARKER``, not joined to the networks' line).
 PALETTE = {"raw-none": "#d95f02", "raw-batchnorm": "#7570b3", "standardize-none": "#e7298a",
-           "standardize-batchnorm": "#1b9e77", "raw-layernorm": "#a6761d", "standardize-layernorm": "#66a61e"}
+           "standardize-batchnorm": "#1b9e77", "raw-layernorm": "#a6761d", "standardize-layernorm": "#66a61e",
+           "batchnorm-none": "#1f78b4", "batchnorm-batchnorm": "#6a3d9a", "batchnorm-layernorm": "#b15928"}
+DEPTH0_MARKER = "s"
 
 
 def arm(df: pd.DataFrame) -> pd.Series:
@@ -77,10 +83,13 @@ def max_stable_lr(variants: pd.DataFrame) -> bytes:
     floor = d["max_stable_lr"].min() / 3 if d["max_stable_lr"].notna().any() else 1e-5
     for name, h in d.groupby("arm"):
         ok = h["max_stable_lr"].notna()
-        ax.plot(h["depth"][ok], h["max_stable_lr"][ok], "o-", label=name, color=PALETTE.get(name))
+        net, d0 = ok & (h["depth"] >= 1), ok & (h["depth"] == 0)  # depth 0 is another model: not on the line
+        ax.plot(h["depth"][net], h["max_stable_lr"][net], "o-", label=name, color=PALETTE.get(name))
+        ax.plot(h["depth"][d0], h["max_stable_lr"][d0], DEPTH0_MARKER, mfc="none", color=PALETTE.get(name),
+                label=None if net.any() else name)
         ax.plot(h["depth"][~ok], [floor] * int((~ok).sum()), "x", color=PALETTE.get(name))
     ax.set_yscale("log")
-    ax.set_xlabel("hidden layers")
+    ax.set_xlabel("hidden layers (0, open square: no hidden layer)")
     ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_ylabel("max stable learning rate")
     ax.legend(fontsize=7)
@@ -167,7 +176,9 @@ def ratio_label(panel: dict) -> str:
 def contour_grid(panels: list[list[dict | None]], row_labels: list[str], col_labels: list[str]) -> bytes:
     """A grid of contour slices: rows (e.g. variants) x columns (e.g. layers). Each panel dict holds
     alphas (n_a,), betas (n_b,), loss (n_a, n_b), origin (2,), ratio (float, NaN if not reported) and the
-    flags censored, flat_direction, degenerate (bool; ``ratio_label``); None leaves the panel empty.
+    flags censored, flat_direction, degenerate (bool; ``ratio_label``) and projected (a scale-invariant unit's
+    slice in the plane orthogonal to its weights: its axes are distances along two directions of that plane,
+    ``slice_axes``, ``axis_labels``); None leaves the panel empty.
     Colour = log10(J - min J) with one colour scale per row (``landscape.shared_log_scale``); the axis ratio
     is printed on each panel."""
     from normlab import landscape
@@ -185,15 +196,33 @@ def contour_grid(panels: list[list[dict | None]], row_labels: list[str], col_lab
             if p is None:
                 ax.axis("off")
                 continue
-            x = p["origin"][0] + np.asarray(p["alphas"])
-            y = p["origin"][1] + np.asarray(p["betas"])
+            x, y = slice_axes(p)
             z = landscape.log_excess(p["loss"]).T
             ax.contourf(x, y, np.clip(z, levels[0], levels[-1]), levels=levels, cmap="viridis")
             ax.contour(x, y, np.clip(z, levels[0], levels[-1]), levels=levels[::2], colors="white", linewidths=0.3)
             ax.set_aspect("equal", adjustable="box")
             ax.set_title(ratio_label(p), fontsize=7)
+            xlabel, ylabel = axis_labels(p)
+            ax.set_xlabel(xlabel, fontsize=6, labelpad=1)
             if i == 0:
                 ax.text(0.5, 1.25, col_labels[j], transform=ax.transAxes, ha="center", fontsize=8)
-            if j == 0:
-                ax.set_ylabel(row_labels[i], fontsize=7)
+            ax.set_ylabel(f"{row_labels[i]}\n{ylabel}" if j == 0 else ylabel, fontsize=6 if j else 7, labelpad=1)
     return to_png(fig)
+
+
+def slice_axes(panel: dict) -> tuple[np.ndarray, np.ndarray]:
+    """The coordinates a slice is drawn at: for a lecture slice of two weights, the weights' own values
+    (origin + alphas, origin + betas); for a projected slice (``projected``: a scale-invariant unit, the plane
+    orthogonal to its weight vector), the distances alphas, betas from the checkpoint along the plane's two
+    orthonormal directions."""
+    if panel.get("projected"):
+        return np.asarray(panel["alphas"]), np.asarray(panel["betas"])
+    return panel["origin"][0] + np.asarray(panel["alphas"]), panel["origin"][1] + np.asarray(panel["betas"])
+
+
+def axis_labels(panel: dict) -> tuple[str, str]:
+    """A slice's axis labels: the two weights (from the inputs of largest and smallest RMS), or, for a
+    projected slice, distances along two directions orthogonal to the unit's weights."""
+    if panel.get("projected"):
+        return "distance along u1 \u22a5 w", "distance along u2 \u22a5 w"
+    return "w from largest-RMS input", "w from smallest-RMS input"
