@@ -24,16 +24,16 @@ from normlab.curvature import estimators, krylov
 B1 = {"batch_size": 1}
 
 
-def _perturbed_params(spec, seed, dtype=np.float64):
-    """Parameters with every leaf generic (biases, gammas and betas not 0 / 1), drawn with numpy
-    (no compilation of random kernels)."""
+def _perturbed_params(spec, seed, dtype=np.float64, bias_scale=0.3):
+    """Parameters with every leaf generic (biases of standard deviation ``bias_scale``, gammas and betas not
+    1 / 0), drawn with numpy (no compilation of random kernels)."""
     rng = np.random.default_rng(seed)
     params = {}
     for l in range(1, spec.n_layers + 1):
         n_in, n_out = spec.sizes[l - 1], spec.sizes[l]
         p = {"W": rng.normal(size=(n_in, n_out)) * np.sqrt(2.0 / n_in)}
         if M.has_bias(spec, l):
-            p["b"] = 0.3 * rng.normal(size=n_out)
+            p["b"] = bias_scale * rng.normal(size=n_out)
         if M.has_affine_norm(spec, l):
             p["gamma"] = 1.0 + 0.3 * rng.normal(size=n_out)
             p["beta"] = 0.3 * rng.normal(size=n_out)

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.flatten_util import ravel_pytree
+from test_curvature import _perturbed_params
 
 from normlab import curvature as C
 from normlab import invariance
@@ -24,18 +25,7 @@ NORMALIZED = ("batchnorm", "layernorm")
 
 def _params(spec, seed=3, dtype=np.float64):
     """Generic parameters (biases, gammas, betas away from 0 / 1), drawn with numpy."""
-    rng = np.random.default_rng(seed)
-    params = {}
-    for l in range(1, spec.n_layers + 1):
-        n_in, n_out = spec.sizes[l - 1], spec.sizes[l]
-        p = {"W": rng.normal(size=(n_in, n_out)) * np.sqrt(2.0 / n_in)}
-        if M.has_bias(spec, l):
-            p["b"] = 0.5 * rng.normal(size=n_out)
-        if M.has_affine_norm(spec, l):
-            p["gamma"] = 1.0 + 0.3 * rng.normal(size=n_out)
-            p["beta"] = 0.3 * rng.normal(size=n_out)
-        params[f"layer{l}"] = {k: jnp.asarray(v, dtype) for k, v in p.items()}
-    return params
+    return _perturbed_params(spec, seed, dtype, bias_scale=0.5)
 
 
 @functools.cache
