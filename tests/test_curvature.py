@@ -928,3 +928,18 @@ def test_input_batchnorm_blocks_equal_the_hessian_of_the_loss():
     rows = C.analyze_curvature(spec0, params0, X0, y0, top_k=2, batch_size=1).rows
     lam = {(r["scope"], r["matrix"]): r["value"] for r in rows if r["metric"] == "lambda_max"}
     assert lam[("layer1", "hessian")] == pytest.approx(np.linalg.eigvalsh(H0)[-1], rel=1e-9)
+
+
+def test_tridiag_eigh_gives_nan_for_a_non_finite_tridiagonal():
+    """A tridiagonal with an overflowed entry (float32 products of a saturated softmax) gives NaN Ritz values
+    and vectors, which the analysis remeasures in float64, instead of LAPACK's "did not converge"; the finite
+    tridiagonals of the same batch are decomposed as usual."""
+    alpha = np.array([[2.0, 1.0, 3.0], [2.0, np.inf, 3.0]])
+    beta = np.array([[0.5, 0.25], [0.5, 0.25]])
+    theta, S = krylov.tridiag_eigh(alpha, beta)
+    T = np.diag(alpha[0]) + np.diag(beta[0], 1) + np.diag(beta[0], -1)
+    np.testing.assert_allclose(theta[0], np.linalg.eigvalsh(T), rtol=1e-12)
+    np.testing.assert_allclose(S[0] @ np.diag(theta[0]) @ S[0].T, T, atol=1e-12)
+    assert np.isnan(theta[1]).all() and np.isnan(S[1]).all()
+    theta, S = krylov.tridiag_eigh(np.array([1.0, np.nan]), np.array([0.5]))
+    assert theta.shape == (2,) and S.shape == (2, 2) and np.isnan(theta).all()

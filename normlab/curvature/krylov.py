@@ -175,7 +175,10 @@ def tridiag_eigh(alpha, beta) -> tuple[np.ndarray, np.ndarray]:
     """Eigen-decomposition of the Lanczos tridiagonal T (m x m) from alpha (..., m), beta (..., >= m-1),
     on the host (numpy; leading axes are a batch of independent tridiagonals).
 
-    Returns (theta (..., m) ascending Ritz values, S (..., m, m) orthonormal eigenvectors as columns).
+    Returns (theta (..., m) ascending Ritz values, S (..., m, m) orthonormal eigenvectors as columns). A
+    tridiagonal with a non-finite entry (products that over- or underflowed, e.g. float32 curvature of a
+    saturated softmax) has NaN Ritz values and vectors, so that the caller sees a non-finite result rather
+    than LAPACK's failure to converge.
     """
     alpha, beta = np.asarray(alpha), np.asarray(beta)
     m = alpha.shape[-1]
@@ -184,7 +187,13 @@ def tridiag_eigh(alpha, beta) -> tuple[np.ndarray, np.ndarray]:
     T[..., i, i] = alpha
     T[..., i[:-1], i[1:]] = beta[..., : m - 1]
     T[..., i[1:], i[:-1]] = beta[..., : m - 1]
-    return np.linalg.eigh(T)
+    finite = np.isfinite(T).all(axis=(-2, -1))
+    if finite.all():
+        return np.linalg.eigh(T)
+    theta, S = np.full(alpha.shape, np.nan, T.dtype), np.full(T.shape, np.nan, T.dtype)
+    if finite.any():
+        theta[finite], S[finite] = np.linalg.eigh(T[finite])
+    return theta, S
 
 
 class EigResult(NamedTuple):
