@@ -30,7 +30,7 @@ pytestmark = [pytest.mark.slurm, pytest.mark.workflow]
 
 HARD_LIMIT_S = 1200
 # one batch job per rule, or per group of the slurm profile (fetch+preprocess, tables+report)
-BATCH_JOBS = ("group_prepare_fetch_preprocess", "rule_train", "rule_select", "rule_analyze",
+BATCH_JOBS = ("group_prepare_fetch_preprocess", "rule_train", "rule_select", "rule_analyze", "rule_analyze_input_bn",
               "group_summarize_report_tables")
 
 
