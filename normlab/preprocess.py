@@ -2,9 +2,14 @@
 
 Checks (:func:`validate`): every problem a table can have stops the run with a
 :class:`normlab.errors.DatasetError` that names the dataset, the columns concerned and the fix: a
-missing target or categorical column, non-numeric feature columns not declared ``categorical``, missing
-values without ``impute``, infinite values, a target with a single class (classification) or non-numeric
-values (regression), fewer training rows than the mini-batch size. Constant columns are allowed.
+missing target or categorical column, a feature column without any value, non-numeric feature columns
+not declared ``categorical``, missing values without ``impute``, infinite values, a target with a single
+class (classification) or non-numeric values (regression). Then, on the split (:func:`check_split`): fewer
+test rows than ``split.min_test_rows`` or fewer training rows than the mini-batch size; and on the values
+(:func:`check_range`): columns too large for the study's dtype (``sweep.dtype``) as they are or after an
+input treatment (their squares, summed over a split, must stay finite). Every remedy a message names,
+followed, gets past these checks. Constant columns are allowed. The entry's ``drop`` removes columns
+before any check.
 
 Feature encoding: numeric columns as they are; columns listed under ``categorical`` are one-hot encoded
 (one 0/1 column ``<column>=<value>`` per distinct value, in sorted order, built from the whole table so
@@ -24,6 +29,7 @@ Input treatments (the ``input`` part of a variant name):
 
 from __future__ import annotations
 
+import json
 import math
 import warnings
 
@@ -35,6 +41,8 @@ from normlab.errors import DatasetError
 from normlab.variants import DATA_INPUTS
 
 MAX_CATEGORIES = 1000
+MIN_TEST_ROWS = 10  # split.min_test_rows' default
+DTYPES = ("float32", "float64")  # sweep.dtype: the precision the study trains and analyses in
 
 
 def split_indices(y: np.ndarray, test_fraction: float, seed: int, stratify: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -116,6 +124,11 @@ def _counts(counts: dict[str, int], limit: int = 20) -> str:
     return text + (f", ... ({len(items) - limit} more columns)" if len(items) > limit else "")
 
 
+def _columns(cols, word: str = "column") -> str:
+    """'column 'a'' or '2 columns ['a', 'b']'."""
+    return f"{word} {str(cols[0])!r}" if len(cols) == 1 else f"{len(cols)} {word}s {_names(cols)}"
+
+
 def _plural(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
@@ -124,10 +137,39 @@ def _is_numeric(s: pd.Series) -> bool:
     return pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s)
 
 
+def drop_advice(columns) -> str:
+    """The ``drop`` entry that removes ``columns``, as YAML to paste into a config entry."""
+    return f"drop: {json.dumps([str(c) for c in columns], ensure_ascii=False)}"
+
+
+def drop_columns(df: pd.DataFrame, drop, target: str, categorical=(), name: str = "dataset") -> pd.DataFrame:
+    """``df`` without the columns listed in a dataset entry's ``drop``; naming the target, a column that is not
+    in the table or one listed under ``categorical`` too is an error."""
+    drop = [str(c) for c in drop]
+    if not drop:
+        return df
+    where = f"dataset {name!r}"
+    columns = [str(c) for c in df.columns]
+    if target in drop:
+        raise DatasetError(f"{where}: 'drop' names the target column {target!r}; remove it from 'drop' (to train on "
+                           "another label column, set 'target' to it)")
+    unknown = [c for c in drop if c not in columns]
+    if unknown:
+        raise DatasetError(f"{where}: 'drop' names {_names(unknown)}, not in the table; its columns are "
+                           f"{_names(columns)}. Fix 'drop' in its config entry")
+    both = [c for c in drop if c in {str(k) for k in categorical}]
+    if both:
+        is_, it = ("is", "it") if len(both) == 1 else ("are", "each")
+        raise DatasetError(f"{where}: {_columns(both)} {is_} listed under both 'drop' and 'categorical'; remove {it} "
+                           "from one of them (a dropped column is not used at all)")
+    return df.drop(columns=drop)
+
+
 def validate(df: pd.DataFrame, target: str, *, task: str = "classification", categorical=(), impute: str = "none",
-             name: str = "dataset") -> None:
+             name: str = "dataset", dropped=()) -> None:
     """Raise DatasetError for the first problem of the table (see the module docstring); batch-size
-    and training-split checks happen in :func:`prepare`, which knows the split."""
+    and training-split checks happen in :func:`prepare`, which knows the split. ``dropped``: the columns
+    the entry's ``drop`` removed (named when no feature column is left)."""
     where = f"dataset {name!r}"
     columns = [str(c) for c in df.columns]
     if task not in TASKS:
@@ -147,11 +189,18 @@ def validate(df: pd.DataFrame, target: str, *, task: str = "classification", cat
                            f"{_names(columns)}. Fix 'categorical' in its config entry")
     features = [c for c in columns if c != target]
     if not features:
-        raise DatasetError(f"{where}: the table has no feature columns besides the target {target!r}; "
-                           "add feature columns")
+        raise DatasetError(f"{where}: the table has no feature columns besides the target {target!r}"
+                           f"{' once drop removed ' + _names(dropped) if dropped else ''}; add feature columns")
     if len(df) < 2:
         raise DatasetError(f"{where}: the table has {_plural(len(df), 'row')}; it needs at least 2 "
                            "(rows to train on and rows to test on)")
+    empty = [c for c in features if df[c].isna().all()]
+    if empty:
+        it, has = ("it", "has") if len(empty) == 1 else ("them", "have")
+        raise DatasetError(
+            f"{where}: {_columns(empty, 'feature column')} {has} no values at all (every cell is empty), which "
+            f"'impute' cannot fill; drop {it}: add {drop_advice(empty)} to its config entry"
+        )
     text = [c for c in features if c not in categorical and not _is_numeric(df[c])]
     if text:
         col = text[0]
@@ -225,12 +274,19 @@ def _float_ok(v) -> bool:
 def encode_features(df: pd.DataFrame, features: list[str], categorical) -> tuple[np.ndarray, list[str]]:
     """(X float64 with NaN where missing, feature names): numeric columns as is, categorical ones
     one-hot (``<column>=<value>``, values in sorted order), in the table's column order."""
+    X, names, _ = _encode_features(df, features, categorical)
+    return X, names
+
+
+def _encode_features(df: pd.DataFrame, features: list[str], categorical):
+    """``encode_features``' (X, names) and each feature's table column (a one-hot column's categorical one)."""
     categorical = {str(c) for c in categorical}
-    blocks, names = [], []
+    blocks, names, sources = [], [], []
     for c in features:
         if c not in categorical:
             blocks.append(df[c].to_numpy(dtype=np.float64)[:, None])
             names.append(c)
+            sources.append(c)
             continue
         col = df[c]
         missing = col.isna().to_numpy()
@@ -241,65 +297,221 @@ def encode_features(df: pd.DataFrame, features: list[str], categorical) -> tuple
         onehot[missing] = np.nan
         blocks.append(onehot)
         names += [f"{c}={v}" for v in values]
-    return np.concatenate(blocks, axis=1), names
+        sources += [c] * len(values)
+    return np.concatenate(blocks, axis=1), names, sources
+
+
+def check_split(n_rows: int, n_train: int, n_test: int, test_fraction: float, min_test_rows: int,
+                batch_size: int | None, where: str, task: str = "classification") -> None:
+    """Refuse a test split of fewer than ``min_test_rows`` rows (a test accuracy on a handful of rows is
+    noise), naming what to change: rows enough at this test_fraction, or a test_fraction (with a
+    batch_size, when needed) that this table allows; then a training split smaller than ``batch_size``.
+    Each remedy, followed, passes both checks."""
+    if n_test < min_test_rows:
+        b = batch_size or 1
+        fits = lambda f, n: math.ceil(f * n) >= min_test_rows and n - math.ceil(f * n) >= b  # noqa: E731
+        most = n_rows + math.ceil(min_test_rows / test_fraction) + math.ceil((b + 1) / (1 - test_fraction)) + 2
+        need = next(n for n in range(n_rows + 1, most) if fits(test_fraction, n))
+        batch = f" and sweep.batch_size {batch_size}" if batch_size else ""
+        remedies = [f"use more rows (at least {need} at test_fraction {test_fraction}{batch})"]
+        fraction = next((k / 100 for k in range(1, 100) if fits(k / 100, n_rows)), None)
+        if fraction is not None:
+            t = math.ceil(fraction * n_rows)
+            remedies.append(f"set split.test_fraction: {fraction} ({t} test rows, {n_rows - t} training rows)")
+        else:
+            fraction = next((k / 100 for k in range(1, 100) if math.ceil(k / 100 * n_rows) >= min_test_rows
+                             and math.ceil(k / 100 * n_rows) < n_rows), None)
+            if fraction is not None:
+                t = math.ceil(fraction * n_rows)
+                remedies.append(f"set split.test_fraction: {fraction} and sweep.batch_size: {n_rows - t} or less "
+                                f"({t} test rows, {n_rows - t} training rows)")
+        raise DatasetError(
+            f"{where}: the test split has {_plural(n_test, 'row')} ({n_rows} rows, test_fraction {test_fraction}), "
+            f"fewer than split.min_test_rows {min_test_rows}: a test score measured on so few rows means little "
+            + (f"(one row moves the test accuracy by {100 / n_test:.0f} percentage points). " if task != "regression"
+               else f"(one row carries {100 / n_test:.0f}% of the test loss). ")
+            + "To fix it, "
+            + ", or ".join(remedies)
+        )
+    if batch_size is not None and n_train < batch_size:
+        raise DatasetError(
+            f"{where}: the training split has {n_train} rows ({n_rows} rows, test_fraction {test_fraction}), "
+            f"fewer than sweep.batch_size {batch_size}; lower sweep.batch_size to {n_train} or less, or use "
+            "more rows"
+        )
+
+
+def range_limit(dtype: str, cells: int) -> float:
+    """The largest magnitude whose squares, summed over ``cells`` values, stay below ``dtype``'s largest number."""
+    return math.sqrt(float(np.finfo(dtype).max) / max(int(cells), 1))
+
+
+def _too_large(names, values: np.ndarray, limit: float) -> list[tuple[str, float, float, float]]:
+    """(name, min, max, largest magnitude) of the columns of ``values`` (rows, columns) beyond ``limit``."""
+    if values.size == 0:
+        return []
+    mags = np.abs(values).max(axis=0)
+    return [(n, float(values[:, j].min()), float(values[:, j].max()), float(mags[j]))
+            for j, n in enumerate(names) if not mags[j] <= limit]
+
+
+def _described(bad, word: str = "column") -> str:
+    shown = ", ".join(f"{n!r} (from {lo:.3g} to {hi:.3g})" for n, lo, hi, _ in bad[:5])
+    more = f", and {len(bad) - 5} more" if len(bad) > 5 else ""
+    return f"{_plural(len(bad), word).split(' ', 1)[1]} {shown}{more}"
+
+
+def _divide_by(magnitude: float, limit: float) -> str:
+    """A power of ten that brings ``magnitude`` a thousand times below ``limit``."""
+    return f"{10.0 ** math.ceil(math.log10(magnitude * 1000.0 / limit)):.0e}"
+
+
+def check_range(where: str, names, values: np.ndarray, n_train: int, split_rows: int, n_features: int, treatments,
+                dtype: str) -> None:
+    """Refuse numeric feature columns (``values``: every row, after imputation) too large for the study:
+    their squares, summed over a split's rows x features, must stay finite in ``dtype`` when the network
+    takes them as they are (the 'raw' treatment, which batch norm on the inputs trains on too), and
+    their squares summed over the training rows must stay finite in float64 for 'standardize' to be
+    fitted. The message names the columns, their range and a divisor that brings them within both."""
+    limits = []
+    if "raw" in treatments:
+        limits.append((range_limit(dtype, split_rows * n_features), f"the study's {dtype} (sweep.dtype), in which "
+                       f"the network takes them as they are (input treatment 'raw')",
+                       f"{split_rows} rows x {_plural(n_features, 'feature')}"))
+    if "standardize" in treatments:
+        limits.append((range_limit("float64", n_train), "float64, in which the 'standardize' input treatment is "
+                       "fitted", f"the {n_train} training rows"))
+    if not limits:
+        return
+    limit, context, cells = min(limits, key=lambda x: x[0])
+    bad = _too_large(names, values, limit)
+    if bad:
+        worst = max(bad, key=lambda b: b[3])
+        it = "it" if len(bad) == 1 else "them"
+        raise DatasetError(
+            f"{where}: {_described(bad)} {'holds' if len(bad) == 1 else 'hold'} values too large for {context}: "
+            f"their squares, summed over {cells}, overflow (magnitudes up to {limit:.2g} fit). Rescale {it} in "
+            f"the data (e.g. divide {worst[0]!r} by {_divide_by(worst[3], limit)}), or drop {it}: add "
+            f"{drop_advice([b[0] for b in bad])} to its config entry"
+        )
+
+
+def check_treated_range(where: str, treatment: str, names, values: np.ndarray, split_rows: int, n_features: int,
+                        dtype: str) -> None:
+    """Refuse numeric feature columns whose values after ``treatment`` (every row) are too large for
+    ``dtype`` (squares summed over a split's rows x features): rows far outside the training split's
+    spread of a column (or a column that barely varies on it)."""
+    limit = range_limit(dtype, split_rows * n_features)
+    bad = _too_large(names, values, limit)
+    if bad:
+        it = "it" if len(bad) == 1 else "them"
+        raise DatasetError(
+            f"{where}: after the {treatment!r} input treatment, {_described(bad)} "
+            f"{'holds' if len(bad) == 1 else 'hold'} values too large for the study's {dtype} (sweep.dtype): their "
+            f"squares, summed over {split_rows} rows x {_plural(n_features, 'feature')}, overflow (magnitudes up to "
+            f"{limit:.2g} fit). Some rows lie far outside the training split's spread of {it}: fix or remove those "
+            f"rows in the data, or drop {it}: add {drop_advice([b[0] for b in bad])} to its config entry"
+        )
+
+
+def check_target_range(where: str, target: str, y: np.ndarray, n_train: int, split_rows: int, dtype: str,
+                       standardized: bool = False) -> None:
+    """Refuse a regression target too large to standardize (squares summed over the training rows in
+    float64) or, ``standardized``, too large after it for ``dtype`` (summed over a split's rows)."""
+    if not standardized:
+        limit = range_limit("float64", n_train)
+        bad = _too_large([target], y[:, None], limit)
+        if bad:
+            raise DatasetError(
+                f"{where}: the target {_described(bad)} holds values too large for float64, in which it is "
+                f"standardized: their squares, summed over the {n_train} training rows, overflow (magnitudes up "
+                f"to {limit:.2g} fit). Rescale it in the data (e.g. divide it by {_divide_by(bad[0][3], limit)})"
+            )
+        return
+    limit = range_limit(dtype, split_rows)
+    bad = _too_large([target], y[:, None], limit)
+    if bad:
+        raise DatasetError(
+            f"{where}: standardized with the training split's mean and standard deviation, the target "
+            f"{_described(bad)} holds values too large for the study's {dtype} (sweep.dtype): their squares, summed "
+            f"over {split_rows} rows, overflow (magnitudes up to {limit:.2g} fit). Some rows lie far outside the "
+            "training split's spread of the target: fix or remove those rows in the data"
+        )
 
 
 def prepare_dataset(df: pd.DataFrame, entry: dict, target: str, split: dict, treatments, batch_size: int,
-                    name: str):
+                    name: str, dtype: str = "float32"):
     """:func:`prepare` for a dataset of the config: its entry's ``task`` (or the bundled dataset's own),
-    ``categorical`` and ``impute``; the config's ``split`` (``test_fraction``, ``seed``); ``target`` as the
-    fetch step resolved it (its provenance's)."""
+    ``categorical``, ``impute`` and ``drop``; the config's ``split`` (``test_fraction``, ``seed``,
+    ``min_test_rows``); ``target`` as the fetch step resolved it (its provenance's); ``dtype``: the study's
+    sweep.dtype."""
     return prepare(df, target, split["test_fraction"], split["seed"], treatments, task=task_of(entry),
                    categorical=entry.get("categorical", []), impute=entry.get("impute", "none"),
-                   batch_size=batch_size, name=name)
+                   batch_size=batch_size, name=name, drop=entry.get("drop", []),
+                   min_test_rows=split.get("min_test_rows", MIN_TEST_ROWS), dtype=dtype)
 
 
 def prepare(df: pd.DataFrame, target: str, test_fraction: float, seed: int, treatments=DATA_INPUTS, *,
             task: str = "classification", categorical=(), impute: str = "none", batch_size: int | None = None,
-            name: str = "dataset"):
+            name: str = "dataset", drop=(), min_test_rows: int = MIN_TEST_ROWS, dtype: str = "float32"):
     """Check ``df`` (see :func:`validate`), split it once and apply every input treatment. Returns
     {treatment: arrays} where arrays has X_train, y_train, X_test, y_test (float64 features; int64 labels
     for classification, standardized float64 targets for regression), feature_names, classes (empty for
     regression), task, the treatment's fitted input_mean/input_scale if any, and for regression
-    target_mean/target_scale. ``batch_size``: the training split must have at least this many rows."""
+    target_mean/target_scale. ``drop``: columns removed first. The test split must have at least
+    ``min_test_rows`` rows and the training split at least ``batch_size`` (when given). Every value after
+    its input treatment must fit ``dtype`` (the study's precision) with room for sums of squares
+    (:func:`check_range`)."""
+    if dtype not in DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}; choose one of {DTYPES}")
     df = df.copy()
     df.columns = [str(c) for c in df.columns]
-    validate(df, target, task=task, categorical=categorical, impute=impute, name=name)
+    dropped = [str(c) for c in drop]
+    df = drop_columns(df, dropped, target, categorical, name)
+    validate(df, target, task=task, categorical=categorical, impute=impute, name=name, dropped=dropped)
     where = f"dataset {name!r}"
     features = [c for c in df.columns if c != target]
-    X, feature_names = encode_features(df, features, categorical)
+    X, feature_names, sources = _encode_features(df, features, categorical)
     if task == "classification":
         y, classes = encode_labels(df[target])
         classes = np.array([str(c) for c in classes])
     else:
         y, classes = df[target].to_numpy(dtype=np.float64), np.array([], dtype=str)
     train, test = split_indices(y, test_fraction, seed, stratify=task == "classification")
-    if batch_size is not None and len(train) < batch_size:
-        raise DatasetError(
-            f"{where}: the training split has {len(train)} rows ({len(df)} rows, test_fraction {test_fraction}), "
-            f"fewer than sweep.batch_size {batch_size}; lower sweep.batch_size to {len(train)} or less, or use "
-            "more rows"
-        )
+    check_split(len(df), len(train), len(test), test_fraction, min_test_rows, batch_size, where, task)
     X_train, X_test = X[train], X[test]
     if impute == "mean" and np.isnan(X).any():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # "mean of empty slice": reported below
             fill = np.nanmean(X_train, axis=0)
-        empty = [n for n, f in zip(feature_names, fill, strict=True) if math.isnan(f)]
+        empty = list(dict.fromkeys(c for c, f in zip(sources, fill, strict=True) if math.isnan(f)))
         if empty:
-            raise DatasetError(f"{where}: feature {empty[0]!r} has no values in the training split, so "
-                               "'impute: mean' cannot fill it; remove that column from the data")
+            it = "it" if len(empty) == 1 else "them"
+            raise DatasetError(
+                f"{where}: {_columns(empty)} {'has' if len(empty) == 1 else 'have'} no values in the training split "
+                f"(only in the test split), so 'impute: mean' cannot fill {it}; drop {it}: add {drop_advice(empty)} "
+                "to its config entry"
+            )
         X_train = np.where(np.isnan(X_train), fill, X_train)
         X_test = np.where(np.isnan(X_test), fill, X_test)
     y_train, y_test = y[train], y[test]
+    numeric = [j for j, (f, c) in enumerate(zip(feature_names, sources, strict=True)) if f == c]
+    check_range(where, [feature_names[j] for j in numeric], np.concatenate([X_train, X_test])[:, numeric],
+                len(train), max(len(train), len(test)), len(feature_names), treatments, dtype)
     extra = {"task": np.array(task)}
     if task == "regression":
+        check_target_range(where, target, y, len(train), max(len(train), len(test)), dtype)
         t_mean, t_scale = fit_standardizer(y_train[:, None])
         y_train, y_test = (y_train - t_mean[0]) / t_scale[0], (y_test - t_mean[0]) / t_scale[0]
         extra.update(target_mean=t_mean, target_scale=t_scale)
+        check_target_range(where, target, np.concatenate([y_train, y_test]), len(train),
+                           max(len(train), len(test)), dtype, standardized=True)
     out = {}
     for t in treatments:
         Xtr, Xte, fitted = apply_input(t, X_train, X_test)
+        if t != "raw":  # the raw values were checked above
+            check_treated_range(where, t, [feature_names[j] for j in numeric], np.concatenate([Xtr, Xte])[:, numeric],
+                                max(len(train), len(test)), len(feature_names), dtype)
         arrays = {
             "X_train": Xtr, "y_train": y_train, "X_test": Xte, "y_test": y_test,
             "feature_names": np.array(feature_names), "classes": classes,

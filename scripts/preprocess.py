@@ -9,6 +9,6 @@ name = sm.wildcards.dataset
 with runtime.job(sm.log[0], sm.threads, f"preprocess {name}"):
     target = json.loads(io.read_text(sm.input.provenance))["target"]
     prepared = preprocess.prepare_dataset(io.read_csv(sm.input.csv), sm.params.entry, target, sm.params.split,
-                                          sm.params.inputs, sm.params.batch_size, name)
+                                          sm.params.inputs, sm.params.batch_size, name, sm.params.dtype)
     for treatment, path in zip(sm.params.inputs, sm.output, strict=True):
         io.write_npz(path, prepared[treatment])

@@ -115,6 +115,111 @@ def test_url_format_from_the_address_or_the_format_key():
     assert D.url_format({"url": "https://h/download?id=3", "format": "parquet"}) == "parquet"
 
 
+# --- delimited text as users have it --------------------------------------------------------------------------
+
+TEXT_TABLE = 'f0,f1,"name, full",target\n' + "".join(f'{i},{i / 7:.4f},"x; y | {i}",{i % 2}\n' for i in range(30))
+
+
+def comma_frame(tmp_path) -> pd.DataFrame:
+    (tmp_path / "comma.csv").write_text(TEXT_TABLE)
+    return D.read_csv_file(tmp_path / "comma.csv", "w")
+
+
+def with_delimiter(text: str, d: str) -> str:
+    """``TEXT_TABLE`` with ``d`` between the fields (the quoted field keeps its commas)."""
+    rows = [next(__import__("csv").reader([line])) for line in text.splitlines()]
+    return "".join(d.join(f'"{f}"' if any(c in f for c in ",;|\t") else f for f in row) + "\n" for row in rows)
+
+
+@pytest.mark.parametrize("d", [",", ";", "\t", "|"])
+def test_the_delimiter_is_detected(tmp_path, d):
+    """Comma, semicolon, tab and pipe: the same table, whatever the other delimiters inside quoted fields."""
+    expected = comma_frame(tmp_path)
+    (tmp_path / "d.txt").write_text(with_delimiter(TEXT_TABLE, d))
+    pd.testing.assert_frame_equal(D.read_csv_file(tmp_path / "d.txt", "w"), expected)
+    assert expected.columns.tolist() == ["f0", "f1", "name, full", "target"] and len(expected) == 30
+
+
+def test_detection_keeps_what_reads_as_comma_separated_today():
+    """Comma wins when every sampled record has the header's (at least two) fields, even if another
+    delimiter splits more; otherwise the delimiter most records agree on, then the most fields."""
+    assert D.detect_delimiter("a|b|c|d,e\n1|2|3|4,5\n") == ","
+    assert D.detect_delimiter("a;b;y\n1,5;2,5;0\n") == ";"  # decimal commas: the header has no comma
+    assert D.detect_delimiter("a;b;y\n1;2;0\n1;2;3;4\n3;4;1\n") == ";"  # one ragged row: still semicolons
+    assert D.detect_delimiter("a;b;c|d|e|f\n1;2;3\n4;5;6\n") == ";"  # agreement first, then the most fields
+    assert D.detect_delimiter("a;b\n1;2\n") == ";" and D.detect_delimiter("a\tb|c|d\n1\t2|3|4\n") == "|"
+    assert D.detect_delimiter("a\tb|c\n1\t2|3\n") == "\t"  # a tie: the order comma, semicolon, tab, pipe
+    assert D.detect_delimiter("a b y\n1 2 3\n") == "," and D.detect_delimiter("") == ","
+
+
+def test_the_delimiter_key_sets_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    expected = comma_frame(tmp_path)
+    Path("d.csv").write_text(with_delimiter(TEXT_TABLE, ";"))
+    for d in (";", "semicolon"):
+        pd.testing.assert_frame_equal(D.load_source({"csv": "d.csv", "delimiter": d}, name="d"), expected)
+    Path("t.csv").write_text("a\tb\ty\n1,5\t2,5\t0\n3,5\t4,5\t1\n")  # tab-separated, decimal commas
+    assert D.load_source({"csv": "t.csv"}).columns.tolist() == ["a", "b", "y"]
+    assert D.load_source({"csv": "t.csv", "delimiter": "tab"}).columns.tolist() == ["a", "b", "y"]
+    Path("c.csv").write_text("a\tb,c\ty\n1\t2,5\t0\n")  # a comma in the header and in every row: read as today
+    assert D.load_source({"csv": "c.csv"}).columns.tolist() == ["a\tb", "c\ty"]
+    assert D.load_source({"csv": "c.csv", "delimiter": "\t"}).columns.tolist() == ["a", "b,c", "y"]
+    check({"csv": "d.csv", "delimiter": "\t"})
+    check({"csv": "d.csv", "delimiter": "pipe"})
+    assert schema_error({"csv": "d.csv", "delimiter": " "})[1] == "On instance['datasets']['d']['delimiter']:"
+
+
+@pytest.mark.parametrize("kind", ["gzip", "bz2", "xz", "zip"])
+def test_compressed_files_are_recognised_by_their_content(tmp_path, kind):
+    """Whatever the file's name: a .csv holding gzip data, a .txt holding a zip archive of one file."""
+    import bz2
+    import gzip
+    import lzma
+    import zipfile
+
+    expected = comma_frame(tmp_path)
+    body = with_delimiter(TEXT_TABLE, ";").encode()
+    path = tmp_path / ("data.csv" if kind != "zip" else "data.txt")
+    if kind == "zip":
+        with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+            zf.writestr("inner/table.csv", body)
+            zf.writestr("__MACOSX/inner/._table.csv", b"\x00\x05")  # macOS' resource fork: ignored
+    else:
+        path.write_bytes({"gzip": gzip.compress, "bz2": bz2.compress, "xz": lzma.compress}[kind](body))
+    pd.testing.assert_frame_equal(D.read_csv_file(path, "w"), expected)
+    # and a plain file named like a compressed one is read as plain text
+    (tmp_path / "plain.csv.gz").write_text(TEXT_TABLE)
+    pd.testing.assert_frame_equal(D.read_csv_file(tmp_path / "plain.csv.gz", "w"), expected)
+
+
+def test_text_that_starts_like_a_signature_is_text(tmp_path):
+    """A header row may start with a printable signature (Parquet's PAR1, bz2's BZh): still read as text."""
+    (tmp_path / "d.csv").write_text("PAR1,BZh9,y\n1,2,0\n")
+    (tmp_path / "e.csv").write_text("BZh9;b;y\n1;2;0\n")
+    assert D.read_csv_file(tmp_path / "d.csv", "w").columns.tolist() == ["PAR1", "BZh9", "y"]
+    assert D.read_csv_file(tmp_path / "e.csv", "w").columns.tolist() == ["BZh9", "b", "y"]
+
+
+def test_a_url_source_is_sniffed_like_a_local_file(tmp_path, monkeypatch):
+    """A gzip, semicolon-separated download whose address says nothing about either."""
+    import gzip
+
+    expected = comma_frame(tmp_path)
+    cached = tmp_path / "cached"
+    cached.write_bytes(gzip.compress(with_delimiter(TEXT_TABLE, ";").encode()))
+    monkeypatch.setattr(DL, "fetch_url", lambda *a, **k: cached)
+    got = D.load_source({"url": "https://h/download?id=3", "sha256": "0" * 64}, name="u", cache_dir=tmp_path)
+    pd.testing.assert_frame_equal(got, expected)
+
+
+def test_delimiter_applies_to_csv_sources_only(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(D.DatasetError) as err:
+        D.load_source({"sklearn": "iris", "delimiter": ";"}, name="i")
+    assert str(err.value) == ("dataset 'i': 'delimiter' applies to CSV files only (csv:, or url: in CSV format), not "
+                              "to this sklearn: source; remove it from its config entry")
+
+
 # --- schema: the dataset part ------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("entry", [
@@ -220,7 +325,7 @@ def test_categorical_one_hot_and_mean_imputation_fitted_on_the_training_split():
 
 def test_missing_categorical_value_is_filled_with_each_values_frequency():
     df = pd.DataFrame({"c": ["a", "b", "a", None, "a", "b", "a", "b"], "y": [0, 1, 0, 1, 0, 1, 0, 1]})
-    out = P.prepare(df, "y", 0.25, 0, categorical=["c"], impute="mean")["raw"]
+    out = P.prepare(df, "y", 0.25, 0, categorical=["c"], impute="mean", min_test_rows=1)["raw"]
     X = np.concatenate([out["X_train"], out["X_test"]])
     onehot = np.all((X == 0) | (X == 1), axis=1)
     np.testing.assert_array_equal(X[onehot].sum(axis=1), 1.0)
@@ -268,7 +373,7 @@ def test_regression_trains_with_mse_and_one_output():
 
 
 def test_constant_columns_and_a_constant_regression_target_stay_finite():
-    df = pd.DataFrame({"a": np.arange(20.0), "k": 5.0, "z": 0.0, "y": 3.0})
+    df = pd.DataFrame({"a": np.arange(40.0), "k": 5.0, "z": 0.0, "y": 3.0})
     out = P.prepare(df, "y", 0.25, 0, task="regression")
     for arrays in out.values():
         for k, v in arrays.items():
@@ -278,9 +383,10 @@ def test_constant_columns_and_a_constant_regression_target_stay_finite():
 
 
 def test_a_small_table_with_many_classes_is_split_without_stratification():
-    """8 rows, 3 classes, test_fraction 0.25: 2 test rows cannot hold every class, so the split is plain."""
+    """8 rows, 3 classes, test_fraction 0.25: 2 test rows cannot hold every class, so the split is plain
+    (split.min_test_rows lowered to 1 for the sake of the unit)."""
     df = pd.DataFrame({"a": np.arange(8.0), "y": ["u", "u", "u", "v", "v", "w", "w", "w"]})
-    out = P.prepare(df, "y", 0.25, 0, batch_size=4)["raw"]
+    out = P.prepare(df, "y", 0.25, 0, batch_size=4, min_test_rows=1)["raw"]
     assert len(out["X_train"]) == 6 and len(out["X_test"]) == 2 and out["classes"].tolist() == ["u", "v", "w"]
 
 

@@ -120,7 +120,7 @@ def subset(mapping, keys):
 # the network's shape besides its norm and depth (which the variant's name gives): normlab.train.train_variant
 TRAIN_VARIANT_KEYS = ("width", "activation", "eps")
 # the dataset entry's keys normlab.preprocess.prepare_dataset reads (sklearn: a bundled dataset's own task)
-PREPROCESS_ENTRY_KEYS = ("sklearn", "task", "categorical", "impute")
+PREPROCESS_ENTRY_KEYS = ("sklearn", "task", "categorical", "impute", "drop")
 
 
 # The local source file of a dataset, if any (an input of fetch).

@@ -27,8 +27,9 @@ rule fetch:
 
 
 rule preprocess:
-    """Check the table; seeded train/test split; one array file per input treatment (fitted on the
-    training split)."""
+    """Check the table (the entry's drop applied first); seeded train/test split, refused when its test split
+    is below split.min_test_rows; one array file per input treatment (fitted on the training split), its
+    values checked against the study's sweep.dtype."""
     input:
         csv=data_path("raw/{dataset}.csv"),
         provenance=data_path("raw/{dataset}.json"),
@@ -39,6 +40,7 @@ rule preprocess:
         split=settings(config["split"]),
         inputs=DATA_INPUTS,
         batch_size=config["sweep"]["batch_size"],
+        dtype=config["sweep"]["dtype"],
     threads: 1
     resources:
         mem_mb=mem_mb(306),
