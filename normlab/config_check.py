@@ -31,6 +31,9 @@ from pathlib import Path
 import jsonschema
 import yaml
 
+from normlab.errors import DatasetError
+from normlab.splits import MIN_TEST_ROWS, SYNTHETIC_ROWS, check_split, n_test_rows
+
 DETAIL_VARIABLE = "NORMLAB_CONFIG_DETAIL"  # set to 1: a refused config's message adds jsonschema's report
 SCHEMA_FILE = "workflow/schemas/config.schema.yaml"  # where the message sends the reader
 MAX_LISTED = 5  # problems listed in one message (the first in full, the others by their first line)
@@ -608,8 +611,28 @@ def check_dataset_entries(config: dict) -> list[str]:
     return out
 
 
+def check_synthetic_splits(config: dict) -> list[str]:
+    """A synthetic dataset's size is a setting (rows), so its split is checked here with preprocess's own rule
+    (``normlab.splits.check_split``: at least split.min_test_rows test rows, at least sweep.batch_size training
+    rows), before any job; a table read from a source is checked by its preprocess job."""
+    split, batch_size = config["split"], config["sweep"]["batch_size"]
+    out = []
+    for name, entry in config["datasets"].items():
+        if "synthetic" not in entry:
+            continue
+        n = int(entry.get("rows", SYNTHETIC_ROWS))
+        n_test = n_test_rows(n, split["test_fraction"])
+        try:
+            check_split(n, n - n_test, n_test, split["test_fraction"], split.get("min_test_rows", MIN_TEST_ROWS),
+                        batch_size, f"{key_path(['datasets', name])} (synthetic, rows: {n})",
+                        entry.get("task", "classification"))
+        except DatasetError as e:
+            out.append(str(e))
+    return out
+
+
 # the checks between keys, run on a config that passed the schema (defaults filled in); each returns messages
-CROSS_FIELD_CHECKS = (check_dataset_entries, check_variants, check_learning_rates, check_steps)
+CROSS_FIELD_CHECKS = (check_dataset_entries, check_variants, check_learning_rates, check_steps, check_synthetic_splits)
 
 
 def cross_field_problems(config: dict) -> list[str]:

@@ -45,6 +45,7 @@ from normlab import io
 from normlab.checksums import sha256_of
 from normlab.columns import check_column_names
 from normlab.errors import DatasetError
+from normlab.splits import SYNTHETIC_ROWS
 
 SKLEARN_LOADERS = {
     "breast_cancer": "load_breast_cancer",
@@ -442,7 +443,7 @@ def _load_source(kind, value, entry, name, cache_dir, progress) -> tuple[pd.Data
         if value != "lecture":
             raise DatasetError(f"unknown synthetic dataset {value!r}; the only one is 'lecture'")
         df = lecture_dataset(
-            n=int(entry.get("rows", 1000)), scale_ratio=float(entry.get("scale_ratio", 1000.0)),
+            n=int(entry.get("rows", SYNTHETIC_ROWS)), scale_ratio=float(entry.get("scale_ratio", 1000.0)),
             seed=int(entry.get("seed", 0)), target=target,
         )
         return df, "the synthetic dataset 'lecture' (generated)"

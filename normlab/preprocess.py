@@ -38,10 +38,10 @@ import pandas as pd
 
 from normlab.datasets import IMPUTE, TASKS, task_of
 from normlab.errors import DatasetError
+from normlab.splits import MIN_TEST_ROWS, check_split, n_test_rows, plural
 from normlab.variants import DATA_INPUTS
 
 MAX_CATEGORIES = 1000
-MIN_TEST_ROWS = 10  # split.min_test_rows' default
 DTYPES = ("float32", "float64")  # sweep.dtype: the precision the study trains and analyses in
 
 
@@ -56,7 +56,7 @@ def split_indices(y: np.ndarray, test_fraction: float, seed: int, stratify: bool
     importing scikit-learn's splitter would cost every preprocess job, on every study's critical path.
     """
     n = len(y)
-    n_test = math.ceil(test_fraction * n)
+    n_test = n_test_rows(n, test_fraction)
     rng = np.random.default_rng(seed)
     classes, inverse = np.unique(y, return_inverse=True) if stratify else (np.array([0]), np.zeros(n, int))
     counts = np.bincount(inverse.ravel(), minlength=len(classes))
@@ -129,10 +129,6 @@ def _columns(cols, word: str = "column") -> str:
     return f"{word} {str(cols[0])!r}" if len(cols) == 1 else f"{len(cols)} {word}s {_names(cols)}"
 
 
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
-
-
 def _is_numeric(s: pd.Series) -> bool:
     return pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s)
 
@@ -192,7 +188,7 @@ def validate(df: pd.DataFrame, target: str, *, task: str = "classification", cat
         raise DatasetError(f"{where}: the table has no feature columns besides the target {target!r}"
                            f"{' once drop removed ' + _names(dropped) if dropped else ''}; add feature columns")
     if len(df) < 2:
-        raise DatasetError(f"{where}: the table has {_plural(len(df), 'row')}; it needs at least 2 "
+        raise DatasetError(f"{where}: the table has {plural(len(df), 'row')}; it needs at least 2 "
                            "(rows to train on and rows to test on)")
     empty = [c for c in features if df[c].isna().all()]
     if empty:
@@ -217,7 +213,7 @@ def validate(df: pd.DataFrame, target: str, *, task: str = "classification", cat
     y = df[target]
     n_missing = int(y.isna().sum())
     if n_missing:
-        raise DatasetError(f"{where}: the target column {target!r} has {_plural(n_missing, 'missing value')}; "
+        raise DatasetError(f"{where}: the target column {target!r} has {plural(n_missing, 'missing value')}; "
                            "remove those rows from the data ('impute' fills feature columns only)")
     if task == "regression":
         if not _is_numeric(y):
@@ -226,7 +222,7 @@ def validate(df: pd.DataFrame, target: str, *, task: str = "classification", cat
                                f"(e.g. {example!r}); use a numeric target or set 'task: classification'")
         n_inf = int(np.isinf(y.to_numpy(dtype=np.float64)).sum())
         if n_inf:
-            raise DatasetError(f"{where}: the target column {target!r} has {_plural(n_inf, 'infinite value')}; "
+            raise DatasetError(f"{where}: the target column {target!r} has {plural(n_inf, 'infinite value')}; "
                                "remove or fix those rows")
     else:
         classes = pd.unique(y)
@@ -240,8 +236,8 @@ def validate(df: pd.DataFrame, target: str, *, task: str = "classification", cat
     infs = {c: int(k) for c, k in zip(numeric, np.isinf(values).sum(axis=0), strict=True) if k}
     if infs:
         raise DatasetError(
-            f"{where}: {_plural(sum(infs.values()), 'infinite value')} (inf) in "
-            f"{_plural(len(infs), 'column')}: {_counts(infs)}; replace them in the data ('impute' fills only "
+            f"{where}: {plural(sum(infs.values()), 'infinite value')} (inf) in "
+            f"{plural(len(infs), 'column')}: {_counts(infs)}; replace them in the data ('impute' fills only "
             "missing values)"
         )
     if impute == "none":
@@ -251,7 +247,7 @@ def validate(df: pd.DataFrame, target: str, *, task: str = "classification", cat
             total = sum(nans.values())
             it, rows = ("it", "that row") if total == 1 else ("them", "those rows")
             raise DatasetError(
-                f"{where}: {_plural(total, 'missing value')} (NaN) in {_plural(len(nans), 'column')}: "
+                f"{where}: {plural(total, 'missing value')} (NaN) in {plural(len(nans), 'column')}: "
                 f"{_counts(nans)}; set 'impute: mean' in its config entry to fill {it} with the training-split mean, "
                 f"or remove {rows} from the data"
             )
@@ -301,46 +297,6 @@ def _encode_features(df: pd.DataFrame, features: list[str], categorical):
     return np.concatenate(blocks, axis=1), names, sources
 
 
-def check_split(n_rows: int, n_train: int, n_test: int, test_fraction: float, min_test_rows: int,
-                batch_size: int | None, where: str, task: str = "classification") -> None:
-    """Refuse a test split of fewer than ``min_test_rows`` rows (a test accuracy on a handful of rows is
-    noise), naming what to change: rows enough at this test_fraction, or a test_fraction (with a
-    batch_size, when needed) that this table allows; then a training split smaller than ``batch_size``.
-    Each remedy, followed, passes both checks."""
-    if n_test < min_test_rows:
-        b = batch_size or 1
-        fits = lambda f, n: math.ceil(f * n) >= min_test_rows and n - math.ceil(f * n) >= b  # noqa: E731
-        most = n_rows + math.ceil(min_test_rows / test_fraction) + math.ceil((b + 1) / (1 - test_fraction)) + 2
-        need = next(n for n in range(n_rows + 1, most) if fits(test_fraction, n))
-        batch = f" and sweep.batch_size {batch_size}" if batch_size else ""
-        remedies = [f"use more rows (at least {need} at test_fraction {test_fraction}{batch})"]
-        fraction = next((k / 100 for k in range(1, 100) if fits(k / 100, n_rows)), None)
-        if fraction is not None:
-            t = math.ceil(fraction * n_rows)
-            remedies.append(f"set split.test_fraction: {fraction} ({t} test rows, {n_rows - t} training rows)")
-        else:
-            fraction = next((k / 100 for k in range(1, 100) if math.ceil(k / 100 * n_rows) >= min_test_rows
-                             and math.ceil(k / 100 * n_rows) < n_rows), None)
-            if fraction is not None:
-                t = math.ceil(fraction * n_rows)
-                remedies.append(f"set split.test_fraction: {fraction} and sweep.batch_size: {n_rows - t} or less "
-                                f"({t} test rows, {n_rows - t} training rows)")
-        raise DatasetError(
-            f"{where}: the test split has {_plural(n_test, 'row')} ({n_rows} rows, test_fraction {test_fraction}), "
-            f"fewer than split.min_test_rows {min_test_rows}: a test score measured on so few rows means little "
-            + (f"(one row moves the test accuracy by {100 / n_test:.0f} percentage points). " if task != "regression"
-               else f"(one row carries {100 / n_test:.0f}% of the test loss). ")
-            + "To fix it, "
-            + ", or ".join(remedies)
-        )
-    if batch_size is not None and n_train < batch_size:
-        raise DatasetError(
-            f"{where}: the training split has {n_train} rows ({n_rows} rows, test_fraction {test_fraction}), "
-            f"fewer than sweep.batch_size {batch_size}; lower sweep.batch_size to {n_train} or less, or use "
-            "more rows"
-        )
-
-
 def range_limit(dtype: str, cells: int) -> float:
     """The largest magnitude whose squares, summed over ``cells`` values, stay below ``dtype``'s largest number."""
     return math.sqrt(float(np.finfo(dtype).max) / max(int(cells), 1))
@@ -358,7 +314,7 @@ def _too_large(names, values: np.ndarray, limit: float) -> list[tuple[str, float
 def _described(bad, word: str = "column") -> str:
     shown = ", ".join(f"{n!r} (from {lo:.3g} to {hi:.3g})" for n, lo, hi, _ in bad[:5])
     more = f", and {len(bad) - 5} more" if len(bad) > 5 else ""
-    return f"{_plural(len(bad), word).split(' ', 1)[1]} {shown}{more}"
+    return f"{plural(len(bad), word).split(' ', 1)[1]} {shown}{more}"
 
 
 def _divide_by(magnitude: float, limit: float) -> str:
@@ -377,7 +333,7 @@ def check_range(where: str, names, values: np.ndarray, n_train: int, split_rows:
     if "raw" in treatments:
         limits.append((range_limit(dtype, split_rows * n_features), f"the study's {dtype} (sweep.dtype), in which "
                        f"the network takes them as they are (input treatment 'raw')",
-                       f"{split_rows} rows x {_plural(n_features, 'feature')}"))
+                       f"{split_rows} rows x {plural(n_features, 'feature')}"))
     if "standardize" in treatments:
         limits.append((range_limit("float64", n_train), "float64, in which the 'standardize' input treatment is "
                        "fitted", f"the {n_train} training rows"))
@@ -408,7 +364,7 @@ def check_treated_range(where: str, treatment: str, names, values: np.ndarray, s
         raise DatasetError(
             f"{where}: after the {treatment!r} input treatment, {_described(bad)} "
             f"{'holds' if len(bad) == 1 else 'hold'} values too large for the study's {dtype} (sweep.dtype): their "
-            f"squares, summed over {split_rows} rows x {_plural(n_features, 'feature')}, overflow (magnitudes up to "
+            f"squares, summed over {split_rows} rows x {plural(n_features, 'feature')}, overflow (magnitudes up to "
             f"{limit:.2g} fit). Some rows lie far outside the training split's spread of {it}: fix or remove those "
             f"rows in the data, or drop {it}: add {drop_advice([b[0] for b in bad])} to its config entry"
         )

@@ -357,7 +357,7 @@ def test_a_column_is_not_both_dropped_and_categorical():
 def test_synthetic_only_keys_with_another_source():
     assert first_line(entry(sklearn="iris", rows=30, seed=1)) == (
         "datasets.d has rows, seed, which only a synthetic dataset reads (this one reads sklearn: iris); remove them")
-    C.check_config(entry(synthetic="lecture", rows=30, seed=1, scale_ratio=10.0), SCHEMA)
+    C.check_config(entry(synthetic="lecture", rows=400, seed=1, scale_ratio=10.0), SCHEMA)
 
 
 def test_the_checks_across_keys_wait_for_a_valid_schema():
@@ -413,3 +413,34 @@ def test_snakemake_adds_jsonschema_s_report_on_request_and_runs_a_valid_config(t
     proc, _ = dry_run(tmp_path / "valid", yaml.safe_load((REPO / "config" / "quick.yaml").read_text()))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "ConfigError" not in proc.stdout + proc.stderr
+
+
+# --- a synthetic dataset's size is a setting: its split is checked before any job ----------------------------
+
+
+def test_a_synthetic_dataset_too_small_for_the_test_split_is_refused_at_config_time():
+    # 20 rows at test_fraction 0.25: 5 test rows < split.min_test_rows 10
+    line = first_line({"datasets": {"tiny": {"synthetic": "lecture", "rows": 20}}, "sweep": {"batch_size": 8}})
+    assert line.startswith("datasets.tiny (synthetic, rows: 20): the test split has 5 rows (20 rows, test_fraction "
+                           "0.25), fewer than split.min_test_rows 10"), line
+    assert "use more rows (at least 37 at test_fraction 0.25 and sweep.batch_size 8)" in line, line
+    # the same rows pass with a larger test fraction, or a lower minimum; a non-synthetic entry is left to its job
+    C.check_config({"datasets": {"tiny": {"synthetic": "lecture", "rows": 20}}, "sweep": {"batch_size": 8},
+                    "split": {"test_fraction": 0.5}}, copy.deepcopy(SCHEMA))
+    C.check_config({"datasets": {"tiny": {"synthetic": "lecture", "rows": 20}}, "sweep": {"batch_size": 8},
+                    "split": {"min_test_rows": 5}}, copy.deepcopy(SCHEMA))
+    C.check_config({"datasets": {"d": {"sklearn": "iris"}}, "split": {"min_test_rows": 1000}}, copy.deepcopy(SCHEMA))
+
+
+def test_a_synthetic_dataset_smaller_than_a_batch_is_refused_and_the_default_size_passes():
+    # 40 rows: 10 test rows (enough), 30 training rows < the default batch_size 64
+    line = first_line({"datasets": {"tiny": {"synthetic": "lecture", "rows": 40}}})
+    assert line.startswith("datasets.tiny (synthetic, rows: 40): the training split has 30 rows (40 rows, "
+                           "test_fraction 0.25), fewer than sweep.batch_size 64"), line
+    C.check_config({"datasets": {"tiny": {"synthetic": "lecture", "rows": 40}}, "sweep": {"batch_size": 30}},
+                   copy.deepcopy(SCHEMA))
+    # without rows, the default size (1000 rows) is checked: refused only by a minimum above its 250 test rows
+    C.check_config({"datasets": {"lec": {"synthetic": "lecture"}}, "split": {"min_test_rows": 250}},
+                   copy.deepcopy(SCHEMA))
+    assert "the test split has 250 rows (1000 rows" in first_line(
+        {"datasets": {"lec": {"synthetic": "lecture"}}, "split": {"min_test_rows": 251}})
