@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import warnings
 
 import numpy as np
@@ -198,6 +199,14 @@ def validate(df: pd.DataFrame, target: str, *, task: str = "classification", cat
             f"'impute' cannot fill; drop {it}: add {drop_advice(empty)} to its config entry"
         )
     text = [c for c in features if c not in categorical and not _is_numeric(df[c])]
+    commas = [c for c in text if _decimal_commas(df[c])]
+    if commas:
+        col = commas[0]
+        raise DatasetError(
+            f"{where}: feature columns {_names(commas)} hold numbers written with a decimal comma (e.g. {col!r} "
+            f"holds {_example(df[col])!r}), which are read as text; save the file with '.' as the decimal mark "
+            "(and a comma, semicolon, tab or pipe between the columns)"
+        )
     if text:
         col = text[0]
         example = _example(df[col])
@@ -251,6 +260,16 @@ def validate(df: pd.DataFrame, target: str, *, task: str = "classification", cat
                 f"{_counts(nans)}; set 'impute: mean' in its config entry to fill {it} with the training-split mean, "
                 f"or remove {rows} from the data"
             )
+
+
+DECIMAL_COMMA = re.compile(r"^[+-]?\d+,\d+$")  # "1,5": a number with a decimal comma (not "1,000.5")
+
+
+def _decimal_commas(s: pd.Series) -> bool:
+    """True when every value of ``s`` that is not a number reads as one with a decimal comma ("-1,5"), and one
+    such value exists: a number column of a file saved with a decimal comma, which pandas reads as text."""
+    odd = [str(v).strip() for v in s.dropna() if not _float_ok(v)]
+    return bool(odd) and all(DECIMAL_COMMA.match(v) for v in odd)
 
 
 def _example(s: pd.Series):

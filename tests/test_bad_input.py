@@ -211,15 +211,27 @@ def test_missing_target_column():
 
 
 def test_non_numeric_feature_columns_are_named():
-    df = table(colour=["red", "blue"] * 20, size=["1,5"] * 40)
-    assert prepare_error(df) == (
-        "dataset 'mydata': feature columns ['colour', 'size'] are not numeric (e.g. 'colour' holds 'red'); list them "
+    df = table(colour=["red", "blue"] * 20, size=["1,5", "2,25", "-3,0", "4"] * 10)
+    decimal_comma = (
+        "dataset 'mydata': feature columns ['size'] hold numbers written with a decimal comma (e.g. 'size' holds "
+        "'1,5'), which are read as text; save the file with '.' as the decimal mark (and a comma, semicolon, tab or "
+        "pipe between the columns)"
+    )
+    # numbers with a decimal comma get the fix that makes them numbers, not the advice to one-hot encode them
+    assert prepare_error(df) == decimal_comma
+    assert prepare_error(df, categorical=["colour"]) == decimal_comma
+    text = (
+        "dataset 'mydata': feature columns ['colour'] are not numeric (e.g. 'colour' holds 'red'); list them "
         "under 'categorical' in its config entry to one-hot encode them, or remove them from the data"
     )
-    assert prepare_error(df, categorical=["colour"]) == (
-        "dataset 'mydata': feature columns ['size'] are not numeric (e.g. 'size' holds '1,5'); list them "
-        "under 'categorical' in its config entry to one-hot encode them, or remove them from the data"
-    )
+    assert prepare_error(df.assign(size=1.0)) == text
+    # a text value among them, or a thousands separator, is not a decimal comma: the categorical advice
+    for other in ("red", "1,000.5"):
+        mixed = df.assign(size=["1,5", other] * 20)
+        assert prepare_error(mixed, categorical=["colour"]) == (
+            "dataset 'mydata': feature columns ['size'] are not numeric (e.g. 'size' holds '1,5'); list them "
+            "under 'categorical' in its config entry to one-hot encode them, or remove them from the data"
+        ), other
     P.prepare(df, "y", 0.25, 0, categorical=["colour", "size"])  # both declared: fine
 
 
