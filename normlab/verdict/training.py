@@ -102,6 +102,24 @@ def _loss_and_accuracy(g: pd.DataFrame) -> tuple[float, float]:
     return float(g["final_train_loss"].iloc[0]), float(g["test_accuracy"].iloc[0])
 
 
+def _clearly_worse_case(key: tuple, per: dict, names: tuple[str, str]) -> tuple[Case, bool]:
+    """A case of a "clearly worse" outcome rule from ``per``: {seed: ((loss, accuracy) of the arm that may be
+    worse, (loss, accuracy) of its competitor)}. A seed holds when the first arm's final loss is higher; the case
+    holds when ``_clearly_worse`` says so. Numbers: final_loss_<name> and test_accuracy_<name> (medians over
+    seeds) for ``names`` = (first arm, competitor). Also returns whether the competitor is the clearly worse one
+    (the converse, which the claims name in their notes)."""
+    first = [x[0] for x, _ in per.values()]
+    second = [y[0] for _, y in per.values()]
+    decided = {s: (None if np.isnan(x[0]) or np.isnan(y[0]) else bool(x[0] > y[0]), _ratio(x[0], y[0]))
+               for s, (x, y) in per.items()}
+    a, b = names
+    numbers = {f"final_loss_{a}": _median(first), f"final_loss_{b}": _median(second),
+               f"test_accuracy_{a}": _median(x[1] for x, _ in per.values()),
+               f"test_accuracy_{b}": _median(y[1] for _, y in per.values())}
+    note = "a final loss is missing" if per else "no seed has both arms measured"
+    return _case(key, decided, numbers, note=note, holds=_clearly_worse(first, second)), _clearly_worse(second, first)
+
+
 def outcome_claim(variant_seeds: pd.DataFrame) -> Claim:
     """Rule: with standardized inputs, each arm at its own best LR, no BN is clearly worse than BN: its
     median final training loss is >= WORSE_RATIO x BN's and higher for every seed. The converse (BN
@@ -109,18 +127,10 @@ def outcome_claim(variant_seeds: pd.DataFrame) -> Claim:
     pairs = _by_case_and_seed(_compared(variant_seeds), _loss_and_accuracy)
     cases, bn_worse = [], []
     for key, per in pairs.items():
-        none = [n[0] for n, _ in per.values()]
-        bn = [b[0] for _, b in per.values()]
-        decided = {s: (None if np.isnan(n[0]) or np.isnan(b[0]) else bool(n[0] > b[0]), _ratio(n[0], b[0]))
-                   for s, (n, b) in per.items()}
-        numbers = {"final_loss_no_bn": _median(none), "final_loss_bn": _median(bn),
-                   "test_accuracy_no_bn": _median(n[1] for n, _ in per.values()),
-                   "test_accuracy_bn": _median(b[1] for _, b in per.values())}
-        note = "a final loss is missing" if per else "no seed has both arms measured"
-        case = _case(key, decided, numbers, note=note, holds=_clearly_worse(none, bn))
-        if _clearly_worse(bn, none):
-            bn_worse.append(f"{case.label} (median final loss {numbers['final_loss_bn']:.3g} with BN against "
-                            f"{numbers['final_loss_no_bn']:.3g} without)")
+        case, converse = _clearly_worse_case(key, per, ("no_bn", "bn"))
+        if converse:
+            bn_worse.append(f"{case.label} (median final loss {case.numbers['final_loss_bn']:.3g} with BN against "
+                            f"{case.numbers['final_loss_no_bn']:.3g} without)")
         cases.append(case)
     notes = ["BN was clearly worse at its best learning rate in: " + "; ".join(bn_worse) + "."] if bn_worse else []
     return Claim(
@@ -260,16 +270,8 @@ def converse_outcome_claim(variant_seeds: pd.DataFrame, against: str = "batchnor
     pairs = _by_case_and_seed(d, _loss_and_accuracy, arm_col="arm", arms=("raw-batchnorm", std_arm))
     cases, better = [], []
     for key, per in pairs.items():
-        raw = [x[0] for x, _ in per.values()]
-        std = [y[0] for _, y in per.values()]
-        decided = {s: (None if np.isnan(x[0]) or np.isnan(y[0]) else bool(x[0] > y[0]), _ratio(x[0], y[0]))
-                   for s, (x, y) in per.items()}
-        numbers = {"final_loss_raw_bn": _median(raw), f"final_loss_standardized_{against}": _median(std),
-                   "test_accuracy_raw_bn": _median(x[1] for x, _ in per.values()),
-                   f"test_accuracy_standardized_{against}": _median(y[1] for _, y in per.values())}
-        note = "a final loss is missing" if per else "no seed has both arms measured"
-        case = _case(key, decided, numbers, note=note, holds=_clearly_worse(raw, std))
-        if _clearly_worse(std, raw):
+        case, converse = _clearly_worse_case(key, per, ("raw_bn", f"standardized_{against}"))
+        if converse:
             better.append(case.label)
         cases.append(case)
     std_text = STANDARDIZED_TEXT[against]
