@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from normlab import figure_tasks as FT
 from normlab import figures as F
 from normlab import report as R
 from normlab import verdict as V
@@ -77,22 +78,22 @@ def grids_for(rows: pd.DataFrame) -> dict:
 
 def test_slide_figure_task_reads_the_depth_0_slices_at_init():
     rows = contour_rows()
-    caption, (fn, (panels, row_labels, col_labels)) = R.slide_figure_task({"contours": rows}, grids_for(rows), 1)
+    caption, (fn, (panels, row_labels, col_labels)) = FT.slide_figure_task({"contours": rows}, grids_for(rows), 1)
     assert fn is F.contour_grid and row_labels == ["lecture"]
     assert col_labels == ["raw inputs", "standardized inputs", "BN on the raw inputs"]
     assert [p["ratio"] for p in panels[0]] == [1000.0, 1.0, 1.0]
     assert "no hidden layer" in caption and "seed 1" in caption
     assert fn(panels, row_labels, col_labels)[:4] == b"\x89PNG"
     # without a depth-0 slice (or its grid) there is no headline figure
-    assert R.slide_figure_task({"contours": rows[rows["depth"] > 0]}, grids_for(rows), 1) is None
-    assert R.slide_figure_task({"contours": rows}, {}, 1) is None
-    assert R.slide_figure_task({}, grids_for(rows), 1) is None
+    assert FT.slide_figure_task({"contours": rows[rows["depth"] > 0]}, grids_for(rows), 1) is None
+    assert FT.slide_figure_task({"contours": rows}, {}, 1) is None
+    assert FT.slide_figure_task({}, grids_for(rows), 1) is None
 
 
 def test_panel_carries_the_projected_flag():
     rows = contour_rows().assign(projected=True)
     key = "best-s0-init/lecture.layer1."
-    p = R._panel(grids_for(rows)[("lecture", "raw-none-d0")], key, rows.iloc[:1])
+    p = FT._panel(grids_for(rows)[("lecture", "raw-none-d0")], key, rows.iloc[:1])
     assert p["projected"] is True and p["ratio"] == 1000.0
 
 

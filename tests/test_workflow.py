@@ -555,18 +555,18 @@ def test_report_figures_are_the_same_drawn_in_parallel(quick):
     code = f"""
 import sys
 from pathlib import Path
-from normlab import report
+from normlab import figure_tasks, report
 results = Path({str(study_folders(root, QUICK).results)!r})
 names = ["runs", "variants", "training", "layer_inputs", "layer_units", "gradients", "curvature", "contours"]
 t = report.load_tables({{k: results / "tables" / f"{{k}}.csv" for k in names}})
-spectra = report.load_spectra(sorted(results.glob("*/*/analysis/spectra.npz")))
-grids = report.load_contour_grids(sorted(results.glob("*/*/analysis/contours.npz")))
-tasks = [task for _, task in report.dataset_figure_tasks("lecture", t, spectra, grids)]
+spectra = figure_tasks.load_spectra(sorted(results.glob("*/*/analysis/spectra.npz")))
+grids = figure_tasks.load_contour_grids(sorted(results.glob("*/*/analysis/contours.npz")))
+tasks = [task for _, task in figure_tasks.dataset_figure_tasks("lecture", t, spectra, grids)]
 assert len(tasks) >= 8, len(tasks)
 tasks = tasks[:4]  # the four cheapest to draw (curves, stable LRs, two per-layer plots): enough to compare
-one_by_one = report.render_figures(tasks, workers=1)
+one_by_one = figure_tasks.render_figures(tasks, workers=1)
 assert "jax" not in sys.modules
-assert report.render_figures(tasks, workers=2) == one_by_one, "parallel figures differ"
+assert figure_tasks.render_figures(tasks, workers=2) == one_by_one, "parallel figures differ"
 assert all(png.startswith(b"\\x89PNG\\r\\n\\x1a\\n") for png in one_by_one)
 print("ok", len(one_by_one))
 """
