@@ -78,16 +78,18 @@ def curvature_at(spec: model.ModelSpec, params: model.Params, X, y, cfg: dict, s
 
 
 def contours_at(spec: model.ModelSpec, params: model.Params, X, y, cfg: dict, dead_threshold: float,
-                top2: dict | None = None):
+                top2: dict | None = None, grid: bool = True):
     """Contour slices of one checkpoint: lecture slices of every layer, eigenvector slices from ``top2``
     (the Hessian's top-2 eigenvector directions per scope, from ``curvature_at``; skipped if None) and a
-    filter-normalized random slice. cfg: the ``analysis.contours`` config. Returns (rows, grids)."""
+    filter-normalized random slice. cfg: the ``analysis.contours`` config. ``grid`` False: the slices' rows
+    without their grids of J (``landscape.contour_slices``). Returns (rows, grids)."""
     top2 = top2 or {}
-    settings = {k: v for k, v in cfg.items() if k != "checkpoints"}
+    settings = {k: v for k, v in cfg.items() if k not in ("checkpoints", "grid_seeds")}
     settings["dead_threshold"] = dead_threshold
     layers = {k: tuple(v) for k, v in top2.items() if k != "model"}
     eig_model = tuple(top2["model"]) if "model" in top2 else None
-    return landscape.contour_slices(spec, params, X, y, settings, eig_model=eig_model, eig_layers=layers or None)
+    return landscape.contour_slices(spec, params, X, y, settings, eig_model=eig_model, eig_layers=layers or None,
+                                    grid=grid)
 
 
 def _cast(tree, dtype):
@@ -96,12 +98,13 @@ def _cast(tree, dtype):
 
 
 def measure_checkpoint(spec: model.ModelSpec, params: model.Params, X, y, cfg: dict, tag: str,
-                       progress=None, X_full=None, probe_seed: int = 0) -> dict:
+                       progress=None, X_full=None, probe_seed: int = 0, contour_grids: bool = True) -> dict:
     """Every measurement of one checkpoint on the analysis batch (X, y), as configured by ``cfg`` (the
     ``analysis`` config): layer-input scales always (over the rows of ``X_full``, the whole training split,
     when given; else over X); curvature if ``tag`` is in ``cfg['curvature']['checkpoints']`` (its random
     probes drawn from ``probe_seed``); contour slices if it is in ``cfg['contours']['checkpoints']``
-    (eigenvector slices when curvature was measured too). Returns a dict of tidy row lists
+    (eigenvector slices when curvature was measured too; their grids of J only if ``contour_grids``).
+    Returns a dict of tidy row lists
     (layer_inputs, layer_units, curvature, contours) and arrays (spectra: "<scope>/<matrix>/<grid|density>",
     grids: contour grids by landscape's keys)."""
     progress = progress or (lambda msg: None)
@@ -131,7 +134,8 @@ def measure_checkpoint(spec: model.ModelSpec, params: model.Params, X, y, cfg: d
                 out["spectra"][f"{d['scope']}/{d['matrix']}/{field}"] = d[field]
         progress(f"curvature done ({time.perf_counter() - start:.1f} s)")
     if tag in cfg["contours"]["checkpoints"]:
-        out["contours"], out["grids"] = contours_at(spec, p_c, Xc, y, cfg["contours"], cfg["dead_threshold"], top2)
+        out["contours"], out["grids"] = contours_at(spec, p_c, Xc, y, cfg["contours"], cfg["dead_threshold"], top2,
+                                                    contour_grids)
         progress(f"contours done ({time.perf_counter() - start:.1f} s)")
     return out
 
@@ -198,6 +202,13 @@ def smoothness_table(spec: model.ModelSpec, params: list[model.Params], lrs: lis
             for r in per_point[k]]
 
 
+def grid_seeds(seeds, contours_cfg: Mapping) -> set[int]:
+    """The seeds whose contour slices get their grids of J: the ``grid_seeds`` (``analysis.contours``, default
+    1) smallest of ``seeds``. The report draws the smallest analysed seed's slices; every seed's slices get
+    their GGN axis ratio, which the claims use."""
+    return set(sorted(int(s) for s in seeds)[: int(contours_cfg.get("grid_seeds", 1))])
+
+
 def checkpoint_steps(sweep_config: Mapping) -> dict[str, int]:
     """The step (parameter updates done) of the ``init``, ``early`` and ``end`` checkpoints of a sweep with the
     config's ``sweep`` settings."""
@@ -242,9 +253,11 @@ def analyze_variant(spec: model.ModelSpec, data: Mapping, sweep: Mapping, checkp
     best run to its ``matched`` checkpoint when the row has a ``matched_level``: ``matched_checkpoints``).
     progress: called with one line per finished measurement.
 
-    Seeds are taken in the sweep's order; seed s of this variant starts from the same weights and sees the same
-    batches as seed s of every other variant of its network shape. Identical checkpoints are measured once:
-    the runs of one seed share their init, and the common and best runs are one run when they share an LR.
+    Every seed's contour slices are measured; the ``grid_seeds`` smallest seeds' also get their grids of J
+    (``grid_seeds``). Seeds are taken in the sweep's order; seed s of this variant starts from the same weights
+    and sees the same batches as seed s of every other variant of its network shape. Identical checkpoints are
+    measured once: the runs of one seed share their init, and the common and best runs are one run when they
+    share an LR.
     """
     progress = progress or (lambda msg: None)
     X, y = analysis_batch(data, cfg["max_examples"])
@@ -259,6 +272,7 @@ def analyze_variant(spec: model.ModelSpec, data: Mapping, sweep: Mapping, checkp
     smooth_index, smooth_params, smooth_lrs, smooth_labels = {}, [], [], []
     out = VariantAnalysis({}, {}, {}, {})
     measured = {}
+    drawn = grid_seeds(seeds, cfg["contours"])
     for run in RUNS:
         i = lr_index(lrs, selection.run_lr(variant_row, run, lrs))
         for si, seed in enumerate(int(s) for s in seeds):
@@ -275,7 +289,8 @@ def analyze_variant(spec: model.ModelSpec, data: Mapping, sweep: Mapping, checkp
                     label = f"{run} run (lr {lrs[i]:g}), seed {seed}, {tag}"
                     measured[key] = measure_checkpoint(spec, point.params, X, y, cfg, tag,
                                                        lambda msg, label=label: progress(f"{label}: {msg}"),
-                                                       X_full=data["X_train"], probe_seed=seed)
+                                                       X_full=data["X_train"], probe_seed=seed,
+                                                       contour_grids=seed in drawn)
                 m = measured[key]
                 extra = {"run": run, "lr": float(lrs[i]), "seed": seed, "checkpoint": tag}
                 checkpoint_rows.append({**extra, "step": point.step, "frozen": point.frozen,

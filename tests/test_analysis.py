@@ -2,6 +2,7 @@
 
 import jax
 import numpy as np
+import pandas as pd
 import yaml
 from conftest import REPO
 
@@ -137,6 +138,40 @@ def test_analyze_variant_measures_the_common_and_best_runs_of_every_seed():
         c = same.tables[kind]
         np.testing.assert_array_equal(c["value"][c["run"] == "common"], c["value"][c["run"] == "best"])
     assert len(same.spectra) == len(res.spectra)
+
+
+def test_grid_seeds_are_the_smallest_seeds():
+    cfg = {"grid_seeds": 1}
+    assert analysis.grid_seeds([2, 0, 1], cfg) == {0}  # the smallest, not the first listed
+    assert analysis.grid_seeds([2, 0, 1], {"grid_seeds": 2}) == {0, 1}
+    assert analysis.grid_seeds([2, 0, 1], {"grid_seeds": 3}) == {0, 1, 2}
+    assert analysis.grid_seeds([2, 0, 1], {}) == {0}  # the default
+    assert analysis.grid_seeds([5], {"grid_seeds": 3}) == {5}
+
+
+def test_only_the_grid_seeds_slices_get_their_grids():
+    """Every seed's slices are measured (their GGN axis ratios, which the claims use); only the smallest seed's
+    get their grids of J (the report's pictures), and the level-set fit that needs one."""
+    spec, data, sweep, ckpts = _tiny_sweep()
+    cfg = _quick_analysis_config()
+    cfg["contours"]["checkpoints"], cfg["smoothness"] = ["end"], None
+    res = analysis.analyze_variant(spec, data, sweep, ckpts, {**IDS, "common_lr": 0.01, "best_lr": 1.0}, cfg,
+                                   SWEEP_CONFIG)
+    losses = {k.split("/")[0] for k in res.contour_grids if k.endswith(".loss")}
+    assert losses == {"common-s7-end", "best-s7-end"}
+    assert {k.split("/")[0] for k in res.contour_grids if k.endswith(".ggn")} == {
+        f"{r}-s{s}-end" for r in analysis.RUNS for s in (7, 8)}
+    c = pd.DataFrame(res.tables["contours"])
+    for seed in (7, 8):
+        rows = c[c["seed"] == seed]
+        assert len(rows) == len(c) // 2 and np.isfinite(rows["axis_ratio_ggn"].astype(float)).any()
+    assert c[c["seed"] == 8]["axis_ratio_levelset"].astype(float).isna().all()
+    every = analysis.analyze_variant(spec, data, sweep, ckpts, {**IDS, "common_lr": 0.01, "best_lr": 1.0},
+                                     {**cfg, "contours": {**cfg["contours"], "grid_seeds": 2}}, SWEEP_CONFIG)
+    assert {k.split("/")[0] for k in every.contour_grids if k.endswith(".loss")} == {
+        f"{r}-s{s}-end" for r in analysis.RUNS for s in (7, 8)}
+    e = pd.DataFrame(every.tables["contours"])
+    np.testing.assert_allclose(e["axis_ratio_ggn"].astype(float), c["axis_ratio_ggn"].astype(float), rtol=1e-12)
 
 
 def test_a_checkpoint_after_divergence_is_flagged_frozen_not_dropped():

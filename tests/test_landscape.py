@@ -574,6 +574,33 @@ def test_contour_slices_rows_and_grids():
         ls.ContourConfig.from_mapping({"grid_pts": 3})
 
 
+def test_contour_slices_without_grids_give_the_same_rows_but_the_level_set_fit():
+    """grid=False (the seeds whose pictures the report does not draw): every slice's row, its GGN roundness and
+    flags as with the grid, the level-set fit not measured, and no grid of J among the arrays."""
+    spec = model.ModelSpec(sizes=(3, 4, 2), norm="batchnorm", activation="relu")
+    params = _init(spec, 16)
+    X, y = _normal(17, (20, 3)), _labels(18, 20, 2)
+    d1, d2 = ls.random_directions(params, jax.random.PRNGKey(19))
+    cfg = {"grid_points": 7, "extent": {"lecture": 0.5, "eig": 1.0, "random": 0.5}}
+    with_grid, grids = ls.contour_slices(spec, params, X, y, cfg, eig_model=(d1, d2))
+    rows, arrays = ls.contour_slices(spec, params, X, y, cfg, eig_model=(d1, d2), grid=False)
+    fit = {"axis_ratio_levelset", "levelset_misfit", "levelset_rel_err"}
+    assert len(rows) == len(with_grid) == 4
+    assert any(np.isfinite(r["axis_ratio_levelset"]) for r in with_grid)  # the fit that grid=False leaves out
+    for r, ref in zip(rows, with_grid, strict=True):
+        assert all(math.isnan(r[k]) for k in fit)
+        for k in set(ls.ROW_KEYS) - fit:
+            if isinstance(ref[k], float) and math.isnan(ref[k]):
+                assert math.isnan(r[k]), k
+            elif isinstance(ref[k], float):
+                assert r[k] == pytest.approx(ref[k], rel=1e-12), k
+            else:
+                assert r[k] == ref[k], k
+    assert not [k for k in arrays if k.endswith(".loss")] and [k for k in grids if k.endswith(".loss")]
+    assert set(arrays) == {k for k in grids if not k.endswith(".loss")}
+    np.testing.assert_array_equal(arrays["eig.model.ggn"], grids["eig.model.ggn"])
+
+
 def test_shared_log_scale():
     a = np.array([[1.0, 2.0], [11.0, 1001.0]])
     b = a + 5.0

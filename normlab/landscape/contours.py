@@ -58,7 +58,7 @@ class ContourConfig:
 
 def contour_slices(spec: ModelSpec, params: Params, X, y, config: ContourConfig | Mapping | None = None, *,
                    eig_model: tuple | None = None, eig_layers: Mapping[str, tuple] | None = None,
-                   ) -> tuple[list[dict[str, Any]], dict[str, np.ndarray]]:
+                   grid: bool = True) -> tuple[list[dict[str, Any]], dict[str, np.ndarray]]:
     """All contour slices of one checkpoint on the analysis batch (X (m, n_features), y).
 
     Slices: ``lecture`` for every layer; ``eig`` for the whole model from ``eig_model`` = (d1, d2) and
@@ -68,12 +68,14 @@ def contour_slices(spec: ModelSpec, params: Params, X, y, config: ContourConfig 
     axis_ratio_levelset, singular, censored, flat_direction, degenerate, ...: ``slices.slice_flags``;
     projected: a lecture slice taken orthogonally to its unit's scale-invariant group, ``lecture``), one
     per slice; grids maps ``<slice>.<scope>.<name>`` to numpy
-    arrays (``slice_arrays``), ready for ``np.savez``.
+    arrays (``slice_arrays``), ready for ``np.savez``. ``grid`` False: every slice's row without its grid of J
+    (the GGN axis ratio and flags as with it; axis_ratio_levelset NaN) and no ``loss`` array: a grid costs
+    grid_points^2 forward passes, the GGN two products.
     """
     cfg = config if isinstance(config, ContourConfig) else ContourConfig.from_mapping(config)
     n = cfg.grid_points
     slices = lecture_slices(spec, params, X, y, n_points=n, extent=cfg.extent_for("lecture"),
-                            dead_threshold=cfg.dead_threshold, chunk_size=cfg.chunk_size)
+                            dead_threshold=cfg.dead_threshold, chunk_size=cfg.chunk_size, grid=grid)
     planes = []
     if eig_model is not None:
         planes.append({"d1": eig_model[0], "d2": eig_model[1], "slice": "eig", "scope": "model",
@@ -87,7 +89,7 @@ def contour_slices(spec: ModelSpec, params: Params, X, y, config: ContourConfig 
                        "normalize": False})
     live_inputs = {int(s.scope[5:]): s.info["live"] for s in slices}  # every layer's, from its lecture slice
     slices += direction_slices(spec, params, X, y, planes, n_points=n, chunk_size=cfg.chunk_size,
-                               live_inputs=live_inputs)
+                               live_inputs=live_inputs, grid=grid)
     rows = [slice_row(s, delta=cfg.delta, rel_tol=cfg.rel_tol, max_misfit=cfg.max_misfit,
                       max_rel_err=cfg.max_rel_err) for s in slices]
     grids: dict[str, np.ndarray] = {}

@@ -346,18 +346,20 @@ def lecture_slice(spec: ModelSpec, params: Params, X, y, l: int, *, n_points: in
 
 
 def lecture_slices(spec: ModelSpec, params: Params, X, y, *, n_points: int = 41, extent: float = 1.0,
-                   dead_threshold: float = 1e-6, chunk_size: int | None = None) -> list[ContourSlice]:
+                   dead_threshold: float = 1e-6, chunk_size: int | None = None,
+                   grid: bool = True) -> list[ContourSlice]:
     """``lecture_slice`` of every layer 1..L (unit by ``choose_unit``, plane by ``lecture_plane``): one
     compiled call picks every layer's unit and weights, the planes are built on the host, then each grid
     and 2x2 GGN is a plane of ``run_planes`` (the program every slice of every kind shares: the whole model,
     or the layers from l up, per grid point, without ``lecture_grid``'s shortcut, so that one program serves
-    all)."""
+    all). ``grid`` False: every slice's unit, plane and 2x2 GGN without its grid (loss None)."""
     X, y = as_data(params, X, y)
     layers, loss_center = jax.device_get(_lecture_setup_jit(spec, params, X, y, dead_threshold))
     host = jax.device_get(params)
     made = [lecture_plane(spec, host, l, int(r["j"]), int(r["hi"]), int(r["lo"]), r["live"])
             for l, r in enumerate(layers, start=1)]
-    grids = run_planes(spec, params, X, y, [(d1, d2, float(extent)) for d1, d2, _, _ in made], n_points, chunk_size)
+    grids = run_planes(spec, params, X, y, [(d1, d2, float(extent)) for d1, d2, _, _ in made], n_points, chunk_size,
+                       grid)
     live_inputs = {l: np.asarray(r["live"]) for l, r in enumerate(layers, start=1)}
     out = []
     for l, (r, (d1, d2, projected, in_plane), (alphas, betas, loss, ggn, _)) in enumerate(

@@ -163,6 +163,7 @@ def _layer_plane(spec: ModelSpec, params: Params, l, Z0, P1, P2, y, alphas, beta
 
 
 _layer_plane_jit = jax.jit(_layer_plane, static_argnames=("spec", "chunk_size", "output"))
+_loss_jit = jax.jit(model.loss, static_argnames=("spec",))
 _forward_with_inputs_jit = jax.jit(model.forward_with_inputs, static_argnames=("spec",))
 
 
@@ -196,14 +197,21 @@ def _plane_flops(spec: ModelSpec, m: int, n_points: int) -> float:
 
 
 def run_planes(spec: ModelSpec, params: Params, X, y, planes: Sequence, n_points: int,
-               chunk_size: int | None) -> list[tuple]:
+               chunk_size: int | None, grid: bool = True) -> list[tuple]:
     """planes: [(d1, d2, extent)] with full direction pytrees in params' dtype. Returns per plane
     (alphas, betas, loss (n, n), ggn (2, 2) float64, loss_center) as numpy, all planes dispatched before any
-    is read back. A plane inside one layer's W and b goes through ``_layer_plane`` (one program for every
-    hidden layer, one for the output layer; the layers below it are not rerun per grid point: for depth 8 its
-    grid costs (L - l + 1) / L of a whole-model one, the output layer's almost nothing) when the model is big
-    enough (``LAYER_PLANE_MIN_FLOPS``); any other plane through ``_plane`` (the whole model per point)."""
+    is read back. ``grid`` False: no grid is evaluated (loss None), only each plane's 2x2 GGN (``model_ggn``, the
+    same float64 products as a whole-model plane's) and the loss at the centre. A plane inside one layer's W and b
+    goes through ``_layer_plane`` (one program for every hidden layer, one for the output layer; the layers below it
+    are not rerun per grid point: for depth 8 its grid costs (L - l + 1) / L of a whole-model one, the output
+    layer's almost nothing) when the model is big enough (``LAYER_PLANE_MIN_FLOPS``); any other plane through
+    ``_plane`` (the whole model per point)."""
     params = jax.tree_util.tree_map(jnp.asarray, params)
+    if not grid:
+        center = _loss_jit(spec, params, X, y)
+        pending = [(*grid_axes(n_points, float(extent), X.dtype), model_ggn_jit(spec, params, X, [d1, d2]))
+                   for d1, d2, extent in planes]
+        return [(a, b, None, np.asarray(ggn), float(center)) for a, b, ggn in pending]
     chunk = int(chunk_size or auto_chunk_size(spec, X.shape[0], n_points * n_points))
     big = _plane_flops(spec, X.shape[0], n_points) >= LAYER_PLANE_MIN_FLOPS
     layer_of = [_layer_of(spec, d1, d2) if big else 0 for d1, d2, _ in planes]
@@ -225,7 +233,7 @@ def run_planes(spec: ModelSpec, params: Params, X, y, planes: Sequence, n_points
 
 def direction_slices(spec: ModelSpec, params: Params, X, y, planes: Sequence[Mapping], *, n_points: int = 41,
                      chunk_size: int | None = None, live_inputs: Mapping[int, np.ndarray] | None = None,
-                     dead_threshold: float = 1e-6) -> list[ContourSlice]:
+                     dead_threshold: float = 1e-6, grid: bool = True) -> list[ContourSlice]:
     """J on the planes spanned by pairs of given directions, with their 2x2 GGNs, by ``run_planes``.
 
     planes: mappings with keys d1, d2 (pytrees or flat vectors as ``embed_direction`` takes them; scope
@@ -235,7 +243,8 @@ def direction_slices(spec: ModelSpec, params: Params, X, y, planes: Sequence[Map
     filter-normalized random directions, where 1 = the weights' own scale). Each slice says whether its
     plane is degenerate (d1, d2 do not span a plane) or holds a flat direction
     (``symmetries.plane_geometry``), which needs the live inputs of every layer: live_inputs ({l: (n,)
-    bool}, as ``live_inputs_of``) or, if None, a float64 forward pass with ``dead_threshold``."""
+    bool}, as ``live_inputs_of``) or, if None, a float64 forward pass with ``dead_threshold``. ``grid`` False:
+    the slices' roundness without their grids (``run_planes``; loss None)."""
     X, y = as_data(params, X, y)
     prepared = []
     for pl in planes:
@@ -244,7 +253,7 @@ def direction_slices(spec: ModelSpec, params: Params, X, y, planes: Sequence[Map
         if pl.get("normalize", True):
             d1, d2 = normalize_direction(d1), normalize_direction(d2)
         prepared.append((d1, d2, pl["extent"]))
-    results = run_planes(spec, params, X, y, prepared, n_points, chunk_size)
+    results = run_planes(spec, params, X, y, prepared, n_points, chunk_size, grid)
     if live_inputs is None and prepared:
         live_inputs = live_inputs_of(spec, params, X, dead_threshold)
     host = jax.device_get(params)

@@ -34,9 +34,18 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from normlab.landscape.roundness import AxisRatio, axis_ratio_2x2, default_rel_tol, levelset_axis_ratio
+from normlab.landscape.roundness import (
+    AxisRatio,
+    LevelsetFit,
+    axis_ratio_2x2,
+    default_rel_tol,
+    levelset_axis_ratio,
+)
 
 SLICES = ("lecture", "eig", "random")
+# the level-set fit of a slice measured without its grid: not measured (NaN), 0 points
+NO_GRID_FIT = LevelsetFit(float("nan"), np.full((2, 2), np.nan), float("nan"), float("nan"), 0)
+
 ROW_KEYS = (
     "slice", "scope", "axis_ratio_ggn", "axis_ratio_levelset", "singular", "censored", "flat_direction",
     "degenerate", "projected", "levelset_misfit", "levelset_rel_err",
@@ -48,7 +57,8 @@ ROW_KEYS = (
 @dataclasses.dataclass
 class ContourSlice:
     """One 2-D slice. alphas (n_a,), betas (n_b,): offsets along d1, d2 (parameter units); loss (n_a,
-    n_b): J at (alphas[i], betas[k]); origin (2,): the coordinates of the centre on the plotted axes
+    n_b): J at (alphas[i], betas[k]), or None for a slice measured without its grid (its GGN roundness only);
+    origin (2,): the coordinates of the centre on the plotted axes
     (the two weights' values for an unprojected ``lecture`` slice, zeros otherwise: a projected lecture
     slice's axes are distances along its two orthonormal directions, along which the centre's coordinates
     <w, d1>, <w, d2> are zero), so axis 1 = origin[0] + alphas;
@@ -62,7 +72,7 @@ class ContourSlice:
     scope: str
     alphas: np.ndarray
     betas: np.ndarray
-    loss: np.ndarray
+    loss: np.ndarray | None
     origin: np.ndarray
     ggn: np.ndarray
     loss_center: float
@@ -107,8 +117,8 @@ def slice_row(s: ContourSlice, *, delta: float = 0.05, rel_tol: float | None = N
         rel_tol = default_rel_tol(ggn.dtype)
     g = axis_ratio_2x2(ggn, rel_tol)
     flags = slice_flags(g, flat_direction=s.flat_direction, degenerate=s.degenerate)
-    fit = levelset_axis_ratio(s.alphas, s.betas, s.loss, delta, max_misfit=max_misfit,
-                              max_rel_err=max_rel_err)
+    fit = (levelset_axis_ratio(s.alphas, s.betas, s.loss, delta, max_misfit=max_misfit, max_rel_err=max_rel_err)
+           if s.loss is not None else NO_GRID_FIT)
     info = s.info
     rms = info.get("input_rms")
     nan = float("nan")
@@ -127,11 +137,13 @@ def slice_row(s: ContourSlice, *, delta: float = 0.05, rel_tol: float | None = N
 
 
 def slice_arrays(s: ContourSlice) -> dict[str, np.ndarray]:
-    """Arrays of a slice for an .npz file, keyed ``<slice>.<scope>.<name>``: alphas, betas, loss,
-    origin, ggn, and for lecture slices ``indices`` = [unit, input_hi, input_lo] and input_rms."""
+    """Arrays of a slice for an .npz file, keyed ``<slice>.<scope>.<name>``: alphas, betas, loss (not for a
+    slice measured without its grid), origin, ggn, and for lecture slices ``indices`` = [unit, input_hi,
+    input_lo] and input_rms."""
     p = f"{s.slice}.{s.scope}."
-    out = {p + "alphas": s.alphas, p + "betas": s.betas, p + "loss": s.loss, p + "origin": s.origin,
-           p + "ggn": np.asarray(s.ggn)}
+    out = {p + "alphas": s.alphas, p + "betas": s.betas, p + "origin": s.origin, p + "ggn": np.asarray(s.ggn)}
+    if s.loss is not None:
+        out[p + "loss"] = s.loss
     if s.slice == "lecture":
         out[p + "indices"] = np.array([s.info["unit"], s.info["input_hi"], s.info["input_lo"]], np.int64)
         out[p + "input_rms"] = np.asarray(s.info["input_rms"])
