@@ -13,8 +13,10 @@ import numpy as np
 import pandas as pd
 
 from normlab import figure_tasks, figures, io, verdict
+from normlab.verdict.bottom_line import bottom_line as bottom_line_sentences
+from normlab.verdict.bottom_line import feeds_table
 
-PACKAGES = ["normlab", "jax", "jaxlib", "optax", "numpy", "pandas", "scikit-learn", "matplotlib", "seaborn",
+PACKAGES = ["normlab", "jax", "jaxlib", "optax", "numpy", "pandas", "scikit-learn", "matplotlib", "seaborn", "pillow",
             "snakemake", "Jinja2"]
 
 
@@ -57,8 +59,12 @@ def methods(config: dict, tables: dict, benchmarks_dir: Path) -> dict:
         wall.append({"rule": rule, "s": float(b["s"].iloc[-1])})
     wall = (pd.DataFrame(wall).groupby("rule")["s"].agg(["count", "sum", "max"]).reset_index()
             if wall else pd.DataFrame(columns=["rule", "count", "sum", "max"]))
+    used, unused = config_audit(config)
     return {"versions": versions, "commit": commit, "python": platform.python_version(),
-            "config": json.dumps(config, indent=2, sort_keys=True, default=str), "wall": wall.to_dict("records")}
+            "config": json.dumps(used, indent=2, sort_keys=True, default=str), "unused": unused,
+            "wall": wall.to_dict("records"), "batch_size": config.get("sweep", {}).get("batch_size"),
+            "max_examples": config.get("analysis", {}).get("max_examples"),
+            "eval_examples": config.get("sweep", {}).get("eval_examples"), "study": config.get("study", "")}
 
 
 def study_notes(config: dict) -> list[str]:
@@ -103,27 +109,239 @@ def study_notes(config: dict) -> list[str]:
     ]
 
 
+# settings that can have no effect on any number, and when: (path, predicate on the config: True = unused, why)
+def _inputs(c: dict) -> set:
+    return set(c.get("variants", {}).get("inputs", ()))
+
+
+def _norms(c: dict) -> set:
+    return set(c.get("variants", {}).get("norms", ()))
+
+
+def _no_hidden(c: dict) -> bool:
+    depths = c.get("variants", {}).get("depths", ())
+    return bool(depths) and max(depths) == 0
+
+
+UNUSED_WHEN = (
+    ("sweep.momentum", lambda c: c.get("sweep", {}).get("optimizer", "sgd") != "momentum",
+     lambda c: f"optimizer {c.get('sweep', {}).get('optimizer', 'sgd')} takes no momentum (only optimizer: "
+               "momentum does)"),
+    ("sweep.running_stats_momentum", lambda c: "batchnorm" not in _inputs(c),
+     lambda c: "no variant has batch norm on its inputs, the only place running statistics are kept"),
+    ("variants.batchnorm_input_norms", lambda c: "batchnorm" not in _inputs(c),
+     lambda c: "the batchnorm input treatment is not in variants.inputs"),
+    ("variants.eps", lambda c: not (_norms(c) - {"none"}) and "batchnorm" not in _inputs(c),
+     lambda c: "no variant has a normalization layer"),
+    ("variants.norms", _no_hidden, lambda c: "every model has depth 0: no hidden layer to normalize"),
+    ("variants.width", _no_hidden, lambda c: "every model has depth 0: no hidden layer"),
+    ("variants.activation", _no_hidden, lambda c: "every model has depth 0: no hidden layer"),
+    ("resources", lambda c: True,
+     lambda c: "threads, run-time and memory requests: they change how the jobs ran, not what they computed"),
+)
+
+
+def config_audit(config: dict) -> tuple[dict, list[dict]]:
+    """(the config as it took effect: every setting that changed a number, the settings that had no effect
+    left out; [{"key", "value", "why"}] those left out)."""
+    used = json.loads(json.dumps(config, default=str))
+    unused = []
+    for path, unused_if, why in UNUSED_WHEN:
+        *parents, leaf = path.split(".")
+        node = used
+        for k in parents:
+            node = node.get(k, {}) if isinstance(node, dict) else {}
+        if isinstance(node, dict) and leaf in node and unused_if(config):
+            value = node.pop(leaf)
+            unused.append({"key": path, "value": json.dumps(value, sort_keys=True), "why": why(config)})
+    return used, unused
+
+
+OPTIMIZER_WORDS = {"sgd": "plain SGD (no momentum)", "momentum": "SGD with heavy-ball momentum {m}", "adam": "Adam"}
+
+
+def _listing(items) -> str:
+    items = [str(i) for i in items]
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def scope_note(config: dict, provenance: dict | None = None) -> list[str]:
+    """'What this study cannot tell': the limits of what was measured, from the config (the model family,
+    its widths and depths, the normalization arms, the optimizer and its budget, the datasets and their
+    sizes from ``provenance``, the seeds)."""
+    v, sw = config.get("variants", {}), config.get("sweep", {})
+    depths = sorted(v.get("depths", []))
+    hidden = [d for d in depths if d > 0]
+    norms = [n for n in v.get("norms", []) if n != "none"]
+    norm_words = {"batchnorm": "batch norm", "layernorm": "layer norm"}
+    out = []
+    model = (f"Only fully connected networks (MLPs) of width {v.get('width')} with {v.get('activation')} "
+             f"activations and {_listing(hidden)} hidden layers" if hidden else "Only the slide's model")
+    if 0 in depths and hidden:
+        model += ", and the slide's model with no hidden layer"
+    model += (": nothing here speaks for convolutional, recurrent or attention networks, residual connections, "
+              "or other widths and depths.")
+    out.append(model)
+    if norms:
+        out.append(f"Only {_listing(norm_words.get(n, n) for n in norms)} after each hidden layer's linear map, "
+                   "before the activation (as in the course); other placements and other normalizations "
+                   "(group norm, weight norm) were not tried.")
+    opt = sw.get("optimizer", "sgd")
+    out.append(f"Only {OPTIMIZER_WORDS.get(opt, opt).format(m=fmt(sw.get('momentum', 0.9)))} at a constant learning "
+               f"rate ({sw.get('n_lr')} values from {fmt(sw.get('lr_min'))} to {fmt(sw.get('lr_max'))}), "
+               f"{sw.get('steps')} steps of mini-batches of {sw.get('batch_size')} rows: no learning-rate schedule, "
+               "no weight decay, no long training; another optimizer may gain more, or less, from rounder contours.")
+    names = list(config.get("datasets", {}))
+    rows = [provenance[d]["rows"] for d in names if provenance and d in provenance and "rows" in provenance[d]]
+    size = f" ({min(rows)} to {max(rows)} rows)" if rows else ""
+    out.append(f"Only {len(names)} small tabular dataset{'s' if len(names) != 1 else ''}{size}: {_listing(names)}; "
+               "not images, text or large data sets, where the layers' input scales may behave otherwise.")
+    seeds = sw.get("seeds", [])
+    out.append(f"{len(seeds)} seed{'s' if len(seeds) != 1 else ''} per variant: a case counts as holding when it "
+               "holds for every seed, which is a consistency check, not a significance test.")
+    out.append("The contours are two-dimensional slices through two weights (and their Gauss-Newton axis ratio) at "
+               "a few checkpoints, and the curvature is summarized by top eigenvalues: the claims are about these "
+               "measurements on the training loss, not about generalization (test accuracy is shown, never claimed).")
+    return out
+
+
+HEADER_WORDS = {
+    "arm": "arm", "its_max_stable_lr": "its max stable LR", "its_final_loss_there": "its final loss there",
+    "competitor_final_loss_at_best_lr": "competitor's final loss at its best LR", "case_target": "target loss",
+    "best_lr": "best LR", "train_mode_loss": "training-mode loss", "test_mode_loss": "test-mode loss",
+    "no_bn_stable_at_largest_lr_tried": "stable without BN at the largest LR tried",
+    "no_ln_stable_at_largest_lr_tried": "stable without LN at the largest LR tried",
+}
+HEADER_STEMS = (  # longest first
+    ("layer_sharpness_spread", "sharpness spread over layers"), ("cov_eff_cond", "effective condition (covariance)"),
+    ("eff_cond", "effective condition"), ("beta_invariant_max", "scale-invariant beta"), ("beta_max", "beta"),
+    ("loss_range", "loss range"), ("grad_spread", "gradient spread"), ("max_stable_lr", "max stable LR"),
+    ("final_loss", "final loss"), ("test_accuracy", "test accuracy"), ("raw_spread", "input-scale spread, raw"),
+    ("standardized_spread", "input-scale spread, standardized"), ("spread", "input-scale spread"),
+    ("ratio", "axis ratio"), ("censored", "censored"), ("steps", "steps to target"), ("loss_at_", "loss after "),
+)
+HEADER_ARMS = (  # suffixes, longest first
+    ("_standardized_batchnorm", ", standardized with BN"), ("_standardized_none", ", standardized without BN"),
+    ("_standardized_no_bn", ", standardized without BN"), ("_standardized_bn", ", standardized with BN"),
+    ("_raw_bn", ", raw inputs with BN"), ("_input_bn", ", BN on the inputs"), ("_bn_raw", " with BN (plain)"),
+    ("_ln_raw", " with LN (plain)"), ("_no_bn_upper", " without BN (bracket top)"),
+    ("_bn_upper", " with BN (bracket top)"),
+    ("_no_ln_upper", " without LN (bracket top)"), ("_ln_upper", " with LN (bracket top)"), ("_no_bn", " without BN"),
+    ("_bn", " with BN"), ("_no_ln", " without LN"), ("_ln", " with LN"), ("_standardized", ", standardized"),
+    ("_raw", ", raw"),
+)
+
+
+def column_header(key: str) -> str:
+    """A claim table's column name in words: 'ratio_no_bn' -> 'axis ratio without BN'."""
+    if key in HEADER_WORDS:
+        return HEADER_WORDS[key]
+    rest, tail = key, ""
+    for suffix, words in HEADER_ARMS:
+        if rest.endswith(suffix):
+            rest, tail = rest[: -len(suffix)], words
+            break
+    for stem, words in HEADER_STEMS:
+        if rest.startswith(stem):
+            rest = words + rest[len(stem):].replace("pct", "% of the steps").replace("_", " ")
+            break
+    else:
+        rest = rest.replace("_", " ")
+    return (rest + tail).strip()
+
+
+def cell(x) -> str:
+    """A table cell: yes/no for a flag, else ``fmt``."""
+    if isinstance(x, (bool, np.bool_)):
+        return "yes" if x else "no"
+    return fmt(x)
+
+
+NAMED_CASES = 3  # a claim's headline names its exceptions when there are at most this many
+
+
+def claim_view(c) -> dict:
+    """A claim for people: ``headline`` (its outcome's sentence, a long case list replaced by a pointer to the
+    folded list), ``summary`` (the fold's title: 'k of n cases hold; ...'), ``failing`` / ``holding`` (labels),
+    ``details`` (the seeds, the undecided cases and the rule's notes), ``headers`` (the numbers' columns in
+    words)."""
+    failing, holding = c.failing_cases(), c.holding_cases()
+    undecided = [f"{x.label} ({x.note})" for x in c.cases if x.holds is None]
+    if c.outcome == "missing":
+        headline, details = c.sentence, []
+    else:
+        def short(labels):
+            many = f"the {len(labels)} cases listed in the fold below"
+            return ", ".join(labels) if len(labels) <= NAMED_CASES else many
+        headline = c.sentences[c.outcome].format(k=c.n_holds, n=c.n_cases, failing=short(failing),
+                                                 holding=short(holding))
+        details = [c.seeds_sentence()] + (["Undecided: " + "; ".join(undecided) + "."] if undecided else []) + c.notes
+    summary = f"{c.n_holds} of {c.n_cases} decided cases hold"
+    if failing and holding:
+        summary += f"; the {len(failing)} exception{'s' if len(failing) > 1 else ''},"
+    summary += " every case's numbers and seeds" if failing and holding else "; every case's numbers and seeds"
+    headers = [column_header(k) for k in (c.cases[0].numbers if c.cases else {})]
+    return {"headline": headline, "summary": summary, "failing": failing, "holding": holding,
+            "details": [d for d in details if d], "headers": headers}
+
+
 def render_html(**context) -> str:
     """The report's template rendered with ``context`` (every variable the template reads; the optional
     ones of issue 21 default to empty)."""
     env = jinja2.Environment(loader=jinja2.PackageLoader("normlab", "templates"), autoescape=True,
                              undefined=jinja2.StrictUndefined)
     env.filters["fmt"] = fmt
+    env.filters["cell"] = cell
     defaults = {"headline": None, "effective_lr": pd.DataFrame(), "effective_lr_text": "", "rules": [],
-                "groups": verdict.GROUPS, "study_notes": [], "fmt": fmt}
+                "groups": verdict.GROUPS, "study_notes": [], "fmt": fmt, "bottom_line": [], "question_figures": {},
+                "scope": [], "feeds": feeds_table(), "claim_view": claim_view, "target_loss": np.nan}
     return env.get_template("report.html.j2").render(**{**defaults, **context})
 
 
+def bottom_line(by_question: dict) -> list[dict]:
+    """The report's bottom line: [{"text": sentence, "anchor": the section it links to, ...}], in order: 2-5
+    plain sentences, each chosen by its claims' measured outcome (``verdict.bottom_line.SENTENCES``, the one
+    table of which claims feed which sentence)."""
+    return bottom_line_sentences(by_question)
+
+
+def bottom_line_text(lines: list[dict], report_path) -> str:
+    """The bottom line as plain text for the terminal: one sentence per line, then the report's path."""
+    return "".join(f"- {line['text']}\n" for line in lines) + f"Report: {report_path}\n"
+
+
+def write_figure_files(figs: dict, headline: dict | None, folder, question_figures: dict | None = None) -> None:
+    """Every figure of the report as ``<folder>/<name>.png`` and their captions as ``<folder>/captions.json``
+    ({file name: caption}): ``headline.png``, then ``q<N>-<k>.png`` (each question's figures), then
+    ``<dataset>-<kk>.png`` (kk from 01, in the report's order, so that file names sort in it)."""
+    import base64
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    items = ([("headline", headline)] if headline else []) + [
+        (f"{q}-{k}", f) for q, fs in (question_figures or {}).items() for k, f in enumerate(fs, 1)] + [
+        (f"{ds}-{k:02d}", f) for ds, fs in figs.items() for k, f in enumerate(fs, 1)]
+    captions = {}
+    for name, f in items:
+        (folder / f"{name}.png").write_bytes(base64.b64decode(f["src"].split(",", 1)[1]))
+        captions[f"{name}.png"] = f["caption"]
+    io.write_text(folder / "captions.json", json.dumps(captions, indent=1, sort_keys=True) + "\n")
+
+
 def build_report(table_paths: dict, provenance_paths: list, config: dict, out, benchmarks_dir="benchmarks",
-                 spectra_paths=(), contour_paths=(), workers: int = 1) -> None:
+                 spectra_paths=(), contour_paths=(), workers: int = 1, bottom_line_out=None,
+                 figures_dir=None) -> None:
     """Render the report to ``out`` from the tables (paths by kind), the datasets' provenance and the
     spectral densities; its wall time per rule from the study's benchmark files under ``benchmarks_dir``;
-    ``workers`` processes draw the figures (``figure_tasks.render_figures``)."""
+    ``workers`` processes draw the figures (``figure_tasks.render_figures``). ``bottom_line_out``: also write
+    the bottom line as plain text there (``bottom_line_text``); ``figures_dir``: also write every figure there
+    as a PNG file with its caption (``write_figure_files``)."""
     t = load_tables(table_paths)
     spectra = figure_tasks.load_spectra(spectra_paths)
     grids = figure_tasks.load_contour_grids(contour_paths)
     by_question = verdict.claims_by_question(t)
-    answer = verdict.summary(by_question)  # the slide's sentence first
+    answer = verdict.summary(by_question)  # every claim, the slide's first (the rules table's order)
+    lines = bottom_line(by_question)
     datasets = sorted(t["variants"]["dataset"].unique())
     provenance = {Path(p).stem: json.loads(Path(p).read_text()) for p in provenance_paths}
     runs = t["runs"]
@@ -133,8 +351,10 @@ def build_report(table_paths: dict, provenance_paths: list, config: dict, out, b
     factor = config.get("sweep", {}).get("divergence_factor", 1000.0)
     runs_per_variant = runs.groupby(["dataset", "variant"]).size().to_dict()
     effective = verdict.effective_lr_table(t["gradients"])
-    figs, headline = _all_figures(datasets, t, spectra, grids, workers)
-    html = render_html(divergence=divergence, divergence_factor=factor,
+    figs, headline, question_figs = _all_figures(datasets, t, spectra, grids, workers)
+    html = render_html(divergence=divergence, divergence_factor=factor, bottom_line=lines,
+        question_figures=question_figs, scope=scope_note(config, provenance),
+        target_loss=config.get("sweep", {}).get("target_loss", np.nan),
         runs_per_variant=runs_per_variant,
         title=config.get("report", {}).get("title", "normlab report"), answer=answer,
         by_question=by_question, questions=verdict.QUESTIONS,
@@ -145,18 +365,27 @@ def build_report(table_paths: dict, provenance_paths: list, config: dict, out, b
         methods=methods(config, t, Path(benchmarks_dir)),
     )
     io.write_text(out, html)
+    if figures_dir is not None:
+        write_figure_files(figs, headline, figures_dir, question_figs)
+    if bottom_line_out is not None:
+        io.write_text(bottom_line_out, bottom_line_text(lines, out))
 
 
 def _all_figures(datasets: list[str], t: dict, spectra: dict, grids: dict,
-                 workers: int) -> tuple[dict[str, list[dict]], dict | None]:
-    """Every dataset's figures and the headline figure (the slide; None without depth 0), drawn in one pool
-    so the workers stay busy across datasets."""
+                 workers: int) -> tuple[dict[str, list[dict]], dict | None, dict[str, list[dict]]]:
+    """Every figure of the report, drawn in one pool so the workers stay busy: (each dataset's figures, the
+    headline figure (None when the study has nothing to show), each question's figures)."""
+    seed = figure_tasks.display_seed(t)
     tasks = {ds: figure_tasks.dataset_figure_tasks(ds, t, spectra, grids) for ds in datasets}
-    slide = figure_tasks.headline_figure_task(t, grids, figure_tasks.display_seed(t))
-    flat = [task for ds in datasets for _, task in tasks[ds]] + ([slide[1]] if slide else [])
+    head = figure_tasks.headline_figure_task(t, grids, seed)
+    questions = figure_tasks.question_figure_tasks(t, grids, spectra, seed)
+    flat = ([head[1]] if head else []) + [task for q in questions for _, task in questions[q]] + [
+        task for ds in datasets for _, task in tasks[ds]]
     pngs = iter(figure_tasks.render_figures(flat, workers))
+    headline = ({"caption": head[0], "alt": "The headline figure: " + head[0], "src": figures.data_uri(next(pngs))}
+                if head else None)
+    question_figs = {q: [{"caption": c, "alt": f"{q.upper()}: {c}", "src": figures.data_uri(next(pngs))}
+                         for c, _ in questions[q]] for q in questions}
     figs = {ds: [{"caption": c, "alt": f"{ds}: {c}", "src": figures.data_uri(next(pngs))} for c, _ in tasks[ds]]
             for ds in datasets}
-    headline = ({"caption": slide[0], "alt": "The lecture's slide reproduced: " + slide[0],
-                 "src": figures.data_uri(next(pngs))} if slide else None)
-    return figs, headline
+    return figs, headline, question_figs

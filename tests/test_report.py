@@ -7,6 +7,7 @@ threshold and the configured running-statistics momentum."""
 import html as htmllib
 import itertools
 import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -114,19 +115,19 @@ def render(by_question, **extra):
 def test_the_headline_opens_the_summary_and_q2():
     by_q = slide_claims()
     headline = {"src": "data:image/png;base64,AAAA", "caption": "The slide, reproduced.", "alt": "slide"}
-    html = render(by_q, headline=headline)
+    html = render(by_q, headline=headline, bottom_line=R.bottom_line(by_q))
     answer = html[html.index('<section id="answer">'):html.index('<section id="q1">')]
     sentences = htmllib.unescape(re.sub(r"<[^>]+>", "", answer))
-    first = sentences.index("At initialization (W = 0), on the slide's own model")
-    assert first < sentences.index("At initialization, the lecture's picture")
-    assert '<figure id="slide"><img src="data:image/png;base64,AAAA"' in answer
+    first = sentences.index("Input normalization does round the contours of the first layer's weights W[1]")
+    assert first < sentences.index("and the networks' layer-1 slice in 1 of 1 cases at initialization")
+    assert '<figure id="headline"><img src="data:image/png;base64,AAAA"' in answer
     q2 = html[html.index('<section id="q2">'):html.index('<section id="q3">')]
     assert q2.index("The slide itself: the model with no hidden layer") < q2.index('id="claim-slide"') \
         < q2.index("<h3>The networks (one or more hidden layers)</h3>") < q2.index('id="claim-lecture_slice_init"')
     assert "<h3>The networks" not in html[html.index('<section id="q1">'):html.index('<section id="q2">')]
     q5 = html[html.index('<section id="q5">'):]
     assert "<h3>Batch norm on the raw inputs instead of standardizing them</h3>" in q5
-    assert '<figure id="slide">' not in render(by_q)
+    assert '<figure id="headline">' not in render(by_q)
 
 
 def test_methods_list_every_claim_with_its_rule_and_thresholds():
@@ -175,3 +176,201 @@ def test_q5_shows_the_invariant_sharpness_and_the_effective_learning_rate(with_t
     if with_tables:
         assert "lr / ||w||^2 was 0.1 to 0.1 times the nominal lr over the 1 normalized variant " in q5
         assert "<td>0.05</td><td>0.01 to 0.1</td><td>0.1</td><td>1</td><td>3.16</td><td>3</td>" in q5
+
+
+# ------------------------------------------------------------------------------------- the bottom line (issue 22)
+
+def claim(key, holds, depth=2, comparison="init", group=""):
+    """A claim over cases set0, set1, ... whose outcomes are ``holds`` (True / False / None: undecided)."""
+    cases = [V.Case(f"set{i}", depth, h, {"ratio_no_bn": 2.0, "censored_raw": False}, seeds={0: h}, effects={0: 2.0})
+             for i, h in enumerate(holds)]
+    sentences = {o: f"{key} {o} {{k}} of {{n}}; not in: {{failing}}." for o in ("all", "none", "mixed", "missing")}
+    return V.Claim(key, "the rule", cases, sentences, comparison=comparison, group=group)
+
+
+OUTCOMES = {"all": [True] * 4, "none": [False] * 4, "mixed": [True, True, True, False], "missing": [None] * 4}
+
+
+def story(outcomes: dict, distractors=()) -> dict:
+    """by_question with the claims ``{key: outcome}`` in the questions the real study puts them in."""
+    where = {"slide": "q2", "lecture_slice_init": "q2", "lecture_slice_end": "q2", "hidden_spread_matched": "q3",
+             "hidden_spread_end": "q3", "hidden_slice_init": "q3", "hidden_slice_end": "q3",
+             "smoothness_beta_batchnorm_end": "q3", "gradient_spread_end": "q4", "learning_rate": "q5",
+             "outcome_best_lr": "q5", "converse_outcome_none": "q5", "input_bn_outcome": "q5"}
+    by_q = {q: [] for q in V.QUESTIONS}
+    for key, outcome in [*outcomes.items(), *distractors]:
+        comparison = key.rsplit("_", 1)[-1] if key.rsplit("_", 1)[-1] in V.PHASE else "best_lr"
+        by_q[where.get(key, "q1")].append(claim(key, OUTCOMES[outcome], depth=None if key == "slide" else 2,
+                                                comparison=comparison))
+    return by_q
+
+
+def lines(by_q) -> dict:
+    return {line["name"]: line for line in R.bottom_line(by_q)}
+
+
+@pytest.mark.parametrize("outcome, words", [
+    ("all", "Input normalization does round the contours of the first layer's weights W[1]: on the slide's own model "
+            "(no hidden layer), standardizing made them round in 4 of 4 datasets."),
+    ("none", "Input normalization did not round the contours of the first layer's weights W[1]: on the slide's own "
+             "model (no hidden layer), standardizing made them round in 0 of 4 datasets \N{EM DASH} contrary to the "
+             "slide."),
+    ("mixed", "Input normalization rounds the contours of the first layer's weights W[1], but not always: on the "
+              "slide's own model (no hidden layer), standardizing made them round in 3 of 4 datasets (not in set3) "
+              "\N{EM DASH} so the slide's picture holds only in part."),
+])
+def test_the_first_sentence_flips_with_the_slide_outcome(outcome, words):
+    assert lines(story({"slide": outcome}))["first_layer"]["text"] == words
+    assert lines(story({"slide": outcome}))["first_layer"]["anchor"] == "q2"
+
+
+def test_a_missing_claim_drops_its_clause_and_an_empty_sentence_is_left_out():
+    by_q = story({"slide": "missing", "lecture_slice_init": "all", "hidden_slice_end": "none"})
+    first = lines(by_q)["first_layer"]
+    assert first["text"] == "Standardizing made the networks' layer-1 slice round in 4 of 4 cases at initialization."
+    assert first["claims"] == ["lecture_slice_init"]
+    deeper = lines(by_q)["deeper_layers"]["text"]
+    assert deeper.startswith("Batch norm made the deeper layers' slices of J rounder in 0 of 4 cases after training")
+    assert deeper.endswith("\N{EM DASH} contrary to the textbook story.")
+    assert set(lines(by_q)) == {"first_layer", "deeper_layers"}
+    nothing = R.bottom_line(story({"slide": "missing"}))
+    assert len(nothing) == 1 and "do not answer the thread yet" in nothing[0]["text"]
+
+
+def test_each_checkpoint_is_counted_and_mixed_outcomes_say_the_story_holds_in_part():
+    text = lines(story({"hidden_slice_init": "all", "hidden_slice_end": "mixed"}))["deeper_layers"]["text"]
+    assert text == ("Batch norm made the deeper layers' slices of J rounder in 4 of 4 cases at initialization and 3 of "
+                    "4 after training \N{EM DASH} so the textbook story holds only in part.")
+
+
+@pytest.mark.parametrize("matched, end, expected, absent", [
+    ("all", "none", "Input normalization does not reach the deeper layers: with standardized inputs, batch norm "
+                    "evened out the scales of the inputs of layers 2 and up in 4 of 4 cases at matched loss.",
+     "after training"),
+    ("missing", "none", "it evened out the scales of the inputs of layers 2 and up in 0 of 4 cases after training",
+     "matched"),
+])
+def test_the_first_present_claim_feeds_a_first_pick_clause(matched, end, expected, absent):
+    text = lines(story({"hidden_spread_matched": matched, "hidden_spread_end": end}))["deeper_layers"]["text"]
+    assert expected in text and absent not in text
+
+
+def test_distractor_claims_do_not_feed_a_sentence():
+    real = {"slide": "all", "hidden_spread_matched": "none", "smoothness_beta_batchnorm_end": "none",
+            "learning_rate": "all", "outcome_best_lr": "mixed", "converse_outcome_none": "all"}
+    distractors = [("hidden_spread_layernorm_matched", "all"), ("smoothness_beta_layernorm_end", "all"),
+                   ("learning_rate_layernorm", "none"), ("converse_outcome_batchnorm", "none"),
+                   ("input_conditioning_matched", "all"), ("lecture_slice", "none"), ("slide_extra", "none")]
+    plain, noisy = R.bottom_line(story(real)), R.bottom_line(story(real, distractors))
+    assert plain == noisy
+    assert all(k in real for line in noisy for k in line["claims"])
+    gains = lines(story(real))["gains"]["text"]
+    assert gains == ("With standardized inputs, batch norm raised the largest stable learning rate 2x or more in 4 of "
+                     "4 cases, but training without it ended clearly worse (final loss 10x or more) in only 3 of 4 "
+                     "cases (not in set3 d2).")
+    assert lines(story(real))["smoothness"]["text"].endswith("\N{EM DASH} contrary to Santurkar et al. 2018.")
+
+
+@pytest.mark.parametrize("outcome, contrary", [("all", True), ("none", False), ("mixed", None)])
+def test_the_converse_contradicts_the_quote_when_bn_on_raw_inputs_is_worse(outcome, contrary):
+    text = lines(story({"converse_outcome_none": outcome}))["converse"]["text"]
+    assert ("contrary to the thread's quote" in text) == bool(contrary)
+    assert ("holds only in part" in text) == (contrary is None)
+    assert text.startswith({"all": "Batch norm does not replace", "none": "Batch norm could stand in",
+                            "mixed": "Batch norm does not reliably replace"}[outcome])
+
+
+def test_the_feeds_table_lists_every_claim_of_the_bottom_line_once_and_the_methods_show_it():
+    from normlab.verdict import bottom_line as B
+    keys = [k for r in B.feeds_table() for k in r["keys"]]
+    assert len(keys) == len(set(keys)) and {"slide", "hidden_spread_matched", "converse_outcome_none"} <= set(keys)
+    assert 2 <= len(B.SENTENCES) <= 5
+    html = render(story({"slide": "all"}))
+    methods = html[html.index('<section id="methods">'):]
+    assert '<h3 id="bottom-line-table">' in methods
+    for k in keys:
+        assert f'<a href="#claim-{k}">{k}</a>' in methods
+
+
+def test_the_answer_comes_first_then_the_contents_and_each_question_opens_with_its_figure():
+    by_q = story({"slide": "all", "learning_rate": "none"})
+    fig = {"src": "data:image/png;base64,AAAA", "caption": "c", "alt": "a"}
+    html = render(by_q, headline=fig, bottom_line=R.bottom_line(by_q),
+                  question_figures={q: [fig] for q in V.QUESTIONS})
+    assert html.index("<h1>") < html.index('<section id="answer">') < html.index('<ul id="bottom-line">') \
+        < html.index('<figure id="headline">') < html.index("<nav") < html.index('<section id="q1">')
+    bottom = html[html.index('<ul id="bottom-line">'):html.index("</ul>", html.index('<ul id="bottom-line">'))]
+    assert bottom.count("<li>") == 2 and '<a href="#q2">' in bottom and '<a href="#q5">' in bottom
+    for q in V.QUESTIONS:
+        section = html[html.index(f'<section id="{q}">'):]
+        after_h2 = section[section.index("</h2>") + 5:].lstrip()
+        assert after_h2.startswith('<figure class="question-figure"><img src="data:image/png;base64,AAAA"')
+
+
+def test_long_case_lists_are_folded_and_headers_are_words():
+    c = claim("hidden_spread_init", [True, False, False, False, False], group="")
+    by_q = {q: [] for q in V.QUESTIONS} | {"q3": [c]}
+    html = render(by_q)
+    block = html[html.index('id="claim-hidden_spread_init"'):]
+    block = htmllib.unescape(block[:block.index("</div>")])
+    assert "<strong>hidden_spread_init mixed 1 of 5; not in: the 4 cases listed in the fold below.</strong>" in block
+    assert "<details><summary>1 of 5 decided cases hold; the 4 exceptions, every case's numbers and seeds</summary>" \
+        in block
+    assert "<p>Not in: set1 d2, set2 d2, set3 d2, set4 d2.</p>" in block
+    assert block.index("<details>") < block.index("<table>")
+    assert "<th>axis ratio without BN</th><th>censored, raw</th>" in block and "<td>no</td>" in block
+    short = claim("hidden_spread_init", [True, False, True])
+    assert R.claim_view(short)["headline"] == "hidden_spread_init mixed 2 of 3; not in: set1 d2."
+    assert R.column_header("max_stable_lr_no_bn_upper") == "max stable LR without BN (bracket top)"
+    assert R.column_header("final_loss_raw_bn") == "final loss, raw inputs with BN"
+
+
+def study_config(**changes):
+    cfg = {"datasets": {"lecture": {}, "wine": {}}, "variants": {"inputs": ["raw", "standardize"],
+           "norms": ["none", "batchnorm"], "depths": [0, 2, 4], "width": 64, "activation": "relu", "eps": 1e-5},
+           "sweep": {"optimizer": "sgd", "momentum": 0.9, "steps": 600, "batch_size": 64, "seeds": [0, 1, 2],
+                     "n_lr": 13, "lr_min": 1e-4, "lr_max": 10.0, "running_stats_momentum": 0.1},
+           "analysis": {"max_examples": 512}, "resources": {"train_threads": 1}}
+    for path, value in changes.items():
+        *parents, leaf = path.split("__")
+        node = cfg
+        for k in parents:
+            node = node[k]
+        node[leaf] = value
+    return cfg
+
+
+def test_the_scope_note_follows_the_config():
+    base = " ".join(R.scope_note(study_config(), {"lecture": {"rows": 200}, "wine": {"rows": 178}}))
+    assert "width 64 with relu activations and 2 and 4 hidden layers, and the slide's model" in base
+    assert "Only plain SGD (no momentum)" in base and "600 steps of mini-batches of 64 rows" in base
+    assert "Only 2 small tabular datasets (178 to 200 rows): lecture and wine" in base and "3 seeds" in base
+    assert "Only batch norm after each hidden layer" in base
+    deeper = " ".join(R.scope_note(study_config(variants__depths=[2, 8])))
+    assert "2 and 8 hidden layers:" in deeper and "slide's model" not in deeper
+    momentum = " ".join(R.scope_note(study_config(sweep__optimizer="momentum", sweep__momentum=0.5)))
+    assert "Only SGD with heavy-ball momentum 0.5" in momentum
+    assert "Only Adam" in " ".join(R.scope_note(study_config(sweep__optimizer="adam")))
+    assert "1 seed per variant" in " ".join(R.scope_note(study_config(sweep__seeds=[7])))
+
+
+@pytest.mark.parametrize("optimizer, printed", [("sgd", False), ("adam", False), ("momentum", True)])
+def test_settings_without_effect_are_not_printed_as_used(optimizer, printed):
+    used, unused = R.config_audit(study_config(sweep__optimizer=optimizer))
+    assert ("momentum" in used["sweep"]) == printed
+    assert any(u["key"] == "sweep.momentum" for u in unused) != printed
+    assert "running_stats_momentum" not in used["sweep"]  # no batch norm on the inputs in this study
+    assert "resources" not in used and used["sweep"]["optimizer"] == optimizer
+    with_input_bn = R.config_audit(study_config(variants__inputs=["raw", "batchnorm"]))[0]
+    assert with_input_bn["sweep"]["running_stats_momentum"] == 0.1
+    html = render(story({}), methods={"versions": {}, "commit": "x", "python": "3", "wall": [],
+                                      **R.methods(study_config(), {}, Path("/nonexistent"))})
+    methods = " ".join(htmllib.unescape(re.sub(r"<[^>]+>", "", html[html.index('<section id="methods">'):])).split())
+    assert '"momentum"' not in methods and "sweep.momentum: 0.9 (unused: optimizer sgd takes no momentum" in methods
+    assert "which is what the optimizer sees" not in methods and "mini-batches of 64 rows" in methods
+    assert "first 512 training rows" in methods
+
+
+def test_the_terminal_gets_the_bottom_line_and_the_path():
+    text = R.bottom_line_text(R.bottom_line(story({"slide": "all"})), "reports/r.html")
+    assert text.startswith("- Input normalization does round") and text.endswith("Report: reports/r.html\n")

@@ -1277,9 +1277,10 @@ def test_report_claim_block_shows_seeds_range_comparison_and_flips():
     html = render_claims({q: [V.hidden_spread_claim(li, "matched")] if q == "q3" else [] for q in V.QUESTIONS})
     assert "BN puts them back on one scale, in all 1 dataset/depth cases" in html
     assert "Comparison: checkpoint matched (at matched training loss)." in html
-    assert "<th>seeds</th><th>spread without BN / with BN (over seeds)</th><th>holds</th>" in html
+    assert ("<th>seeds for which it held</th><th>spread without BN / with BN (range over seeds)</th>"
+            "<th class=\"l\">holds?</th>") in html
     assert "<td>2 of 2 seeds</td><td>3 to 4</td><td class=\"l\">yes</td>" in html
-    assert "<td>1 of 2 seeds</td><td>3 to 3</td><td class=\"l\">undecided: undecided for seed 1</td>" in html
+    assert "<td>1 of 2 seeds</td><td>3</td><td class=\"l\">undecided: undecided for seed 1</td>" in html
     lr = V.learning_rate_claim(lr_table((1.0, 1.125), (1.5, 1.75)), lr_min=0.01)
     html = render_claims({q: [lr] if q == "q5" else [] for q in V.QUESTIONS})
     assert "did not raise the largest stable learning rate 2-fold in any of the 1" in html
