@@ -33,9 +33,11 @@ $(TEST_STAMP): $(STAMP) $(TEST_LOCKS)
 	$(BIN)/python -m pip install --quiet $(addprefix -r ,$(LOCKS) $(TEST_LOCKS))
 	touch $@
 
+# the bottom line printed here rather than by the workflow's end-of-run handler, so that a run with nothing to do
+# prints it too
 report: $(STAMP)
-	$(BIN)/snakemake --cores $(CORES) --configfile $(CONFIG)
-	@$(BIN)/python -c 'import sys, yaml; print("report: reports/%s/report.html" % ((yaml.safe_load(open(sys.argv[1])) or {}).get("study") or "default"))' $(CONFIG)
+	NORMLAB_BOTTOM_LINE=0 $(BIN)/snakemake --cores $(CORES) --configfile $(CONFIG)
+	@$(BIN)/python -c 'import sys; from normlab import terminal; print(terminal.bottom_line_message(sys.argv[1]))' $(CONFIG)
 
 test: $(TEST_STAMP)
 	bash tests/system_deps.sh

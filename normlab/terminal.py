@@ -20,6 +20,9 @@ from __future__ import annotations
 import ast
 import logging
 import re
+from pathlib import Path
+
+import yaml
 
 # a reason part that lists files: "<label>: <file>, <file>, ..."
 FILE_LIST_LABELS = ("Missing output files", "Incomplete output files", "Updated input files",
@@ -138,3 +141,15 @@ class JobReportFilter(logging.Filter):
             if getattr(record, "rule_msg", None) is None:
                 record.msg = ""  # the report prints "message: <rule_msg>" whenever msg is set
         return True
+
+
+def bottom_line_message(config_path) -> str:
+    """What ``make report`` prints last: the study's bottom line (``reports/<study>/bottom_line.txt``, written by
+    the report rule, with the report's path) under a heading, or only the report's path when the file is absent.
+    The study's name is the config file's ``study`` (default ``default``)."""
+    study = (yaml.safe_load(Path(config_path).read_text()) or {}).get("study") or "default"
+    path, html = Path("reports") / study / "bottom_line.txt", Path("reports") / study / "report.html"
+    if not path.is_file():
+        return f"report: {html}"
+    text = path.read_text().rstrip("\n")
+    return f"\nThe bottom line ({path}):\n{text}" + ("" if str(html) in text else f"\nReport: {html}")

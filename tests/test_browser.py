@@ -3,8 +3,11 @@
 
 The page must load with no console error, every image must decode (naturalWidth > 0), the short answer and
 the Q1-Q5 sections must be there, nothing may be fetched over http(s), and the page must stay readable on a
-400 px wide screen. A full-page screenshot is saved beside the report:
-``<quick root>/reports/quick/report-screenshot.png``.
+400 px wide screen. The first screen answers (issue 22): in a 1280 x 900 viewport, before any scrolling, lie the
+bottom line (``#bottom-line``: 2-5 sentences, each linking to its section) and the headline figure
+(``#headline img``, decoded); each question section q1-q5 opens with its figure (``figure.question-figure``,
+decoded, before the section's first table). Screenshots are saved beside the report:
+``<quick root>/reports/quick/report-screenshot.png`` (the full page) and ``report-first-screen.png``.
 
 Selenium never downloads anything: the chromedriver path is given explicitly and SE_OFFLINE=true keeps
 Selenium Manager offline. A missing chromium / chromedriver is an error, not a skip.
@@ -26,7 +29,10 @@ pytestmark = pytest.mark.browser
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
-SECTIONS = ["answer", "q1", "q2", "q3", "q4", "q5"]
+QUESTIONS = ["q1", "q2", "q3", "q4", "q5"]
+SECTIONS = ["answer", *QUESTIONS]
+FIRST_SCREEN = (1280, 900)  # the viewport, CSS px, in which the answer must lie before any scrolling
+BOTTOM_LINE_SENTENCES = (2, 5)
 FLAGS = [
     "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
     "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic", "--hide-scrollbars",
@@ -147,6 +153,70 @@ def test_nothing_is_fetched_over_the_network(page):
     names += page.js("return performance.getEntriesByType('navigation').map(e => e.name)")
     remote = [n for n in names if not n.startswith(("data:", "file:"))]
     assert not remote, f"the report fetched: {remote}"
+
+
+def test_the_answer_is_on_the_first_screen(page):
+    """At 1280 x 900, scrolled to the top: the bottom line and the decoded headline figure lie wholly in the
+    viewport; every sentence of the bottom line links to a section that exists. Saves report-first-screen.png."""
+    got = page.resize(*FIRST_SCREEN)
+    assert got == FIRST_SCREEN, f"could not make the viewport {FIRST_SCREEN}: {got}"
+    page.js("window.scrollTo(0, 0)")
+    shot = study_folders(page.root, QUICK).reports / "report-first-screen.png"
+    shot.unlink(missing_ok=True)
+    assert page.driver.save_screenshot(str(shot)), shot
+    seen = page.js("""
+        const box = e => { if (!e) return null; const r = e.getBoundingClientRect();
+            return {top: r.top, bottom: r.bottom, left: r.left, right: r.right, width: r.width, height: r.height}; };
+        const img = document.querySelector('#headline img');
+        return {
+            bottom_line: box(document.getElementById('bottom-line')),
+            headline: box(img),
+            decoded: img ? img.complete && img.naturalWidth > 0 && img.naturalHeight > 0 : false,
+            sentences: Array.from(document.querySelectorAll('#bottom-line > li')).map(li => ({
+                text: li.textContent.trim().slice(0, 80),
+                links: Array.from(li.querySelectorAll('a[href^="#"]')).map(a => a.getAttribute('href')),
+                broken: Array.from(li.querySelectorAll('a[href^="#"]')).map(a => a.getAttribute('href'))
+                    .filter(h => document.getElementById(h.slice(1)) === null)}))};""")
+    vw, vh = got
+    outside = {name: b for name, b in (("#bottom-line", seen["bottom_line"]), ("#headline img", seen["headline"]))
+               if b is not None and not (b["top"] >= 0 and b["left"] >= 0 and b["bottom"] <= vh and b["right"] <= vw)}
+    assert seen["bottom_line"] is not None, "no element with id bottom-line in the report"
+    assert seen["headline"] is not None, "no <img> in the element with id headline"
+    assert seen["decoded"], "the headline figure did not decode"
+    assert seen["headline"]["width"] > 0 and seen["headline"]["height"] > 0, seen["headline"]
+    assert not outside, (f"not wholly inside the first {vw} x {vh} viewport (boxes in CSS px): {outside}; "
+                         f"see {shot}")
+    sentences = seen["sentences"]
+    lo, hi = BOTTOM_LINE_SENTENCES
+    assert lo <= len(sentences) <= hi, f"the bottom line has {len(sentences)} sentences (<li>): {sentences}"
+    unlinked = [x["text"] for x in sentences if not x["links"]]
+    broken = [h for x in sentences for h in x["broken"]]
+    assert not unlinked, f"sentences of the bottom line without a link to their section: {unlinked}"
+    assert not broken, f"links of the bottom line to no element: {broken}"
+
+
+def test_every_question_section_opens_with_a_figure(page):
+    """Each of q1-q5 holds a decoded <img> in a figure.question-figure, which comes before the section's first
+    table (the figure that carries the question, then its claims)."""
+    found = page.js("""return arguments[0].map(id => {
+        const s = document.getElementById(id);
+        if (s === null) return {id: id, missing: true};
+        const fig = s.querySelector('figure.question-figure');
+        const imgs = Array.from(s.querySelectorAll('figure.question-figure img'));
+        const table = s.querySelector('table');
+        return {id: id, missing: false, images: imgs.length,
+                decoded: imgs.filter(i => i.complete && i.naturalWidth > 0 && i.naturalHeight > 0).length,
+                first: fig !== null && (table === null ||
+                       (fig.compareDocumentPosition(table) & Node.DOCUMENT_POSITION_FOLLOWING) !== 0)}; })""",
+                    QUESTIONS)
+    missing = [f["id"] for f in found if f["missing"]]
+    assert not missing, f"no element with id {missing} in the report"
+    without = [f["id"] for f in found if f["images"] == 0]
+    assert not without, f"question sections without an <img> in a figure.question-figure: {without}"
+    undecoded = [f["id"] for f in found if f["decoded"] < f["images"]]
+    assert not undecoded, f"question sections whose figure did not decode: {undecoded}"
+    late = [f["id"] for f in found if not f["first"]]
+    assert not late, f"question sections whose figure comes after a table: {late}"
 
 
 def test_full_page_screenshot(page):

@@ -97,3 +97,23 @@ def test_a_job_header_keeps_its_reason_short():
     other = record(None, reason=reason)  # not a job record: untouched
     terminal.JobReportFilter().filter(other)
     assert other.reason == reason
+
+
+def test_make_report_ends_with_the_studys_bottom_line(tmp_path, monkeypatch):
+    """``make report`` prints the bottom line of the config's own study (not another study's), with the report's
+    path; before the report exists, only the path."""
+    from normlab.terminal import bottom_line_message
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "quick.yaml").write_text("study: quick\nsweep: {steps: 10}\n")
+    (tmp_path / "plain.yaml").write_text("sweep: {steps: 10}\n")
+    assert bottom_line_message("quick.yaml") == "report: reports/quick/report.html"
+    for study, line in (("quick", "- BN rounds the deeper layers."), ("default", "- another study's line")):
+        (tmp_path / "reports" / study).mkdir(parents=True)
+        (tmp_path / "reports" / study / "bottom_line.txt").write_text(line + "\n")
+    assert bottom_line_message("quick.yaml") == (
+        "\nThe bottom line (reports/quick/bottom_line.txt):\n- BN rounds the deeper layers.\n"
+        "Report: reports/quick/report.html")
+    assert "another study's line" in bottom_line_message("plain.yaml")  # no study key: the default study
+    (tmp_path / "reports/quick/bottom_line.txt").write_text("- a line\nReport: reports/quick/report.html\n")
+    assert bottom_line_message("quick.yaml").count("reports/quick/report.html") == 1
