@@ -1,6 +1,6 @@
 """Which rows each figure of the report shows: from the tidy tables (and the saved contour grids and spectral
-densities) to figure tasks ``(caption, (figure function, its arguments))``, the function (``normlab.figures``)
-returning PNG bytes; ``render_figures`` draws a list of tasks.
+densities) to figure tasks ``(caption, (figure function, its arguments))``, the function (``normlab.figures``,
+``normlab.contour_figures``) returning PNG bytes; ``render_figures`` draws a list of tasks.
 
 The analysis tables hold every analysed seed; the figures show one seed's runs (``display_seed``, the smallest
 analysed one), the claims use every seed."""
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from normlab import figures, io, verdict
+from normlab import contour_figures, figures, io, verdict
 
 # the tables measured at the analysed checkpoints, one set of rows per seed
 ANALYSIS_TABLES = ("layer_inputs", "layer_units", "curvature", "contours", "gradients", "checkpoints")
@@ -49,7 +49,7 @@ def _lecture_panels(ds: str, t: dict, grids: dict, tag: str, seed: int | None) -
                     continue
                 row.append(_panel(arr, key, r))
             rows.append(row)
-        png = (figures.contour_grid, (rows, [figures.arm_label(v.rsplit("-", 1)[0]) for v in variants],
+        png = (contour_figures.contour_grid, (rows, [figures.arm_label(v.rsplit("-", 1)[0]) for v in variants],
                                       [f"layer {l}" for l in range(1, n_layers + 1)], False, GRID_DPI))
         out.append((f"The lecture's picture for every layer, depth {depth}, checkpoint {tag} of the best-LR run: J "
                     "against the two incoming weights of one unit of layer l whose inputs (units of A[l-1]) have the "
@@ -69,7 +69,7 @@ SLICE_NAMES = ("unit", "input_hi", "input_lo", "rms_hi", "rms_lo")  # contours.c
 
 
 def _panel(arr: dict, key: str, r: pd.DataFrame) -> dict:
-    """A contour panel (``figures.contour_grid``) from a slice's grid arrays (``key`` + name) and its row of
+    """A contour panel (``contour_figures.contour_grid``) from a slice's grid arrays (``key`` + name) and its row of
     contours.csv: the grid, its ratio and flags, and what names its axes (layer from the scope, norm, unit,
     input_hi/lo, rms_hi/lo where the table has them)."""
     row = r.iloc[0]
@@ -141,13 +141,13 @@ def slide_figure_task(t: dict, grids: dict, seed: int | None) -> tuple[str, tupl
                "J against the two weights of one output unit from the inputs of largest and smallest RMS, "
                f"everything else fixed (seed {seed}). Colour: log10(J - min J), one scale per row; 'ratio' = "
                "sqrt(lambda_1/lambda_2) of the slice's Gauss-Newton matrix (1 = round).")
-    return caption, (figures.contour_grid, (rows, labels, [names[i] for i in inputs]))
+    return caption, (contour_figures.contour_grid, (rows, labels, [names[i] for i in inputs]))
 
 
 def dataset_figure_tasks(ds: str, t: dict[str, pd.DataFrame], spectra: dict | None = None,
                          grids: dict | None = None) -> list[tuple[str, tuple]]:
     """The per-dataset figures, not yet drawn: [(caption, (figure function, its arguments))], the function
-    returning PNG bytes (``normlab.figures``)."""
+    returning PNG bytes (``normlab.figures``, ``normlab.contour_figures``)."""
     sel = lambda df: df[df["dataset"] == ds]  # noqa: E731
     # the figures of the analysis show one seed's runs (the claims use every seed)
     seed = display_seed(t)
@@ -304,7 +304,7 @@ def _first_pair(c: pd.DataFrame, grids: dict, ds: str, variants: list[tuple[str,
 
 
 def headline_figure_task(t: dict, grids: dict, seed: int | None) -> tuple[str, tuple] | None:
-    """The report's headline figure, not yet drawn: one wide row (``figures.contour_row``) of the lecture's
+    """The report's headline figure, not yet drawn: one wide row (``contour_figures.contour_row``) of the lecture's
     picture (best-LR run of ``seed``). Left, the slide on the depth-0 model at W = 0 (raw vs standardized
     inputs); right, a deeper layer's weights, W[2] of the smallest network of depth >= 2 (standardized inputs,
     checkpoint HEADLINE_TAG), without and with batch norm. The dataset: 'lecture' if it has a depth-0 model,
@@ -340,7 +340,7 @@ def headline_figure_task(t: dict, grids: dict, seed: int | None) -> tuple[str, t
                "best-learning-rate run). Colour: log10(J - min J), one scale per pair; red +: the weights' current "
                "values; axis ratio = sqrt(lambda_1/lambda_2) of the slice's Gauss-Newton matrix (1 = round; '>': "
                "beyond numerical resolution, at least that elongated).")
-    return caption, (figures.contour_row, (groups,))
+    return caption, (contour_figures.contour_row, (groups,))
 
 
 CHECKPOINT_ORDER = ("init", "early", "matched", "end")

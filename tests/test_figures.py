@@ -17,6 +17,7 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from normlab import contour_figures as CF  # noqa: E402
 from normlab import figure_tasks as FT  # noqa: E402
 from normlab import figures as F  # noqa: E402
 from normlab import verdict as V  # noqa: E402
@@ -34,33 +35,33 @@ def panel(**extra):
 # ---- labels ---------------------------------------------------------------------------------------------------
 
 def test_ratio_label_writes_numbers_bounds_and_symmetries_never_singular():
-    assert F.ratio_label(panel(ratio=942.18)) == "ratio 942"
-    assert F.ratio_label(panel(ratio=3430.0)) == "ratio 3.43e3"
-    assert F.ratio_label(panel(ratio=1e6, censored=True)) == "ratio > 1e6"
+    assert CF.ratio_label(panel(ratio=942.18)) == "ratio 942"
+    assert CF.ratio_label(panel(ratio=3430.0)) == "ratio 3.43e3"
+    assert CF.ratio_label(panel(ratio=1e6, censored=True)) == "ratio > 1e6"
     flat = panel(ratio=np.nan, flat_direction=True, norm="batchnorm")
-    assert F.ratio_label(flat) == "ratio \u221e: BN scale symmetry"
-    assert "LN" in F.ratio_label(panel(ratio=np.nan, flat_direction=True, norm="layernorm"))
-    assert F.ratio_label(panel(ratio=np.nan, degenerate=True)).startswith("no ratio")
-    assert F.ratio_label(panel(ratio=np.nan)) == "ratio not measured"
+    assert CF.ratio_label(flat) == "ratio \u221e: BN scale symmetry"
+    assert "LN" in CF.ratio_label(panel(ratio=np.nan, flat_direction=True, norm="layernorm"))
+    assert CF.ratio_label(panel(ratio=np.nan, degenerate=True)).startswith("no ratio")
+    assert CF.ratio_label(panel(ratio=np.nan)) == "ratio not measured"
     for p in (panel(ratio=np.nan, flat_direction=True), panel(ratio=np.nan, degenerate=True), panel(ratio=np.nan)):
-        assert "singular" not in F.ratio_label(p) and "n/a" not in F.ratio_label(p)
+        assert "singular" not in CF.ratio_label(p) and "n/a" not in CF.ratio_label(p)
 
 
 def test_axis_labels_name_the_weights_with_unit_and_rms():
-    assert F.axis_labels(panel()) == ("W[2] from unit 4 (RMS 3.2)", "W[2] from unit 9 (RMS 0.011)")
-    assert F.axis_labels(panel(layer=1))[0] == "W[1] from feature 4 (RMS 3.2)"
-    x, y = F.axis_labels(panel(projected=True))
+    assert CF.axis_labels(panel()) == ("W[2] from unit 4 (RMS 3.2)", "W[2] from unit 9 (RMS 0.011)")
+    assert CF.axis_labels(panel(layer=1))[0] == "W[1] from feature 4 (RMS 3.2)"
+    x, y = CF.axis_labels(panel(projected=True))
     assert x.startswith("u1 \u22a5 w of unit 17") and "unit 4 (RMS 3.2)" in x and y.startswith("u2 \u22a5")
-    assert "(W[2], b[2])" in F.axis_labels(panel(projected=True, norm="layernorm"))[0]
+    assert "(W[2], b[2])" in CF.axis_labels(panel(projected=True, norm="layernorm"))[0]
     # without the table's names: the generic labels
     bare = {k: v for k, v in panel().items() if k not in ("input_hi", "input_lo")}
-    assert F.axis_labels(bare) == ("w from largest-RMS input", "w from smallest-RMS input")
+    assert CF.axis_labels(bare) == ("w from largest-RMS input", "w from smallest-RMS input")
 
 
 def test_a_contour_panel_has_equal_aspect_labels_and_ratio_title():
     fig, ax = plt.subplots()
     p = panel(ratio=1e6, censored=True)
-    filled = F.contour_panel(ax, p, F.color_levels([p["loss"]]), title="raw inputs")
+    filled = CF.contour_panel(ax, p, CF.color_levels([p["loss"]]), title="raw inputs")
     assert filled is not None and ax.get_aspect() == 1.0
     assert ax.get_title() == "raw inputs\nratio > 1e6"
     assert ax.get_xlabel() == "W[2] from unit 4 (RMS 3.2)"
@@ -86,7 +87,7 @@ def figure_of(monkeypatch, fn, *args):
 
 def test_contour_grid_has_a_colorbar_per_row(monkeypatch):
     rows = [[panel(), panel(censored=True, ratio=1e6)], [None, panel(flat_direction=True, norm="batchnorm")]]
-    seen, png = figure_of(monkeypatch, F.contour_grid, rows, ["raw inputs, no norm layer", "standardized inputs, "
+    seen, png = figure_of(monkeypatch, CF.contour_grid, rows, ["raw inputs, no norm layer", "standardized inputs, "
                                                                 "batch norm"], ["layer 1", "layer 2"])
     assert png[:8] == PNG
     bars = [ax for ax in seen["axes"] if "log10" in ax.get_ylabel()]
@@ -98,7 +99,7 @@ def test_contour_grid_has_a_colorbar_per_row(monkeypatch):
 def test_contour_row_groups_share_a_colorbar_and_write_the_ratio(monkeypatch):
     groups = [("the slide", [("raw inputs", panel(ratio=942.0)), ("standardized inputs", panel(ratio=1.05))]),
               ("a deeper layer", [("no batch norm", panel(ratio=13.5)), ("batch norm", panel(projected=True))])]
-    seen, png = figure_of(monkeypatch, F.contour_row, groups)
+    seen, png = figure_of(monkeypatch, CF.contour_row, groups)
     bars = [ax for ax in seen["axes"] if "log10" in ax.get_ylabel()]
     assert len(bars) == 2
     assert {"axis ratio 942", "axis ratio 1.05", "axis ratio 13.5"} <= set(seen["texts"])
@@ -107,9 +108,9 @@ def test_contour_row_groups_share_a_colorbar_and_write_the_ratio(monkeypatch):
 
 
 def test_empty_inputs_draw_a_no_data_figure():
-    assert F.contour_grid([], [], [])[:8] == PNG
-    assert F.contour_grid([[None]], ["a"], ["b"])[:8] == PNG
-    assert F.contour_row([])[:8] == PNG
+    assert CF.contour_grid([], [], [])[:8] == PNG
+    assert CF.contour_grid([[None]], ["a"], ["b"])[:8] == PNG
+    assert CF.contour_row([])[:8] == PNG
     empty = pd.DataFrame(columns=["dataset", "depth", "layer", "arm", "seed", "value"])
     assert F.layer_profiles(empty, "y")[:8] == PNG
     assert F.seed_points(empty, "y")[:8] == PNG
@@ -126,7 +127,7 @@ def test_arm_words_and_one_palette():
 
 def test_png_bytes_are_deterministic_and_palette_coded():
     groups = [("g", [("a", panel()), ("b", panel(ratio=1.0))])]
-    one, two = F.contour_row(groups), F.contour_row(groups)
+    one, two = CF.contour_row(groups), CF.contour_row(groups)
     assert one == two
     assert Image.open(io.BytesIO(one)).mode == "P"
 
@@ -174,7 +175,7 @@ def grids_for(rows: pd.DataFrame) -> dict:
 def test_the_headline_picks_the_slide_and_the_deeper_layer_without_and_with_bn():
     rows = contour_table()
     caption, (fn, (groups,)) = FT.headline_figure_task({"contours": rows}, grids_for(rows), SEED)
-    assert fn is F.contour_row
+    assert fn is CF.contour_row
     (slide_head, slide), (deep_head, deep) = groups
     assert [t for t, _ in slide] == ["raw inputs", "standardized inputs"]
     assert [p["ratio"] for _, p in slide] == [942.0, 1.05]

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from normlab import contour_figures as CF
 from normlab import figure_tasks as FT
 from normlab import figures as F
 from normlab import report as R
@@ -34,13 +35,13 @@ def panel(projected=False, ratio=3.0, **flags):
 
 
 def test_projected_slices_are_drawn_as_distances_orthogonal_to_the_weights():
-    x, y = F.slice_axes(panel(projected=True))
+    x, y = CF.slice_axes(panel(projected=True))
     assert x[0] == -1.0 and y[-1] == 1.0  # distances from the checkpoint: the origin is not added
-    x, y = F.slice_axes(panel())
+    x, y = CF.slice_axes(panel())
     assert x[0] == 9.0 and y[-1] == -9.0  # the weights' own values
-    assert F.axis_labels(panel(projected=True)) == ("distance along u1 \u22a5 w", "distance along u2 \u22a5 w")
-    assert F.axis_labels(panel()) == ("w from largest-RMS input", "w from smallest-RMS input")
-    png = F.contour_grid([[panel(projected=True), panel(censored=True)], [None, panel(flat_direction=True)]],
+    assert CF.axis_labels(panel(projected=True)) == ("distance along u1 \u22a5 w", "distance along u2 \u22a5 w")
+    assert CF.axis_labels(panel()) == ("w from largest-RMS input", "w from smallest-RMS input")
+    png = CF.contour_grid([[panel(projected=True), panel(censored=True)], [None, panel(flat_direction=True)]],
                          ["standardize-batchnorm-d2", "raw-none-d2"], ["layer 1", "layer 2"])
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -80,7 +81,7 @@ def grids_for(rows: pd.DataFrame) -> dict:
 def test_slide_figure_task_reads_the_depth_0_slices_at_init():
     rows = contour_rows()
     caption, (fn, (panels, row_labels, col_labels)) = FT.slide_figure_task({"contours": rows}, grids_for(rows), 1)
-    assert fn is F.contour_grid and row_labels == ["lecture"]
+    assert fn is CF.contour_grid and row_labels == ["lecture"]
     assert col_labels == ["raw inputs", "standardized inputs", "BN on the raw inputs"]
     assert [p["ratio"] for p in panels[0]] == [1000.0, 1.0, 1.0]
     assert "no hidden layer" in caption and "seed 1" in caption
