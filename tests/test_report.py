@@ -244,6 +244,15 @@ def test_each_checkpoint_is_counted_and_mixed_outcomes_say_the_story_holds_in_pa
                     "4 after training \N{EM DASH} so the textbook story holds only in part.")
 
 
+def test_a_clause_that_leads_when_the_one_before_it_is_missing_says_whom_it_is_about():
+    alone = lines(story({"outcome_best_lr": "none"}))["gains"]["text"]
+    assert alone == ("With standardized inputs, training without batch norm never ended clearly worse (0 of 4 cases): "
+                     "the gains in final loss were marginal.")
+    after = lines(story({"learning_rate": "all", "outcome_best_lr": "none"}))["gains"]["text"]
+    assert after.startswith("With standardized inputs, batch norm raised the largest stable learning rate")
+    assert ", but training without it never ended clearly worse (0 of 4 cases)" in after
+
+
 @pytest.mark.parametrize("matched, end, expected, absent", [
     ("all", "none", "Input normalization does not reach the deeper layers: with standardized inputs, batch norm "
                     "evened out the scales of the inputs of layers 2 and up in 4 of 4 cases at matched loss.",

@@ -110,6 +110,13 @@ SENTENCES = (
             "any": f"With standardized inputs, batch norm raised the largest stable learning rate {_x(LR_RATIO)} "
                    "or more in {count}"}, expect="all"),
          Feed(("outcome_best_lr",), {
+             "all": "With standardized inputs, training without batch norm ended clearly worse (final loss "
+                    f"{_x(WORSE_RATIO)} or more) in {{count}}",
+             "mixed": "With standardized inputs, training without batch norm ended clearly worse (final loss "
+                      f"{_x(WORSE_RATIO)} or more) in only {{count}}",
+             "none": "With standardized inputs, training without batch norm never ended clearly worse ({count}): the "
+                     "gains in final loss were marginal"},
+             then={
              "all": f"and training without it ended clearly worse (final loss {_x(WORSE_RATIO)} or more) in {{count}}",
              "mixed": f"but training without it ended clearly worse (final loss {_x(WORSE_RATIO)} or more) in only "
                       "{count}",
