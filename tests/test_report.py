@@ -248,6 +248,11 @@ def test_a_clause_that_leads_when_the_one_before_it_is_missing_says_whom_it_is_a
     alone = lines(story({"outcome_best_lr": "none"}))["gains"]["text"]
     assert alone == ("With standardized inputs, training without batch norm never ended clearly worse (0 of 4 cases): "
                      "the gains in final loss were marginal.")
+    assert lines(story({"gradient_spread_end": "none"}))["smoothness"]["text"] == (
+        "Batch norm did not even out the gradient magnitudes across layers (0 of 4 cases after training) "
+        "\N{EM DASH} contrary to Santurkar et al. 2018.")
+    both = lines(story({"smoothness_beta_batchnorm_end": "all", "gradient_spread_end": "all"}))["smoothness"]["text"]
+    assert ", and it evened out the gradient magnitudes across layers in 4 of 4 cases" in both
     after = lines(story({"learning_rate": "all", "outcome_best_lr": "none"}))["gains"]["text"]
     assert after.startswith("With standardized inputs, batch norm raised the largest stable learning rate")
     assert ", but training without it never ended clearly worse (0 of 4 cases)" in after

@@ -98,9 +98,11 @@ SENTENCES = (
             "none": "But batch norm did not make the loss smoother along the gradient ({count})"},
             pick="each", expect="all"),
          Feed(("gradient_spread_end",), {
-             "all": "it evened out the gradient magnitudes across layers in {count}",
-             "mixed": "it evened out the gradient magnitudes across layers in {count}",
-             "none": "nor did it even out the gradient magnitudes across layers ({count})"}, expect="all")),
+             "any": "Batch norm evened out the gradient magnitudes across layers in {count}",
+             "none": "Batch norm did not even out the gradient magnitudes across layers ({count})"}, expect="all",
+             then={
+             "any": "and it evened out the gradient magnitudes across layers in {count}",
+             "none": "nor did it even out the gradient magnitudes across layers ({count})"})),
         story="batch norm makes the loss landscape smoother (Santurkar et al. 2018)",
         contrary="contrary to Santurkar et al. 2018",
         in_part="so Santurkar et al.'s smoother landscape shows only in part"),
