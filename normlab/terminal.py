@@ -143,13 +143,21 @@ class JobReportFilter(logging.Filter):
         return True
 
 
-def bottom_line_message(config_path) -> str:
-    """What ``make report`` prints last: the study's bottom line (``reports/<study>/bottom_line.txt``, written by
-    the report rule, with the report's path) under a heading, or only the report's path when the file is absent.
-    The study's name is the config file's ``study`` (default ``default``)."""
-    study = (yaml.safe_load(Path(config_path).read_text()) or {}).get("study") or "default"
-    path, html = Path("reports") / study / "bottom_line.txt", Path("reports") / study / "report.html"
+def bottom_line_block(bottom_line, html) -> str | None:
+    """The terminal's closing block: the bottom-line file's sentences (``bottom_line``, written by the report rule)
+    under a heading naming it, then the report's path ``html`` unless the file names it already; None when the
+    file is absent."""
+    path = Path(bottom_line)
     if not path.is_file():
-        return f"report: {html}"
+        return None
     text = path.read_text().rstrip("\n")
     return f"\nThe bottom line ({path}):\n{text}" + ("" if str(html) in text else f"\nReport: {html}")
+
+
+def bottom_line_message(config_path) -> str:
+    """What ``make report`` prints last: the study's ``bottom_line_block`` (``reports/<study>/``), or only the
+    report's path when the study has no bottom line yet. The study's name is the config file's ``study`` (default
+    ``default``)."""
+    study = (yaml.safe_load(Path(config_path).read_text()) or {}).get("study") or "default"
+    html = Path("reports") / study / "report.html"
+    return bottom_line_block(Path("reports") / study / "bottom_line.txt", html) or f"report: {html}"
