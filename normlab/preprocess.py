@@ -139,6 +139,14 @@ def drop_advice(columns) -> str:
     return f"drop: {json.dumps([str(c) for c in columns], ensure_ascii=False)}"
 
 
+def _refuse_unknown_columns(where: str, key: str, names: list[str], columns: list[str]) -> None:
+    """Raise DatasetError when the entry's list ``key`` names columns that are not in the table."""
+    unknown = [c for c in names if c not in columns]
+    if unknown:
+        raise DatasetError(f"{where}: '{key}' names {_names(unknown)}, not in the table; its columns are "
+                           f"{_names(columns)}. Fix '{key}' in its config entry")
+
+
 def drop_columns(df: pd.DataFrame, drop, target: str, categorical=(), name: str = "dataset") -> pd.DataFrame:
     """``df`` without the columns listed in a dataset entry's ``drop``; naming the target, a column that is not
     in the table or one listed under ``categorical`` too is an error."""
@@ -150,10 +158,7 @@ def drop_columns(df: pd.DataFrame, drop, target: str, categorical=(), name: str 
     if target in drop:
         raise DatasetError(f"{where}: 'drop' names the target column {target!r}; remove it from 'drop' (to train on "
                            "another label column, set 'target' to it)")
-    unknown = [c for c in drop if c not in columns]
-    if unknown:
-        raise DatasetError(f"{where}: 'drop' names {_names(unknown)}, not in the table; its columns are "
-                           f"{_names(columns)}. Fix 'drop' in its config entry")
+    _refuse_unknown_columns(where, "drop", drop, columns)
     both = [c for c in drop if c in {str(k) for k in categorical}]
     if both:
         is_, it = ("is", "it") if len(both) == 1 else ("are", "each")
@@ -180,10 +185,7 @@ def validate(df: pd.DataFrame, target: str, *, task: str = "classification", cat
     if target in categorical:
         raise DatasetError(f"{where}: the target column {target!r} is listed under 'categorical'; remove it "
                            "there (the target's encoding follows 'task')")
-    unknown = [c for c in categorical if c not in columns]
-    if unknown:
-        raise DatasetError(f"{where}: 'categorical' names {_names(unknown)}, not in the table; its columns are "
-                           f"{_names(columns)}. Fix 'categorical' in its config entry")
+    _refuse_unknown_columns(where, "categorical", categorical, columns)
     features = [c for c in columns if c != target]
     if not features:
         raise DatasetError(f"{where}: the table has no feature columns besides the target {target!r}"
