@@ -84,7 +84,7 @@ def contours_at(spec: model.ModelSpec, params: model.Params, X, y, cfg: dict, de
     filter-normalized random slice. cfg: the ``analysis.contours`` config. ``grid`` False: the slices' rows
     without their grids of J (``landscape.contour_slices``). Returns (rows, grids)."""
     top2 = top2 or {}
-    settings = {k: v for k, v in cfg.items() if k not in ("checkpoints", "grid_seeds")}
+    settings = {k: v for k, v in cfg.items() if k not in ("checkpoints", "runs", "grid_seeds")}
     settings["dead_threshold"] = dead_threshold
     layers = {k: tuple(v) for k, v in top2.items() if k != "model"}
     eig_model = tuple(top2["model"]) if "model" in top2 else None
@@ -97,13 +97,23 @@ def _cast(tree, dtype):
     return jax.tree.map(lambda a: np.asarray(a, dtype), tree)
 
 
+def measured_here(section: Mapping, tag: str, runs=RUNS) -> bool:
+    """Whether a checkpoint ``tag`` that stands for the analysed runs ``runs`` (one checkpoint can be several
+    runs': every run's init, and the common and best runs' when they share an LR) gets the measurement of an
+    ``analysis`` config section (``curvature``, ``contours``): ``tag`` is in its ``checkpoints`` and one of
+    ``runs`` in its ``runs`` (every run of ``RUNS`` when the section has no ``runs``)."""
+    return tag in section["checkpoints"] and bool(set(runs) & set(section.get("runs", RUNS)))
+
+
 def measure_checkpoint(spec: model.ModelSpec, params: model.Params, X, y, cfg: dict, tag: str,
-                       progress=None, X_full=None, probe_seed: int = 0, contour_grids: bool = True) -> dict:
+                       progress=None, X_full=None, probe_seed: int = 0, contour_grids: bool = True,
+                       runs=RUNS) -> dict:
     """Every measurement of one checkpoint on the analysis batch (X, y), as configured by ``cfg`` (the
     ``analysis`` config): layer-input scales always (over the rows of ``X_full``, the whole training split,
-    when given; else over X); curvature if ``tag`` is in ``cfg['curvature']['checkpoints']`` (its random
-    probes drawn from ``probe_seed``); contour slices if it is in ``cfg['contours']['checkpoints']``
-    (eigenvector slices when curvature was measured too; their grids of J only if ``contour_grids``).
+    when given; else over X); curvature where ``measured_here(cfg['curvature'], tag, runs)`` (``runs``: the
+    analysed runs this checkpoint stands for; its random probes drawn from ``probe_seed``); contour slices
+    where ``measured_here(cfg['contours'], tag, runs)`` (eigenvector slices when curvature was measured too;
+    their grids of J only if ``contour_grids``).
     Returns a dict of tidy row lists
     (layer_inputs, layer_units, curvature, contours) and arrays (spectra: "<scope>/<matrix>/<grid|density>",
     grids: contour grids by landscape's keys)."""
@@ -118,7 +128,7 @@ def measure_checkpoint(spec: model.ModelSpec, params: model.Params, X, y, cfg: d
     p_c = _cast(params, dtype)
     Xc = np.asarray(X, dtype)
     top2 = None
-    if tag in cfg["curvature"]["checkpoints"]:
+    if measured_here(cfg["curvature"], tag, runs):
         rows, densities, top2 = curvature_at(spec, p_c, Xc, y, cfg["curvature"], seed=probe_seed)
         if dtype != np.float64 and not all(np.isfinite(r["value"]) for r in rows
                                            if r["metric"] in ("lambda_max", "trace")):
@@ -133,7 +143,7 @@ def measure_checkpoint(spec: model.ModelSpec, params: model.Params, X, y, cfg: d
             for field in ("grid", "density"):
                 out["spectra"][f"{d['scope']}/{d['matrix']}/{field}"] = d[field]
         progress(f"curvature done ({time.perf_counter() - start:.1f} s)")
-    if tag in cfg["contours"]["checkpoints"]:
+    if measured_here(cfg["contours"], tag, runs):
         out["contours"], out["grids"] = contours_at(spec, p_c, Xc, y, cfg["contours"], cfg["dead_threshold"], top2,
                                                     contour_grids)
         progress(f"contours done ({time.perf_counter() - start:.1f} s)")
@@ -253,8 +263,9 @@ def analyze_variant(spec: model.ModelSpec, data: Mapping, sweep: Mapping, checkp
     best run to its ``matched`` checkpoint when the row has a ``matched_level``: ``matched_checkpoints``).
     progress: called with one line per finished measurement.
 
-    Every seed's contour slices are measured; the ``grid_seeds`` smallest seeds' also get their grids of J
-    (``grid_seeds``). Seeds are taken in the sweep's order; seed s of this variant starts from the same weights
+    Curvature and contour slices are measured on the runs of their section's ``runs`` (``measured_here``; the
+    default study's: ``best``, the run the claims and figures read). Every seed's contour slices are measured;
+    the ``grid_seeds`` smallest seeds' also get their grids of J (``grid_seeds``). Seeds are taken in the sweep's order; seed s of this variant starts from the same weights
     and sees the same batches as seed s of every other variant of its network shape. Identical checkpoints are
     measured once: the runs of one seed share their init, and the common and best runs are one run when they
     share an LR.
@@ -273,6 +284,8 @@ def analyze_variant(spec: model.ModelSpec, data: Mapping, sweep: Mapping, checkp
     out = VariantAnalysis({}, {}, {}, {})
     measured = {}
     drawn = grid_seeds(seeds, cfg["contours"])
+    # every (run, seed, tag) analysed, and the key of its checkpoint: one key for the checkpoints that are one
+    points = []
     for run in RUNS:
         i = lr_index(lrs, selection.run_lr(variant_row, run, lrs))
         for si, seed in enumerate(int(s) for s in seeds):
@@ -283,29 +296,34 @@ def analyze_variant(spec: model.ModelSpec, data: Mapping, sweep: Mapping, checkp
                 else:
                     point = grid_checkpoint(sweep, checkpoints, tag, si, i, steps[tag])
                     key = ("init", si) if tag == "init" else (i, si, tag)
-                name = checkpoint_name(run, seed, tag)
-                out.checkpoints[name] = model.flatten_params(point.params)
-                if key not in measured:
-                    label = f"{run} run (lr {lrs[i]:g}), seed {seed}, {tag}"
-                    measured[key] = measure_checkpoint(spec, point.params, X, y, cfg, tag,
-                                                       lambda msg, label=label: progress(f"{label}: {msg}"),
-                                                       X_full=data["X_train"], probe_seed=seed,
-                                                       contour_grids=seed in drawn)
-                m = measured[key]
-                extra = {"run": run, "lr": float(lrs[i]), "seed": seed, "checkpoint": tag}
-                checkpoint_rows.append({**extra, "step": point.step, "frozen": point.frozen,
-                                        "reached": point.reached, "level": point.level})
-                for kind in rows:
-                    rows[kind] += [{**extra, **r} for r in m[kind]]
-                # the steps scale with the run's lr: one init shared by two runs is measured at each run's lr
-                if smooth_cfg and tag in smooth_cfg["checkpoints"]:
-                    if (key, extra["lr"]) not in smooth_index:
-                        smooth_index[key, extra["lr"]] = len(smooth_params)
-                        smooth_params.append(_cast(point.params, np.dtype(cfg["curvature"]["dtype"])))
-                        smooth_lrs.append(extra["lr"])
-                    smooth_labels.append((extra, smooth_index[key, extra["lr"]]))
-                out.spectra.update({f"{name}/{k}": v for k, v in m["spectra"].items()})
-                out.contour_grids.update({f"{name}/{k}": v for k, v in m["grids"].items()})
+                points.append((run, i, seed, tag, point, key))
+    runs_of = {}  # key -> the runs its checkpoint stands for
+    for run, *_, key in points:
+        runs_of.setdefault(key, set()).add(run)
+    for run, i, seed, tag, point, key in points:
+        name = checkpoint_name(run, seed, tag)
+        out.checkpoints[name] = model.flatten_params(point.params)
+        if key not in measured:
+            label = f"{run} run (lr {lrs[i]:g}), seed {seed}, {tag}"
+            measured[key] = measure_checkpoint(spec, point.params, X, y, cfg, tag,
+                                               lambda msg, label=label: progress(f"{label}: {msg}"),
+                                               X_full=data["X_train"], probe_seed=seed,
+                                               contour_grids=seed in drawn, runs=runs_of[key])
+        m = measured[key]
+        extra = {"run": run, "lr": float(lrs[i]), "seed": seed, "checkpoint": tag}
+        checkpoint_rows.append({**extra, "step": point.step, "frozen": point.frozen,
+                                "reached": point.reached, "level": point.level})
+        for kind in rows:
+            rows[kind] += [{**extra, **r} for r in m[kind]]
+        # the steps scale with the run's lr: one init shared by two runs is measured at each run's lr
+        if smooth_cfg and tag in smooth_cfg["checkpoints"]:
+            if (key, extra["lr"]) not in smooth_index:
+                smooth_index[key, extra["lr"]] = len(smooth_params)
+                smooth_params.append(_cast(point.params, np.dtype(cfg["curvature"]["dtype"])))
+                smooth_lrs.append(extra["lr"])
+            smooth_labels.append((extra, smooth_index[key, extra["lr"]]))
+        out.spectra.update({f"{name}/{k}": v for k, v in m["spectra"].items()})
+        out.contour_grids.update({f"{name}/{k}": v for k, v in m["grids"].items()})
     out.tables = {kind: tables.long_rows(ids, rows[kind], columns) for kind, columns in CHECKPOINT_TABLES.items()}
     out.tables["checkpoints"] = tables.long_rows(ids, checkpoint_rows, CHECKPOINTS_COLUMNS)
     smooth_rows = []

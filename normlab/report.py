@@ -157,6 +157,7 @@ def config_audit(config: dict) -> tuple[dict, list[dict]]:
     return used, unused
 
 
+RUN_WORDS = {"best": "each variant's best-learning-rate", "common": "the common-learning-rate"}
 OPTIMIZER_WORDS = {"sgd": "plain SGD (no momentum)", "momentum": "SGD with heavy-ball momentum {m}", "adam": "Adam"}
 
 
@@ -199,8 +200,12 @@ def scope_note(config: dict, provenance: dict | None = None) -> list[str]:
     seeds = sw.get("seeds", [])
     out.append(f"{len(seeds)} seed{'s' if len(seeds) != 1 else ''} per variant: a case counts as holding when it "
                "holds for every seed, which is a consistency check, not a significance test.")
+    an = config.get("analysis", {})
+    runs = sorted(set(an.get("curvature", {}).get("runs", ["best"])) | set(an.get("contours", {}).get("runs", ["best"])))
+    of_runs = _listing(RUN_WORDS.get(r, r) for r in runs)
     out.append("The contours are two-dimensional slices through two weights (and their Gauss-Newton axis ratio) at "
-               "a few checkpoints, and the curvature is summarized by top eigenvalues: the claims are about these "
+               f"a few checkpoints of {of_runs} run{'s' if len(runs) > 1 else ''}, and the curvature is summarized "
+               "by top eigenvalues: the claims are about these "
                "measurements on the training loss, not about generalization (test accuracy is shown, never claimed).")
     return out
 

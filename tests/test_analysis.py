@@ -58,9 +58,12 @@ def _tiny_sweep():
 
 
 def _quick_analysis_config():
+    """The quick study's analysis settings on 32 rows, curvature at ``end`` only, no contour slices
+    (test_landscape has them), both runs' curvature and slices (the runs filter has its own test)."""
     cfg = yaml.safe_load((REPO / "config" / "quick.yaml").read_text())["analysis"]
     cfg["max_examples"] = 32
     cfg["curvature"]["checkpoints"], cfg["contours"]["checkpoints"] = ["end"], []  # contours: test_landscape
+    cfg["curvature"]["runs"] = cfg["contours"]["runs"] = list(analysis.RUNS)
     return cfg
 
 
@@ -138,6 +141,49 @@ def test_analyze_variant_measures_the_common_and_best_runs_of_every_seed():
         c = same.tables[kind]
         np.testing.assert_array_equal(c["value"][c["run"] == "common"], c["value"][c["run"] == "best"])
     assert len(same.spectra) == len(res.spectra)
+
+
+def test_measured_here_needs_the_tag_and_one_of_the_checkpoints_runs():
+    section = {"checkpoints": ["init", "end"], "runs": ["best"]}
+    assert analysis.measured_here(section, "end", {"best"})
+    assert not analysis.measured_here(section, "end", {"common"})  # the tag, not the run
+    assert not analysis.measured_here(section, "early", {"best"})  # the run, not the tag
+    assert analysis.measured_here(section, "init", {"common", "best"})  # a checkpoint both runs share
+    assert not analysis.measured_here({**section, "runs": ["common"]}, "end", {"best"})
+    assert analysis.measured_here({"checkpoints": ["end"]}, "end", {"common"})  # no runs given: every run
+
+
+def test_curvature_and_slices_are_measured_on_the_configured_runs():
+    """``runs: [best]`` (the default study's): curvature and slices of the best run at each configured checkpoint,
+    and of the common run only at init, which is the best run's own checkpoint (one measurement, its rows under
+    both names); ``[common]`` the other way round. Layer-input scales stay on both runs at every checkpoint."""
+    spec, data, sweep, ckpts = _tiny_sweep()
+    cfg = _quick_analysis_config()
+    cfg["curvature"]["checkpoints"] = cfg["contours"]["checkpoints"] = ["init", "end"]
+    cfg["smoothness"] = None
+    for kept, other in (("best", "common"), ("common", "best")):
+        cfg["curvature"]["runs"] = cfg["contours"]["runs"] = [kept]
+        lines = []
+        res = analysis.analyze_variant(spec, data, sweep, ckpts, {**IDS, "common_lr": 0.01, "best_lr": 1.0}, cfg,
+                                       SWEEP_CONFIG, lines.append)
+        expected = {(r, s, t) for s in (7, 8) for r, t in ((kept, "init"), (kept, "end"), (other, "init"))}
+        for kind in ("curvature", "contours"):
+            t = pd.DataFrame(res.tables[kind])
+            assert set(zip(t["run"], t["seed"], t["checkpoint"], strict=True)) == expected, (kept, kind)
+        cv = pd.DataFrame(res.tables["curvature"])
+        init = cv[cv["checkpoint"] == "init"]
+        np.testing.assert_array_equal(init[init["run"] == "common"]["value"], init[init["run"] == "best"]["value"])
+        assert sum("curvature done" in m for m in lines) == 4  # init and end of two seeds, each measured once
+        assert sum("contours done" in m for m in lines) == 4
+        li = pd.DataFrame(res.tables["layer_inputs"])
+        assert set(zip(li["run"], li["checkpoint"], strict=True)) == {
+            (r, t) for r in analysis.RUNS for t in ("init", "early", "end")}
+    # both runs: the common run's end too
+    cfg["curvature"]["runs"] = cfg["contours"]["runs"] = ["common", "best"]
+    both = analysis.analyze_variant(spec, data, sweep, ckpts, {**IDS, "common_lr": 0.01, "best_lr": 1.0}, cfg,
+                                    SWEEP_CONFIG)
+    cv = pd.DataFrame(both.tables["curvature"])
+    assert set(zip(cv["run"], cv["checkpoint"], strict=True)) == {(r, t) for r in analysis.RUNS for t in ("init", "end")}
 
 
 def test_grid_seeds_are_the_smallest_seeds():

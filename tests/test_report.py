@@ -367,6 +367,10 @@ def test_the_scope_note_follows_the_config():
     assert "Only SGD with heavy-ball momentum 0.5" in momentum
     assert "Only Adam" in " ".join(R.scope_note(study_config(sweep__optimizer="adam")))
     assert "1 seed per variant" in " ".join(R.scope_note(study_config(sweep__seeds=[7])))
+    # which runs the slices and spectra are of: the best run by default, the common one where the config adds it
+    assert "checkpoints of each variant's best-learning-rate run," in base
+    both = " ".join(R.scope_note(study_config(analysis__curvature={"runs": ["common", "best"]})))
+    assert "of each variant's best-learning-rate and the common-learning-rate runs," in both
 
 
 @pytest.mark.parametrize("optimizer, printed", [("sgd", False), ("adam", False), ("momentum", True)])
