@@ -99,6 +99,13 @@ def has_affine_norm(spec: ModelSpec, l: int) -> bool:
     return spec.norm != "none" and l < spec.n_layers
 
 
+def param_count(spec: ModelSpec) -> int:
+    """Number of parameters of the whole model: every layer's W and b, and gamma and beta of each normalized
+    hidden layer."""
+    return sum(layer_param_count(spec, l) + (2 * spec.sizes[l] if has_affine_norm(spec, l) else 0)
+               for l in range(1, spec.n_layers + 1))
+
+
 def equal_hidden_widths(spec: ModelSpec) -> bool:
     """True when the model has hidden layers and they all have one width: what running the upper layers
     with a traced starting layer needs (``model.outputs_from``)."""

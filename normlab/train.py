@@ -234,9 +234,14 @@ class Sweep:
     the steps of ``eval_steps``, by default ``cfg.eval_steps``; it is data, not part of the program). The
     chunk log holds ``batch_loss`` (R, log_every) and, after each step's update, ``train_loss``
     (R, log_every), ``grad_norm``, ``relative_grad_norm``, ``weight_norm`` and ``effective_lr``
-    (R, log_every, L; ``weight_log``), NaN where not evaluated."""
+    (R, log_every, L; ``weight_log``), NaN where not evaluated. ``eval_gradients`` False: an evaluation is the
+    loss alone (a forward pass over the evaluation set, about a third of the loss and gradient), and
+    ``grad_norm`` and ``relative_grad_norm`` are NaN throughout; the updates are the same. ``log_params``: the
+    chunk log also holds ``params``, the parameters after each step's update (leaves (R, log_every, ...)), so
+    that a step inside a chunk can be taken without replaying it."""
 
-    def __init__(self, spec: model.ModelSpec, cfg: TrainConfig, X, y, X_eval, y_eval, eval_steps=None):
+    def __init__(self, spec: model.ModelSpec, cfg: TrainConfig, X, y, X_eval, y_eval, eval_steps=None,
+                 eval_gradients: bool = True, log_params: bool = False):
         self.spec, self.cfg = spec, cfg
         self.eval_steps = cfg.eval_steps if eval_steps is None else np.asarray(eval_steps, np.int64)
         dtype = jnp.dtype(cfg.dtype)
@@ -257,8 +262,12 @@ class Sweep:
         # The data are arguments of the compiled functions, not constants baked into them: XLA compiles
         # much faster, and variants of the same shapes share the compiled program (and the disk cache).
         def evaluate_one(params, lr, X_eval, y_eval):
-            eval_loss, grads = grad_fn(params, X_eval, y_eval)
-            g, rel = per_layer_grad_norms(params, grads)
+            if eval_gradients:
+                eval_loss, grads = grad_fn(params, X_eval, y_eval)
+                g, rel = per_layer_grad_norms(params, grads)
+            else:
+                eval_loss = loss(params, X_eval, y_eval)
+                g = rel = jnp.full((n_layers,), jnp.nan, dtype)
             norm, eff = weight_log(spec, params, lr)
             return dict(train_loss=eval_loss, grad_norm=g, relative_grad_norm=rel, weight_norm=norm, effective_lr=eff)
 
@@ -296,6 +305,8 @@ class Sweep:
             # ``evaluate`` is not batched (one schedule for every run): a real branch under vmap
             log = jax.lax.cond(evaluate, lambda p, lr: evaluate_one(p, lr, X_eval, y_eval), skipped,
                                state["params"], state["lr"])
+            if log_params:
+                log = dict(log, params=state["params"])
             return state, dict(batch_loss=batch_loss.astype(dtype), **log)
 
         def interval_one(state, t0, idx_block, evaluate, X, y, X_eval, y_eval):

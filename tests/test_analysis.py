@@ -3,6 +3,7 @@
 import jax
 import numpy as np
 import pandas as pd
+import pytest
 import yaml
 from conftest import REPO
 
@@ -238,11 +239,28 @@ def test_a_checkpoint_after_divergence_is_flagged_frozen_not_dropped():
     assert ((li["run"] == "best") & (li["seed"] == 8) & (li["checkpoint"] == "end")).any()  # measured, kept
 
 
-def test_the_matched_checkpoint_is_the_first_update_reaching_the_level():
+def test_replay_chunk_is_a_divisor_of_the_steps_within_log_every_and_the_memory_budget():
+    from normlab import matched
+
+    assert matched.replay_chunk(600, 30, 3, 34_442, 4) == 30  # the default study's largest model: 12 MB
+    assert matched.replay_chunk(12, 5, 1, 10, 8) == 4  # the largest divisor of 12 up to 5
+    assert matched.replay_chunk(10, 5, 2, 100, 8, budget=2 * 100 * 8 * 3) == 2  # 3 steps fit: 2 divides 10
+    assert matched.replay_chunk(10, 5, 2, 100, 8, budget=2 * 100 * 8 * 5) == 5  # exactly 5 fit
+    assert matched.replay_chunk(10, 5, 2, 100, 8, budget=1) == 1
+    assert matched.replay_chunk(7, 30, 1, 1, 4) == 7
+
+
+@pytest.mark.parametrize("budget", [None, 1])
+def test_the_matched_checkpoint_is_the_first_update_reaching_the_level(budget, monkeypatch):
     """The replay stops each seed at the first update whose analysis-set loss is <= the level: checked against
     the loss after every update of the same runs trained by ``train.train_runs`` (chunked, evaluated at every
-    step), for a level each seed reaches at a different step, one it reaches at init and one it never reaches."""
+    step), for a level each seed reaches at a different step, one it reaches at init and one it never reaches;
+    the parameters taken are those after that update (their loss is the logged one). The replay's chunks are
+    ``log_every`` updates (5 of 10), or one (``budget`` 1 byte: no step's parameters fit): the same steps."""
     from normlab import matched, train
+
+    if budget is not None:
+        monkeypatch.setattr(matched, "REPLAY_PARAMS_BYTES", budget)
 
     spec, data, sweep, ckpts = _tiny_sweep()
     cfg = train.TrainConfig.from_sweep_config(SWEEP_CONFIG)
@@ -258,6 +276,7 @@ def test_the_matched_checkpoint_is_the_first_update_reaching_the_level():
         if hits.size:
             assert (r.step, r.reached) == (int(hits[0]), True)
             np.testing.assert_allclose(r.loss, loss[k, r.step], rtol=1e-12)
+            np.testing.assert_allclose(float(model.loss(spec, r.params, X, y)), loss[k, r.step], rtol=1e-10)
         else:
             assert (r.step, r.reached) == (10, False)
         assert not r.frozen

@@ -208,6 +208,34 @@ def test_the_evaluation_runs_at_schedule_steps_only_as_a_real_branch_under_vmap(
     assert np.isfinite(log["weight_norm"][:, 1]).all() and np.isnan(log["effective_lr"]).all()  # no norm: NaN
 
 
+def test_a_loss_only_sweep_makes_the_same_updates_and_logs_each_steps_parameters():
+    """``eval_gradients=False`` evaluates the loss alone (no gradient norms, NaN) and ``log_params`` logs the
+    parameters after every update: the updates, losses and weight norms are those of the default sweep, and the
+    chunk's last logged parameters are its final state's."""
+    cfg = T.TrainConfig(steps=4, batch_size=16, log_every=4, dtype="float64")
+    full = T.Sweep(SPEC, cfg, X, Y, X[:EVAL], Y[:EVAL])
+    lean = T.Sweep(SPEC, cfg, X, Y, X[:EVAL], Y[:EVAL], eval_gradients=False, log_params=True)
+    block = jnp.asarray(np.random.default_rng(0).integers(0, len(X), (2, 4, 16)), jnp.int32)
+    out = []
+    for sw in (full, lean):
+        state, log0 = sw.init(jnp.asarray([0.1, 1.0]), jnp.asarray([0, 1]))
+        state, log = sw.interval(state, jnp.asarray(0, jnp.int32), block, np.ones(4, bool))
+        out.append((state, log0, log))
+    (s_full, l0_full, l_full), (s_lean, l0_lean, l_lean) = out
+    for a, b in zip(jax.tree.leaves(s_full["params"]), jax.tree.leaves(s_lean["params"]), strict=True):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(l_lean["train_loss"], l_full["train_loss"], rtol=1e-12)
+    np.testing.assert_allclose(l0_lean["train_loss"], l0_full["train_loss"], rtol=1e-12)
+    np.testing.assert_allclose(l_lean["weight_norm"], l_full["weight_norm"], rtol=1e-12)
+    assert np.isfinite(l_full["grad_norm"]).all() and np.isnan(l_lean["grad_norm"]).all()
+    assert np.isnan(l_lean["relative_grad_norm"]).all() and "params" not in l_full
+    for a, b in zip(jax.tree.leaves(l_lean["params"]), jax.tree.leaves(s_lean["params"]), strict=True):
+        assert a.shape == (2, 4, *b.shape[1:])
+        np.testing.assert_array_equal(a[:, -1], b)
+    first = jax.tree.map(lambda a: a[:, 0], l_lean["params"])
+    assert not np.array_equal(first["layer1"]["W"], s_lean["params"]["layer1"]["W"])  # one per update
+
+
 def test_eval_schedule():
     s = T.eval_schedule(600, 40)
     assert s[0] == 0 and s[-1] == 600 and len(s) in (40, 41)
