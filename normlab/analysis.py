@@ -265,10 +265,10 @@ def analyze_variant(spec: model.ModelSpec, data: Mapping, sweep: Mapping, checkp
 
     Curvature and contour slices are measured on the runs of their section's ``runs`` (``measured_here``; the
     default study's: ``best``, the run the claims and figures read). Every seed's contour slices are measured;
-    the ``grid_seeds`` smallest seeds' also get their grids of J (``grid_seeds``). Seeds are taken in the sweep's order; seed s of this variant starts from the same weights
-    and sees the same batches as seed s of every other variant of its network shape. Identical checkpoints are
-    measured once: the runs of one seed share their init, and the common and best runs are one run when they
-    share an LR.
+    the ``grid_seeds`` smallest seeds' also get their grids of J (``grid_seeds``). Seeds are taken in the sweep's
+    order; seed s of this variant starts from the same weights and sees the same batches as seed s of every other
+    variant of its network shape. Identical checkpoints are measured once: the runs of one seed share their
+    init, and the common and best runs are one run when they share an LR.
     """
     progress = progress or (lambda msg: None)
     X, y = analysis_batch(data, cfg["max_examples"])

@@ -201,7 +201,7 @@ def scope_note(config: dict, provenance: dict | None = None) -> list[str]:
     out.append(f"{len(seeds)} seed{'s' if len(seeds) != 1 else ''} per variant: a case counts as holding when it "
                "holds for every seed, which is a consistency check, not a significance test.")
     an = config.get("analysis", {})
-    runs = sorted(set(an.get("curvature", {}).get("runs", ["best"])) | set(an.get("contours", {}).get("runs", ["best"])))
+    runs = sorted({r for section in ("curvature", "contours") for r in an.get(section, {}).get("runs", ["best"])})
     of_runs = _listing(RUN_WORDS.get(r, r) for r in runs)
     out.append("The contours are two-dimensional slices through two weights (and their Gauss-Newton axis ratio) at "
                f"a few checkpoints of {of_runs} run{'s' if len(runs) > 1 else ''}, and the curvature is summarized "

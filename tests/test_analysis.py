@@ -184,7 +184,8 @@ def test_curvature_and_slices_are_measured_on_the_configured_runs():
     both = analysis.analyze_variant(spec, data, sweep, ckpts, {**IDS, "common_lr": 0.01, "best_lr": 1.0}, cfg,
                                     SWEEP_CONFIG)
     cv = pd.DataFrame(both.tables["curvature"])
-    assert set(zip(cv["run"], cv["checkpoint"], strict=True)) == {(r, t) for r in analysis.RUNS for t in ("init", "end")}
+    measured = set(zip(cv["run"], cv["checkpoint"], strict=True))
+    assert measured == {(r, t) for r in analysis.RUNS for t in ("init", "end")}
 
 
 def test_grid_seeds_are_the_smallest_seeds():
