@@ -16,6 +16,7 @@ import numpy as np
 ID_COLUMNS = ["dataset", "variant", "input", "norm", "depth"]
 # The per-layer metrics of gradients.csv, in row order: the sweep arrays of the same names (``train.weight_log``).
 GRADIENT_METRICS = ("grad_norm", "relative_grad_norm", "weight_norm", "effective_lr")
+GRADIENT_STEPS = "grad_step"  # the sweep's (T,) flags of the evaluation steps where the gradient was measured
 
 Table = dict[str, np.ndarray]
 
@@ -102,21 +103,27 @@ def training_table(ids: dict, sweep: dict) -> Table:
 
 def gradients_table(ids: dict, sweep: dict, run_rows) -> Table:
     """gradients.csv rows for the analysis runs: run (common|best), lr, seed, step (the evaluation
-    schedule, ``sweep["step"]``), layer, metric (``GRADIENT_METRICS``: grad_norm | relative_grad_norm |
-    weight_norm | effective_lr, the sweep's (R, T, L) arrays; effective_lr is NaN for a layer without
-    scale-invariant weights), value. run_rows: the
+    schedule, ``sweep["step"]``; for grad_norm and relative_grad_norm the steps of it flagged by
+    ``sweep["grad_step"]``, where the gradient was measured), layer, metric (``GRADIENT_METRICS``: grad_norm |
+    relative_grad_norm | weight_norm | effective_lr, the sweep's (R, T, L) arrays; effective_lr is NaN for a
+    layer without scale-invariant weights), value. run_rows: the
     (run name, row of the sweep) pairs, as a mapping {run: row} or an iterable of pairs (one per run and
     seed); rows in that order."""
     pairs = run_rows.items() if hasattr(run_rows, "items") else run_rows
+    steps = np.asarray(sweep["step"])
+    measured = {"grad_norm": GRADIENT_STEPS, "relative_grad_norm": GRADIENT_STEPS}
     parts = []
     for run, r in pairs:
         for metric in GRADIENT_METRICS:
-            vals = sweep[metric][r]  # (T, L)
+            # the gradient's norms only at the steps where it was measured (``grad_step``, when the sweep has it)
+            keep = (np.asarray(sweep[measured[metric]], bool) if metric in measured and measured[metric] in sweep
+                    else np.ones(len(steps), bool))
+            vals = np.asarray(sweep[metric][r])[keep]  # (T', L)
             T, L = vals.shape
             n = T * L
             parts.append({
                 "run": np.array([run] * n), "lr": np.full(n, sweep["lr"][r]), "seed": np.full(n, sweep["seed"][r]),
-                "step": np.repeat(sweep["step"], L), "layer": np.tile(np.arange(1, L + 1), T),
+                "step": np.repeat(steps[keep], L), "layer": np.tile(np.arange(1, L + 1), T),
                 "metric": np.array([metric] * n), "value": vals.reshape(-1),
             })
     return with_ids(ids, concat(parts))

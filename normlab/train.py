@@ -14,13 +14,16 @@ What is logged (units: steps count parameter updates):
 * ``batch_loss`` (R, steps): column t is the loss of mini-batch t at the parameters after t updates, the
   loss whose gradient makes update t + 1 (t = 0 .. steps - 1). Recorded for every step, also after a
   run diverged (then at its frozen parameters).
-* ``train_loss`` (R, T), ``grad_norm`` and ``relative_grad_norm`` (R, T, L): the loss on the *evaluation
-  set* (the first ``eval_examples`` rows of the training split, BN in training mode on that whole set, on
-  the inputs too under input BN) and the per-layer norms of its gradient, after ``step[k]`` updates,
+* ``train_loss`` (R, T): the loss on the *evaluation set* (the first ``eval_examples`` rows of the training
+  split, BN in training mode on that whole set, on the inputs too under input BN) after ``step[k]`` updates,
   k = 0 .. T - 1; ``weight_norm`` and ``effective_lr`` (R, T, L) at the same steps (``weight_log``).
   ``step`` (alias ``eval_step``) is the evaluation schedule (``eval_schedule``): about ``eval_points``
-  log-spaced steps, 0 and ``steps`` included. ``train_loss`` keeps its historical name: it is the evaluation-set loss of
-  the training split, not the mini-batch loss.
+  log-spaced steps, 0 and ``steps`` included. ``train_loss`` keeps its historical name: it is the
+  evaluation-set loss of the training split, not the mini-batch loss.
+* ``grad_norm`` and ``relative_grad_norm`` (R, T, L): the per-layer norms of the evaluation-set loss's
+  gradient, at the evaluation steps flagged by ``grad_step`` (T,) (``TrainConfig.grad_steps``: about
+  ``grad_points`` of them, log-spaced among the evaluation steps, with the first, the last and the ``early``
+  checkpoint's), NaN at the others: a gradient over the evaluation set costs about twice its loss.
 
 Batch statistics: in training every mini-batch is normalized with its own statistics (hidden BN, and
 the inputs under ``spec.input_norm == "batchnorm"``). A model with input BN also has *running* input
@@ -30,8 +33,8 @@ do not depend on the parameters); its test metrics use them (test mode). ``train
 
 Training runs in compiled chunks of ``log_every`` steps (a ``lax.scan``); the ``early`` checkpoint and
 the progress lines are taken at chunk boundaries. Inside a chunk the evaluation runs only at schedule
-steps: the step index is the same for every run (not batched under vmap), so its ``lax.cond`` stays a
-real branch and the other steps skip the evaluation.
+steps: the step index is the same for every run (not batched under vmap), so its ``lax.switch`` (nothing, the
+loss, or the loss and its gradient) stays a real branch and the other steps skip the evaluation.
 """
 
 from __future__ import annotations
@@ -50,6 +53,9 @@ import optax
 from normlab import invariance, model, selection, tables, variants
 
 OPTIMIZERS = ("sgd", "momentum", "adam")
+# What a step's evaluation measures (``Sweep.interval``'s ``evaluate``): nothing; the evaluation-set loss (and
+# the weight norms); also the per-layer norms of its gradient.
+NO_EVAL, EVAL_LOSS, EVAL_GRADIENT = 0, 1, 2
 
 
 def eval_schedule(steps: int, n_points: int = 40) -> np.ndarray:
@@ -75,7 +81,8 @@ class TrainConfig:
     steps: total parameter updates (a multiple of log_every). batch_size: rows per mini-batch (the
     last incomplete batch of each epoch is dropped). log_every: steps per compiled chunk (the early
     checkpoint and the progress lines fall on chunk boundaries). eval_points: about how many steps of the
-    evaluation schedule (``eval_schedule``). early_fraction: the ``early`` checkpoint is taken at the chunk
+    evaluation schedule (``eval_schedule``). grad_points: about how many of them also measure the gradient's
+    per-layer norms (``grad_steps``). early_fraction: the ``early`` checkpoint is taken at the chunk
     boundary nearest to this fraction of ``steps`` (at least one chunk in). divergence_factor: see the
     module docstring. optimizer: sgd | momentum (heavy ball, ``momentum``) | adam. running_stats_momentum:
     m of the running input statistics of an input-BN model (``running_input_stats``).
@@ -85,6 +92,7 @@ class TrainConfig:
     batch_size: int = 64
     log_every: int = 50
     eval_points: int = 40
+    grad_points: int = 12
     early_fraction: float = 0.1
     divergence_factor: float = 1e3
     optimizer: str = "sgd"
@@ -99,6 +107,8 @@ class TrainConfig:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if self.eval_points < 2:
             raise ValueError(f"eval_points must be at least 2 (step 0 and the last), got {self.eval_points}")
+        if self.grad_points < 2:
+            raise ValueError(f"grad_points must be at least 2 (step 0 and the last), got {self.grad_points}")
         if not 0.0 < self.running_stats_momentum <= 1.0:
             raise ValueError(f"running_stats_momentum must be in (0, 1], got {self.running_stats_momentum}")
 
@@ -129,6 +139,15 @@ class TrainConfig:
         """The evaluation schedule (T,): ``eval_schedule(steps, eval_points)`` and the ``early`` checkpoint's step,
         so that every checkpoint's loss is in the log."""
         return np.union1d(eval_schedule(self.steps, self.eval_points), [self.early_step]).astype(np.int64)
+
+    @property
+    def grad_steps(self) -> np.ndarray:
+        """The evaluation steps that also measure the gradient (int64, increasing): ``grad_points`` of
+        ``eval_steps`` evenly spaced in their order (so log-spaced in steps, as they are; 0 and the last
+        included), and the ``early`` checkpoint's step."""
+        ev = self.eval_steps
+        picked = np.round(np.linspace(0, len(ev) - 1, min(self.grad_points, len(ev)))).astype(np.int64)
+        return np.union1d(ev[picked], [self.early_step]).astype(np.int64)
 
 
 def make_optimizer(cfg: TrainConfig, lr) -> optax.GradientTransformation:
@@ -230,20 +249,26 @@ class Sweep:
 
     ``init(lr_runs, seed_runs)`` -> (state, step-0 log); ``interval(state, t0, block, evaluate=None)`` ->
     (state, chunk log): ``log_every`` steps from step t0, block (R, log_every, batch_size) holding the
-    batches' rows, evaluate (log_every,) bool: whether to evaluate after step t0 + i's update (default: at
-    the steps of ``eval_steps``, by default ``cfg.eval_steps``; it is data, not part of the program). The
-    chunk log holds ``batch_loss`` (R, log_every) and, after each step's update, ``train_loss``
-    (R, log_every), ``grad_norm``, ``relative_grad_norm``, ``weight_norm`` and ``effective_lr``
-    (R, log_every, L; ``weight_log``), NaN where not evaluated. ``eval_gradients`` False: an evaluation is the
-    loss alone (a forward pass over the evaluation set, about a third of the loss and gradient), and
-    ``grad_norm`` and ``relative_grad_norm`` are NaN throughout; the updates are the same. ``log_params``: the
+    batches' rows, evaluate (log_every,): what to evaluate after step t0 + i's update, ``NO_EVAL``,
+    ``EVAL_LOSS`` (the loss and the weight norms) or ``EVAL_GRADIENT`` (also the gradient's norms); a bool
+    array reads True as the most this sweep measures (default: ``evaluate_after``, from ``eval_steps`` (by
+    default ``cfg.eval_steps``) and ``grad_steps`` (by default ``cfg.grad_steps``); it is data, not part of
+    the program). The chunk log holds ``batch_loss`` (R, log_every) and, after each step's update,
+    ``train_loss`` (R, log_every), ``grad_norm``, ``relative_grad_norm``, ``weight_norm`` and ``effective_lr``
+    (R, log_every, L; ``weight_log``), NaN where not evaluated. ``eval_gradients`` False: no gradient of the
+    evaluation set at all (an evaluation is the loss, a forward pass, about a third of the loss and gradient);
+    the updates are the same. ``log_params``: the
     chunk log also holds ``params``, the parameters after each step's update (leaves (R, log_every, ...)), so
     that a step inside a chunk can be taken without replaying it."""
 
     def __init__(self, spec: model.ModelSpec, cfg: TrainConfig, X, y, X_eval, y_eval, eval_steps=None,
-                 eval_gradients: bool = True, log_params: bool = False):
+                 eval_gradients: bool = True, log_params: bool = False, grad_steps=None):
         self.spec, self.cfg = spec, cfg
         self.eval_steps = cfg.eval_steps if eval_steps is None else np.asarray(eval_steps, np.int64)
+        wanted = cfg.grad_steps if grad_steps is None else np.asarray(grad_steps, np.int64)
+        # the evaluation steps that measure the gradient too (none without eval_gradients)
+        self.grad_steps = np.intersect1d(self.eval_steps, wanted) if eval_gradients else np.zeros(0, np.int64)
+        most = EVAL_GRADIENT if eval_gradients else EVAL_LOSS
         dtype = jnp.dtype(cfg.dtype)
         self.X, self.y = jnp.asarray(X, dtype), jnp.asarray(y)
         self.X_eval, self.y_eval = jnp.asarray(X_eval, dtype), jnp.asarray(y_eval)
@@ -253,16 +278,18 @@ class Sweep:
                 f"the training split has {n} rows, fewer than batch_size {cfg.batch_size}; "
                 "lower sweep.batch_size or use more data"
             )
-        # evaluate_after[t]: evaluate after update t + 1 (the parameters after t + 1 updates)
-        self.evaluate_after = np.isin(np.arange(1, cfg.steps + 1), self.eval_steps)
+        # evaluate_after[t]: what to evaluate after update t + 1 (the parameters after t + 1 updates)
+        after = np.arange(1, cfg.steps + 1)
+        self.evaluate_after = np.where(np.isin(after, self.grad_steps), EVAL_GRADIENT,
+                                       np.where(np.isin(after, self.eval_steps), EVAL_LOSS, NO_EVAL)).astype(np.int32)
         loss = lambda p, X_, y_: model.loss(spec, p, X_, y_)  # noqa: E731
         grad_fn = jax.value_and_grad(loss)
         n_layers = spec.n_layers
 
         # The data are arguments of the compiled functions, not constants baked into them: XLA compiles
         # much faster, and variants of the same shapes share the compiled program (and the disk cache).
-        def evaluate_one(params, lr, X_eval, y_eval):
-            if eval_gradients:
+        def evaluate_one(params, lr, X_eval, y_eval, gradient: bool = True):
+            if gradient:
                 eval_loss, grads = grad_fn(params, X_eval, y_eval)
                 g, rel = per_layer_grad_norms(params, grads)
             else:
@@ -280,14 +307,14 @@ class Sweep:
             """The initial state and the step-0 evaluation, in one program: a separate evaluation program
             would cost every model shape another compilation."""
             lr = jnp.asarray(lr, dtype)
-            log = evaluate_one(params, lr, X_eval, y_eval)
+            log = evaluate_one(params, lr, X_eval, y_eval, gradient=0 in self.grad_steps)
             state = dict(params=params, opt=make_optimizer(cfg, lr).init(params), lr=lr,
                          init_loss=log["train_loss"], diverged=jnp.zeros((), bool),
                          diverged_step=jnp.full((), -1, jnp.int32))
             return state, log
 
         def step_one(X, y, X_eval, y_eval, state, xs):
-            t, idx, evaluate = xs
+            t, idx, what = xs
             batch_loss, grads = grad_fn(state["params"], X[idx], y[idx])
             bad = (~jnp.isfinite(batch_loss)) | (batch_loss > cfg.divergence_factor * state["init_loss"])
             bad = bad | ~_tree_all_finite(grads)
@@ -302,9 +329,11 @@ class Sweep:
                 diverged=frozen,
                 diverged_step=jnp.where(bad & ~state["diverged"], t.astype(jnp.int32), state["diverged_step"]),
             )
-            # ``evaluate`` is not batched (one schedule for every run): a real branch under vmap
-            log = jax.lax.cond(evaluate, lambda p, lr: evaluate_one(p, lr, X_eval, y_eval), skipped,
-                               state["params"], state["lr"])
+            # ``what`` is not batched (one schedule for every run): a real branch under vmap
+            branches = [skipped, lambda p, lr: evaluate_one(p, lr, X_eval, y_eval, gradient=False)]
+            if eval_gradients:
+                branches.append(lambda p, lr: evaluate_one(p, lr, X_eval, y_eval, gradient=True))
+            log = jax.lax.switch(what, branches, state["params"], state["lr"])
             if log_params:
                 log = dict(log, params=state["params"])
             return state, dict(batch_loss=batch_loss.astype(dtype), **log)
@@ -333,7 +362,10 @@ class Sweep:
         def interval_runs(state, t0, block, evaluate=None):
             if evaluate is None:
                 evaluate = self.evaluate_after[int(t0):int(t0) + cfg.log_every]
-            return interval(state, t0, block, jnp.asarray(evaluate), self.X, self.y, self.X_eval, self.y_eval)
+            evaluate = np.asarray(evaluate)
+            codes = np.where(evaluate, most, NO_EVAL) if evaluate.dtype == bool else np.minimum(evaluate, most)
+            return interval(state, t0, block, jnp.asarray(codes, jnp.int32), self.X, self.y, self.X_eval,
+                            self.y_eval)
 
         self.init = init_runs
         self.interval = interval_runs
@@ -407,14 +439,17 @@ def _final_metrics_program(spec: model.ModelSpec, batch_size: int):
 
 def train_runs(spec: model.ModelSpec, cfg: TrainConfig, data: dict, lr_runs, seed_runs, eval_examples: int,
                target_loss: float = np.nan, progress: Callable[[str], None] | None = None,
-               keep_checkpoints: bool = True, eval_steps=None) -> dict:
+               keep_checkpoints: bool = True, eval_steps=None, eval_gradients: bool = True) -> dict:
     """Train the runs (lr_runs[r], seed_runs[r]), r = 0 .. R-1, together (one vmapped program).
 
     data: X_train (m, n_features), y_train (m,), X_test, y_test. eval_steps: the evaluation schedule
-    (ascending, 0 and cfg.steps included; default ``cfg.eval_steps``). Returns numpy arrays,
+    (ascending, 0 and cfg.steps included; default ``cfg.eval_steps``). eval_gradients False: the gradient's norms
+    nowhere (``Sweep``). Returns numpy arrays,
     T = len(eval_steps), L = spec.n_layers:
-      lr (R,), seed (R,), step and eval_step (T,) (the evaluation schedule), batch_loss (R, steps),
-      train_loss (R, T) (evaluation-set loss), grad_norm (R, T, L), relative_grad_norm (R, T, L),
+      lr (R,), seed (R,), step and eval_step (T,) (the evaluation schedule), grad_step (T,) bool (the steps
+      of it where the gradient's norms were measured, ``Sweep.grad_steps``), batch_loss (R, steps),
+      train_loss (R, T) (evaluation-set loss), grad_norm (R, T, L), relative_grad_norm (R, T, L) (NaN where
+      not grad_step),
       weight_norm (R, T, L), effective_lr (R, T, L) (``weight_log``),
       diverged (R,) bool, diverged_step (R,) (-1 if never), final_train_loss (R,) (evaluation-set loss after
       the last step), test_accuracy (R,), test_loss (R,), train_mode_loss (R,), test_mode_loss (R,)
@@ -428,7 +463,7 @@ def train_runs(spec: model.ModelSpec, cfg: TrainConfig, data: dict, lr_runs, see
     progress = progress or (lambda msg: print(msg, file=sys.stderr, flush=True))
     lr_runs, seed_runs = np.asarray(lr_runs, np.float64), np.asarray(seed_runs, np.int64)
     X_eval, y_eval = data["X_train"][:eval_examples], data["y_train"][:eval_examples]
-    sweep = Sweep(spec, cfg, data["X_train"], data["y_train"], X_eval, y_eval, eval_steps)
+    sweep = Sweep(spec, cfg, data["X_train"], data["y_train"], X_eval, y_eval, eval_steps, eval_gradients)
     steps = sweep.eval_steps
     if steps[0] != 0 or steps[-1] != cfg.steps or not (np.diff(steps) > 0).all():
         raise ValueError(f"the evaluation schedule must rise strictly from step 0 to step {cfg.steps}, got {steps}")
@@ -474,7 +509,8 @@ def train_runs(spec: model.ModelSpec, cfg: TrainConfig, data: dict, lr_runs, see
     reached = (train_loss <= target_loss) & ~(diverged[:, None] & (steps[None, :] > diverged_step[:, None]))
     steps_to_target = np.where(reached.any(axis=1), steps[np.argmax(reached, axis=1)], np.nan)
     out = dict(
-        lr=lr_runs, seed=seed_runs, step=steps, eval_step=steps, batch_loss=per_step["batch_loss"],
+        lr=lr_runs, seed=seed_runs, step=steps, eval_step=steps, grad_step=np.isin(steps, sweep.grad_steps),
+        batch_loss=per_step["batch_loss"],
         train_loss=train_loss, grad_norm=logged["grad_norm"], relative_grad_norm=logged["relative_grad_norm"],
         weight_norm=logged["weight_norm"], effective_lr=logged["effective_lr"],
         diverged=diverged, diverged_step=diverged_step, final_train_loss=train_loss[:, -1],
@@ -519,9 +555,9 @@ def refinement_runs(grid: dict) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(lr_runs, np.float64), np.asarray(seed_runs, np.int64)
 
 
-LOG_ARRAYS = ("lr", "seed", "step", "eval_step", "batch_loss", "train_loss", "grad_norm", "relative_grad_norm",
-              "weight_norm", "effective_lr", "diverged", "diverged_step", "final_train_loss", "test_accuracy",
-              "test_loss", "steps_to_target", "batches_per_epoch")
+LOG_ARRAYS = ("lr", "seed", "step", "eval_step", "grad_step", "batch_loss", "train_loss", "grad_norm",
+              "relative_grad_norm", "weight_norm", "effective_lr", "diverged", "diverged_step", "final_train_loss",
+              "test_accuracy", "test_loss", "steps_to_target", "batches_per_epoch")
 
 
 def sweep_arrays(result: dict) -> dict[str, np.ndarray]:
@@ -613,7 +649,7 @@ def train_variant(dataset: str, variant: str, data: dict, variants_config: dict,
                  f"{len(np.unique(seed_runs))} of {len(sc['seeds'])} seeds")
         # converged needs the evaluation loss at steps 0 and last only: no other evaluation, no checkpoints
         refined = train_runs(spec, cfg, data, lr_runs, seed_runs, sc["eval_examples"], progress=progress,
-                             keep_checkpoints=False, eval_steps=[0, cfg.steps])
+                             keep_checkpoints=False, eval_steps=[0, cfg.steps], eval_gradients=False)
         runs.append(tables.runs_table(ids, refined, grid=False))
         table = tables.concat(runs)
         for s in sc["seeds"]:

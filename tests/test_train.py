@@ -178,8 +178,14 @@ def test_vmapped_run_equals_the_run_trained_alone_whatever_its_chunks_and_schedu
     assert alone["lr"].tolist() == [8.0] and alone["seed"].tolist() == [1]
     np.testing.assert_array_equal(alone["step"], cfg.eval_steps)
     cols = cfg.eval_steps
-    for key in ("train_loss", "grad_norm", "relative_grad_norm", "weight_norm"):
+    for key in ("train_loss", "weight_norm"):
         np.testing.assert_allclose(alone[key][0], sweep[key][r][cols], rtol=1e-5, atol=1e-8, err_msg=key)
+    # the gradient: the alone run measured it at all 6 of its evaluation steps, the sweep at 12 of its 21
+    both = sweep["grad_step"][cols]
+    assert alone["grad_step"].all() and 2 <= both.sum() < len(cols)
+    for key in ("grad_norm", "relative_grad_norm"):
+        np.testing.assert_allclose(alone[key][0][both], sweep[key][r][cols][both], rtol=1e-5, atol=1e-8, err_msg=key)
+        assert np.isnan(sweep[key][r][cols][~both]).all()
     for key in ("batch_loss", "final_train_loss", "steps_to_target", "test_accuracy"):
         np.testing.assert_allclose(alone[key][0], sweep[key][r], rtol=1e-5, atol=1e-8, err_msg=key)
     assert alone["diverged"][0] == sweep["diverged"][r] and alone["diverged_step"][0] == sweep["diverged_step"][r]
@@ -199,13 +205,22 @@ def test_the_evaluation_runs_at_schedule_steps_only_as_a_real_branch_under_vmap(
     sw = T.Sweep(SPEC, T.TrainConfig(steps=4, batch_size=16, log_every=2, dtype="float64"), X, Y, X[:EVAL], Y[:EVAL])
     state, _ = sw.init(jnp.asarray([0.1, 1.0]), jnp.asarray([0, 1]))
     block = jnp.zeros((2, 2, 16), jnp.int32)
-    args = (state, jnp.asarray(0, jnp.int32), block, jnp.asarray([False, True]), sw.X, sw.y, sw.X_eval, sw.y_eval)
+    args = (state, jnp.asarray(0, jnp.int32), block, jnp.asarray([T.NO_EVAL, T.EVAL_GRADIENT], jnp.int32), sw.X,
+            sw.y, sw.X_eval, sw.y_eval)
     assert "cond[" in str(jax.make_jaxpr(sw.interval_program)(*args))
     _, log = sw.interval_program(*args)
     assert np.isnan(log["train_loss"][:, 0]).all() and np.isnan(log["grad_norm"][:, 0]).all()
     assert np.isnan(log["weight_norm"][:, 0]).all()
     assert np.isfinite(log["train_loss"][:, 1]).all() and np.isfinite(log["batch_loss"]).all()
+    assert np.isfinite(log["grad_norm"][:, 1]).all()
     assert np.isfinite(log["weight_norm"][:, 1]).all() and np.isnan(log["effective_lr"]).all()  # no norm: NaN
+    # the loss alone: no gradient norms; a bool schedule (``interval``) reads True as the gradient too
+    _, loss_only = sw.interval(state, jnp.asarray(0, jnp.int32), block, np.array([T.EVAL_LOSS, T.NO_EVAL]))
+    assert np.isfinite(loss_only["train_loss"][:, 0]).all() and np.isnan(loss_only["grad_norm"][:, 0]).all()
+    np.testing.assert_allclose(loss_only["weight_norm"][:, 0], sw.interval(state, jnp.asarray(0, jnp.int32), block,
+                               np.array([True, False]))[1]["weight_norm"][:, 0], rtol=1e-12)
+    assert np.isfinite(sw.interval(state, jnp.asarray(0, jnp.int32), block, np.array([True, False]))[1]["grad_norm"]
+                       [:, 0]).all()
 
 
 def test_a_loss_only_sweep_makes_the_same_updates_and_logs_each_steps_parameters():
@@ -234,6 +249,28 @@ def test_a_loss_only_sweep_makes_the_same_updates_and_logs_each_steps_parameters
         np.testing.assert_array_equal(a[:, -1], b)
     first = jax.tree.map(lambda a: a[:, 0], l_lean["params"])
     assert not np.array_equal(first["layer1"]["W"], s_lean["params"]["layer1"]["W"])  # one per update
+
+
+def test_the_gradient_is_measured_at_about_grad_points_log_spaced_evaluation_steps():
+    cfg = T.TrainConfig(steps=600, log_every=30)  # the default study's: 41 evaluation steps
+    ev, gs = cfg.eval_steps, cfg.grad_steps
+    assert set(gs) <= set(ev) and {0, 60, 600} <= set(gs)  # first, early, last
+    assert 12 <= len(gs) <= 13 and len(ev) == 41
+    assert (np.diff(gs) > 0).all() and gs.dtype == np.int64
+    # evenly spaced in the log-spaced schedule: the gaps grow
+    late = gs[gs >= 60]
+    assert (late[1:] / late[:-1]).min() > 1.1
+    assert T.TrainConfig(steps=20, log_every=1, grad_points=40).grad_steps.tolist() == list(range(21))
+    assert T.TrainConfig(steps=600, log_every=30, grad_points=2).grad_steps.tolist() == [0, 60, 600]
+    with pytest.raises(ValueError, match="grad_points"):
+        T.TrainConfig(grad_points=1)
+    # a sweep: the gradient at those steps only, the loss at every evaluation step
+    sw = T.Sweep(SPEC, T.TrainConfig(steps=20, batch_size=16, log_every=5, grad_points=3, dtype="float64"), X, Y,
+                 X[:EVAL], Y[:EVAL])
+    assert sw.grad_steps.tolist() == [0, 5, 10, 20]  # 3 of 0..20 (0, 10, 20) and early (5)
+    codes = sw.evaluate_after  # after update t + 1
+    assert [t + 1 for t in np.flatnonzero(codes == T.EVAL_GRADIENT)] == [5, 10, 20]
+    assert (codes[codes != T.EVAL_GRADIENT] == T.EVAL_LOSS).all()  # every step is an evaluation step here
 
 
 def test_eval_schedule():
@@ -328,16 +365,22 @@ def test_tables_from_a_sweep(sweep):
         expected = rows["step"] > d if d >= 0 else pd.Series(False, index=rows.index)
         assert rows["frozen"].tolist() == expected.tolist(), (r, d)
     grads = pd.DataFrame(tables.gradients_table(ids, sweep, {"common": 0, "best": 2}))
-    assert len(grads) == 2 * 4 * 21 * 2  # runs x metrics x steps x layers
+    n_grad = int(sweep["grad_step"].sum())  # the gradient's norms at the steps where it was measured only
+    assert 2 <= n_grad < 21
+    assert len(grads) == 2 * (2 * n_grad + 2 * 21) * 2  # runs x (metrics x steps) x layers
     assert list(dict.fromkeys(grads["metric"])) == ["grad_norm", "relative_grad_norm", "weight_norm", "effective_lr"]
-    for metric in ("grad_norm", "weight_norm"):
+    for metric, steps in (("grad_norm", sweep["grad_step"]), ("weight_norm", np.ones(21, bool))):
         g = grads[(grads["run"] == "best") & (grads["metric"] == metric) & (grads["layer"] == 2)]
-        np.testing.assert_array_equal(g["value"], sweep[metric][2, :, 1])
-        assert g["step"].tolist() == sweep["step"].tolist()
+        np.testing.assert_array_equal(g["value"], sweep[metric][2, steps, 1])
+        assert g["step"].tolist() == sweep["step"][steps].tolist()
+    assert np.isfinite(grads.loc[grads["metric"].isin(["grad_norm", "relative_grad_norm"]), "value"]).all()
     assert grads.loc[grads["metric"] == "effective_lr", "value"].isna().all()  # no norm: no invariant group
     # one row per (run, seed): pairs instead of a mapping
     g = pd.DataFrame(tables.gradients_table(ids, sweep, [("best", 2), ("best", 3)]))
-    assert g.groupby("seed").size().tolist() == [4 * 21 * 2] * 2
+    assert g.groupby("seed").size().tolist() == [(2 * n_grad + 2 * 21) * 2] * 2
+    # a sweep without grad_step flags (every evaluation step measured the gradient): every step
+    every = {k: v for k, v in sweep.items() if k != "grad_step"}
+    assert len(pd.DataFrame(tables.gradients_table(ids, every, {"best": 2}))) == 4 * 21 * 2
 
 
 def test_training_table_on_a_sparse_schedule():
