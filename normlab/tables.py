@@ -16,6 +16,7 @@ import numpy as np
 ID_COLUMNS = ["dataset", "variant", "input", "norm", "depth"]
 # The per-layer metrics of gradients.csv, in row order: the sweep arrays of the same names (``train.weight_log``).
 GRADIENT_METRICS = ("grad_norm", "relative_grad_norm", "weight_norm", "effective_lr")
+GRADIENT_NORMS = ("grad_norm", "relative_grad_norm")  # measured at the steps flagged by GRADIENT_STEPS only
 GRADIENT_STEPS = "grad_step"  # the sweep's (T,) flags of the evaluation steps where the gradient was measured
 
 Table = dict[str, np.ndarray]
@@ -111,13 +112,13 @@ def gradients_table(ids: dict, sweep: dict, run_rows) -> Table:
     seed); rows in that order."""
     pairs = run_rows.items() if hasattr(run_rows, "items") else run_rows
     steps = np.asarray(sweep["step"])
-    measured = {"grad_norm": GRADIENT_STEPS, "relative_grad_norm": GRADIENT_STEPS}
+    every = np.ones(len(steps), bool)
+    # the gradient's norms only at the steps where it was measured (all of them in a sweep without the flags)
+    measured = np.asarray(sweep[GRADIENT_STEPS], bool) if GRADIENT_STEPS in sweep else every
     parts = []
     for run, r in pairs:
         for metric in GRADIENT_METRICS:
-            # the gradient's norms only at the steps where it was measured (``grad_step``, when the sweep has it)
-            keep = (np.asarray(sweep[measured[metric]], bool) if metric in measured and measured[metric] in sweep
-                    else np.ones(len(steps), bool))
+            keep = measured if metric in GRADIENT_NORMS else every
             vals = np.asarray(sweep[metric][r])[keep]  # (T', L)
             T, L = vals.shape
             n = T * L

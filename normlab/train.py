@@ -252,22 +252,22 @@ class Sweep:
     batches' rows, evaluate (log_every,): what to evaluate after step t0 + i's update, ``NO_EVAL``,
     ``EVAL_LOSS`` (the loss and the weight norms) or ``EVAL_GRADIENT`` (also the gradient's norms); a bool
     array reads True as the most this sweep measures (default: ``evaluate_after``, from ``eval_steps`` (by
-    default ``cfg.eval_steps``) and ``grad_steps`` (by default ``cfg.grad_steps``); it is data, not part of
-    the program). The chunk log holds ``batch_loss`` (R, log_every) and, after each step's update,
+    default ``cfg.eval_steps``) and ``grad_steps``, the ones of them in ``cfg.grad_steps``; it is data, not
+    part of the program). The chunk log holds ``batch_loss`` (R, log_every) and, after each step's update,
     ``train_loss`` (R, log_every), ``grad_norm``, ``relative_grad_norm``, ``weight_norm`` and ``effective_lr``
     (R, log_every, L; ``weight_log``), NaN where not evaluated. ``eval_gradients`` False: no gradient of the
     evaluation set at all (an evaluation is the loss, a forward pass, about a third of the loss and gradient);
-    the updates are the same. ``log_params``: the
-    chunk log also holds ``params``, the parameters after each step's update (leaves (R, log_every, ...)), so
-    that a step inside a chunk can be taken without replaying it."""
+    the updates are the same. ``log_params``: the chunk log also holds ``params``, the parameters after each
+    step's update (leaves (R, log_every, ...)), so that a step inside a chunk can be taken without replaying
+    it."""
 
     def __init__(self, spec: model.ModelSpec, cfg: TrainConfig, X, y, X_eval, y_eval, eval_steps=None,
-                 eval_gradients: bool = True, log_params: bool = False, grad_steps=None):
+                 eval_gradients: bool = True, log_params: bool = False):
         self.spec, self.cfg = spec, cfg
         self.eval_steps = cfg.eval_steps if eval_steps is None else np.asarray(eval_steps, np.int64)
-        wanted = cfg.grad_steps if grad_steps is None else np.asarray(grad_steps, np.int64)
         # the evaluation steps that measure the gradient too (none without eval_gradients)
-        self.grad_steps = np.intersect1d(self.eval_steps, wanted) if eval_gradients else np.zeros(0, np.int64)
+        self.grad_steps = (np.intersect1d(self.eval_steps, cfg.grad_steps) if eval_gradients
+                           else np.zeros(0, np.int64))
         most = EVAL_GRADIENT if eval_gradients else EVAL_LOSS
         dtype = jnp.dtype(cfg.dtype)
         self.X, self.y = jnp.asarray(X, dtype), jnp.asarray(y)
