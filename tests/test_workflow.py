@@ -204,7 +204,13 @@ def test_tables_have_the_contract_columns_and_row_counts(quick):
     g = t["gradients"]
     metrics = {"grad_norm", "relative_grad_norm", "weight_norm", "effective_lr"}
     assert set(g["metric"]) == metrics and set(g["run"]) == set(RUNS)
-    expected_g = sum(len(RUNS) * n_seeds * len(schedule) * (d + 1) * len(metrics) for _, _, d in variants)
+    # the weight norms at every evaluation step, the gradient's at 12 of them (with the first, early and last)
+    grad_schedule = sorted(g.loc[g["metric"] == "grad_norm", "step"].unique().tolist())
+    assert set(grad_schedule) <= set(schedule) and {0, ck.loc[ck["checkpoint"] == "early", "step"].iloc[0],
+                                                     steps} <= set(grad_schedule)
+    assert 12 <= len(grad_schedule) <= 13 < len(schedule)
+    per_layer = 2 * len(grad_schedule) + 2 * len(schedule)  # grad_norm, relative_grad_norm; weight_norm, effective_lr
+    expected_g = sum(len(RUNS) * n_seeds * per_layer * (d + 1) for _, _, d in variants)
     assert len(g) == expected_g * len(datasets)
     # a depth-0 model starts at W = 0, where the relative gradient norm is undefined
     undefined = (g["metric"] == "relative_grad_norm") & (g["depth"] == 0) & (g["step"] == 0)
