@@ -82,13 +82,14 @@ def test_quick_study_on_slurm_retries_a_failed_job_and_matches_the_local_run(qui
         "resources": {"slurm_partition": cluster.partition},
     }))
     # The plugin polls job status init, 2 init + 10, 3 init + 30, ... s after the last finished job: with
-    # init = 20, at 20, 50, 90 s, so that a short single or grouped job (queueing, then snakemake starting
-    # twice in the job) is seen at the first or second poll and a wave of train or analyze jobs at the third.
+    # init = 2, at 2, 14, 36, 68 s, so that a short single or grouped job (queueing, then snakemake starting
+    # twice in the job) is seen at the second poll and a wave of train or analyze jobs at the third (init = 20
+    # made the test 70 s longer). --jobs above the quick study's 10 train jobs: all of them go out in one wave.
     cmd = [snakemake_exe(), "--profile", "workflow/profiles/slurm",
            "--configfile", "config/quick.yaml", "config/slurm-test.yaml",
-           "--jobs", "8", "--retries", "1",
+           "--jobs", "16", "--retries", "1",
            "--slurm-status-command", "squeue", "--slurm-no-account",
-           "--slurm-init-seconds-before-status-checks", "20", "--slurm-keep-successful-logs"]
+           "--slurm-init-seconds-before-status-checks", "2", "--slurm-keep-successful-logs"]
     # the local run's compile cache, as a shared filesystem gives every node: jobs skip XLA compilation.
     # The fault travels as the compile cache's variable does: the plugin submits with sbatch --export=ALL,
     # and the job step (srun, snakemake, the script) inherits the batch job's environment.
