@@ -295,6 +295,54 @@ def test_the_converse_contradicts_the_quote_when_bn_on_raw_inputs_is_worse(outco
                             "mixed": "Batch norm does not reliably replace"}[outcome])
 
 
+@pytest.mark.parametrize("outcomes, name, joined, verdict", [
+    # the lead agrees with the quote (batch norm in the network stood in), batch norm on the inputs did not
+    ({"converse_outcome_none": "none", "input_bn_outcome": "none"}, "converse",
+     ", but batch norm on the raw inputs themselves never matched standardizing them (0 of 4 cases)", "in part"),
+    # both against the quote: no "but", and the sentence says so
+    ({"converse_outcome_none": "all", "input_bn_outcome": "none"}, "converse",
+     "; batch norm on the raw inputs themselves never matched standardizing them (0 of 4 cases)", "contrary"),
+    # both with the quote
+    ({"converse_outcome_none": "none", "input_bn_outcome": "all"}, "converse",
+     "; batch norm on the raw inputs themselves matched standardizing them in 4 of 4 cases", "agrees"),
+    ({"slide": "all", "lecture_slice_end": "none"}, "first_layer",
+     ", but the networks' layer-1 slice in 0 of 4 cases after training", "in part"),
+    ({"slide": "none", "lecture_slice_end": "none"}, "first_layer",
+     ", and the networks' layer-1 slice in 0 of 4 cases after training", "contrary"),
+    ({"smoothness_beta_batchnorm_end": "all", "gradient_spread_end": "none"}, "smoothness",
+     ", but it did not even out the gradient magnitudes across layers (0 of 4 cases after training)", "in part"),
+    ({"smoothness_beta_batchnorm_end": "none", "gradient_spread_end": "none"}, "smoothness",
+     ", nor did it even out the gradient magnitudes across layers (0 of 4 cases after training)", "contrary"),
+    ({"smoothness_beta_batchnorm_end": "none", "gradient_spread_end": "all"}, "smoothness",
+     ", but it evened out the gradient magnitudes across layers in 4 of 4 cases after training", "in part"),
+    ({"hidden_spread_matched": "none", "hidden_slice_end": "all"}, "deeper_layers",
+     ", but it made their slices of J rounder in 4 of 4 cases after training", "in part"),
+    ({"hidden_spread_matched": "mixed", "hidden_slice_end": "none"}, "deeper_layers",
+     ", and it made their slices of J rounder in 0 of 4 cases after training", "in part"),
+])
+def test_clauses_pointing_opposite_ways_join_with_but_and_the_story_holds_in_part(outcomes, name, joined, verdict):
+    distractors = [("converse_outcome_batchnorm", "all"), ("smoothness_beta_layernorm_end", "all"),
+                   ("hidden_spread_layernorm_matched", "none")]
+    line = lines(story(outcomes, distractors))[name]
+    assert joined in line["text"]
+    assert line["agreement"] == verdict
+    from normlab.verdict import bottom_line as B
+    s = next(s for s in B.SENTENCES if s.name == name)
+    ending = {"in part": f" \N{EM DASH} {s.in_part}.", "contrary": f" \N{EM DASH} {s.contrary}.", "agrees": "."}
+    assert line["text"].endswith(ending[verdict])
+    assert "\N{EM DASH}" not in line["text"] or verdict != "agrees"
+
+
+@pytest.mark.parametrize("stands, verdict", [
+    (["contrary", "contrary"], "contrary"), (["agrees", "agrees"], "agrees"), (["agrees", "contrary"], "in part"),
+    (["contrary", "agrees"], "in part"), (["contrary", "in part"], "in part"), (["agrees", ""], "agrees"),
+    (["", "contrary"], "contrary"), (["", ""], ""), ([], ""),
+])
+def test_a_sentence_contradicts_its_story_only_when_every_clause_does(stands, verdict):
+    from normlab.verdict import bottom_line as B
+    assert B.sentence_verdict(stands) == verdict
+
+
 def test_the_feeds_table_lists_every_claim_of_the_bottom_line_once_and_the_methods_show_it():
     from normlab.verdict import bottom_line as B
     keys = [k for r in B.feeds_table() for k in r["keys"]]

@@ -6,8 +6,10 @@ is made of clauses, one per ``Feed``: the feed reads the first of its claim keys
 "first"``), or every one of them (``pick="each"``, counts listed by checkpoint), and words its clause by the
 claims' outcome (all / mixed / none of the decided cases hold), carrying the count "k of n". A feed whose
 claims are absent or undecided drops its clause; a sentence without a clause is left out. A feed may state
-what the textbook story expects (``expect``): when the measured outcome is the opposite, the sentence says
-the data contradict that story, and when it is mixed, that the story holds only in part."""
+what the textbook story expects (``expect``): when every such clause of a sentence measured the opposite, the
+sentence says the data contradict that story; when every one measured what it expects, nothing is added; in
+between (a mixed outcome, or clauses that point opposite ways), that the story holds only in part. A clause
+pointing the other way from the sentence's first one is joined with "but" (``Feed.contrast``)."""
 
 from __future__ import annotations
 
@@ -29,15 +31,24 @@ class Feed:
     "first" (the first key the study has) or "each" (every key it has, its counts listed by checkpoint);
     ``text``: {outcome: clause}, with {count} ("k of n cases", or the counts by checkpoint), an outcome
     missing from it falling back to "any"; ``expect``: the outcome the textbook story predicts (None: the
-    clause tests no story)."""
+    clause tests no story); ``then``: the wording after another clause (default: ``text``); ``contrast``:
+    the wording after a clause that agrees with the story when this one contradicts it, or the reverse
+    (default: "but " and ``text``)."""
 
     keys: tuple[str, ...]
     text: dict
     pick: str = "first"
     expect: str | None = None
-    then: dict | None = None  # the wording after another clause (default: ``text``)
+    then: dict | None = None
+    contrast: dict | None = None
 
-    def wording(self, outcome: str, leads: bool = True) -> str:
+    def wording(self, outcome: str, leads: bool = True, opposes: bool = False) -> str:
+        """The clause for ``outcome``: as the sentence's first clause (``leads``), after another one, or after
+        one that points the other way from it (``opposes``)."""
+        if opposes and not leads:
+            if self.contrast:
+                return self.contrast.get(outcome, self.contrast.get("any", ""))
+            return "but " + self.wording(outcome)
         words = self.text if leads or not self.then else self.then
         return words.get(outcome, words.get("any", ""))
 
@@ -72,7 +83,8 @@ SENTENCES = (
             expect="all"),
          Feed(("lecture_slice_init", "lecture_slice_end"), {
              "any": "standardizing made the networks' layer-1 slice round in {count}"}, pick="each", expect="all",
-             then={"any": "and the networks' layer-1 slice in {count}"})),
+             then={"any": "and the networks' layer-1 slice in {count}"},
+             contrast={"any": "but the networks' layer-1 slice in {count}"})),
         story="normalized inputs give round contours in the W[1] directions (the slide)",
         contrary="contrary to the slide", in_part="so the slide's picture holds only in part"),
     Sentence(
@@ -87,7 +99,8 @@ SENTENCES = (
             expect="all"),
          Feed(("hidden_slice_init", "hidden_slice_end"), {
              "any": "batch norm made the deeper layers' slices of J rounder in {count}"}, pick="each", expect="all",
-             then={"any": "and it made their slices of J rounder in {count}"})),
+             then={"any": "and it made their slices of J rounder in {count}"},
+             contrast={"any": "but it made their slices of J rounder in {count}"})),
         story="batch norm rounds the deeper layers' contours once the inputs are normalized (the lecture)",
         contrary="contrary to the textbook story", in_part="so the textbook story holds only in part"),
     Sentence(
@@ -102,7 +115,10 @@ SENTENCES = (
              "none": "Batch norm did not even out the gradient magnitudes across layers ({count})"}, expect="all",
              then={
              "any": "and it evened out the gradient magnitudes across layers in {count}",
-             "none": "nor did it even out the gradient magnitudes across layers ({count})"})),
+             "none": "nor did it even out the gradient magnitudes across layers ({count})"},
+             contrast={
+             "any": "but it evened out the gradient magnitudes across layers in {count}",
+             "none": "but it did not even out the gradient magnitudes across layers ({count})"})),
         story="batch norm makes the loss landscape smoother (Santurkar et al. 2018)",
         contrary="contrary to Santurkar et al. 2018",
         in_part="so Santurkar et al.'s smoother landscape shows only in part"),
@@ -137,7 +153,10 @@ SENTENCES = (
                     f"clearly worse (final loss {_x(WORSE_RATIO)} or more) than standardized inputs in {{count}}"},
             expect="none"),
          Feed(("input_bn_outcome",), {
-             "any": "batch norm on the raw inputs themselves matched standardizing them in {count}"}, expect="all")),
+             "all": "batch norm on the raw inputs themselves matched standardizing them in {count}",
+             "mixed": "batch norm on the raw inputs themselves matched standardizing them in only {count}",
+             "none": "batch norm on the raw inputs themselves never matched standardizing them ({count})"},
+             expect="all")),
         story="batch norm can standardize the raw inputs instead of a preprocessing step (the thread's quote)",
         contrary="contrary to the thread's quote that it can",
         in_part="so the thread's quote that it can holds only in part"),
@@ -185,9 +204,10 @@ def combined_outcome(found: list[Claim]) -> str:
     return outcomes.pop() if len(outcomes) == 1 and outcomes <= {"all", "none"} else "mixed"
 
 
-def clause(feed: Feed, found: list[Claim], leads: bool = True) -> str:
-    """The feed's clause for the claims it read: its wording for their outcome, with the count "k of n cases
-    <checkpoint>" (one claim: its exceptions named when few) or the counts by checkpoint."""
+def clause(feed: Feed, found: list[Claim], leads: bool = True, opposes: bool = False) -> str:
+    """The feed's clause for the claims it read: its wording for their outcome (``Feed.wording``: ``leads``,
+    ``opposes``), with the count "k of n cases <checkpoint>" (one claim: its exceptions named when few) or the
+    counts by checkpoint."""
     def at(c: Claim) -> str:
         return f" {_phase(c)}" if _phase(c) else ""
 
@@ -197,7 +217,7 @@ def clause(feed: Feed, found: list[Claim], leads: bool = True) -> str:
     if len(found) == 1:
         items[0] += count_text(first)[len(count_text(first, named=False)):]  # its exceptions, if named
     count = items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
-    return feed.wording(combined_outcome(found), leads).format(count=count)
+    return feed.wording(combined_outcome(found), leads, opposes).format(count=count)
 
 
 def agreement(feed: Feed, outcome: str) -> str:
@@ -210,6 +230,22 @@ def agreement(feed: Feed, outcome: str) -> str:
     return "in part" if outcome == "mixed" else "contrary"
 
 
+def opposite(a: str, b: str) -> bool:
+    """Whether two clauses' agreements (``agreement``) point opposite ways: one agrees with the story, the
+    other contradicts it."""
+    return {a, b} == {"agrees", "contrary"}
+
+
+def sentence_verdict(stands: list[str]) -> str:
+    """A sentence's agreement with its story from its clauses' (``agreement``; "" for a clause without a
+    story): "contrary" when every clause with a story contradicts it, "agrees" when every one agrees, "in part"
+    otherwise, "" when no clause tests the story."""
+    tested = {a for a in stands if a}
+    if not tested:
+        return ""
+    return tested.pop() if len(tested) == 1 and tested <= {"agrees", "contrary"} else "in part"
+
+
 def sentence_text(s: Sentence, claims: dict[str, Claim]) -> tuple[str, list[Claim], str] | None:
     """(text, the claims it read, its agreement with the story) or None when none of its claims was decided."""
     clauses, read, stands = [], [], []
@@ -217,16 +253,16 @@ def sentence_text(s: Sentence, claims: dict[str, Claim]) -> tuple[str, list[Clai
         found = feed_claims(feed, claims)
         if not found:
             continue
-        clauses.append(clause(feed, found, leads=not clauses))
+        stand = agreement(feed, combined_outcome(found))
+        clauses.append(clause(feed, found, leads=not clauses, opposes=bool(stands) and opposite(stands[0], stand)))
         read += found
-        stands.append(agreement(feed, combined_outcome(found)))
+        stands.append(stand)
     if not clauses:
         return None
     text = clauses[0] + "".join((", " if c.split(" ", 1)[0] in ("and", "but", "nor") else "; ") + c
                                 for c in clauses[1:])
     text = text[0].upper() + text[1:]
-    verdict = "contrary" if "contrary" in stands else "in part" if "in part" in stands else (
-        "agrees" if "agrees" in stands else "")
+    verdict = sentence_verdict(stands)
     if verdict == "contrary":
         text += f" \N{EM DASH} {s.contrary}"
     elif verdict == "in part":
