@@ -84,7 +84,7 @@ def test_quick_study_on_slurm_retries_a_failed_job_and_matches_the_local_run(qui
     # The plugin polls job status init, 2 init + 10, 3 init + 30, ... s after the last finished job: with
     # init = 2, at 2, 14, 36, 68 s, so that a short single or grouped job (queueing, then snakemake starting
     # twice in the job) is seen at the second poll and a wave of train or analyze jobs at the third (init = 20
-    # made the test 70 s longer). --jobs above the quick study's 10 train jobs: all of them go out in one wave.
+    # would add about 70 s to the test). --jobs above the quick study's 10 train jobs: one wave sends them all.
     cmd = [snakemake_exe(), "--profile", "workflow/profiles/slurm",
            "--configfile", "config/quick.yaml", "config/slurm-test.yaml",
            "--jobs", "16", "--retries", "1",
