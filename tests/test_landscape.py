@@ -236,6 +236,27 @@ def _assert_row_consistent(row):
     assert np.isfinite(row["axis_ratio_ggn"]) is not bool(flags & {"flat_direction", "degenerate"})
 
 
+def test_ggn_coupling_known_answers_and_the_rows_column():
+    # |M12| / sqrt(M11 M22): the cosine of the two directions' angle in the metric M, whatever the scales
+    assert ls.ggn_coupling(np.array([[4.0, -1.0], [-1.0, 1.0]])) == pytest.approx(0.5, rel=1e-15)
+    assert ls.ggn_coupling(np.array([[1e6, 0.3e3], [0.3e3, 1.0]])) == pytest.approx(0.3, rel=1e-12)
+    assert ls.ggn_coupling(np.diag([7.0, 1e-9])) == 0.0
+    assert ls.ggn_coupling(np.array([[4.0, 2.0], [2.0, 1.0]])) == pytest.approx(1.0)  # rank one
+    # the inputs' uncentred correlation for a second-moment matrix (the depth-0 slide at W = 0)
+    x = np.random.default_rng(0).normal(size=(200, 2)) * [3.0, 0.1] + [1.0, 0.0]
+    M = x.T @ x / len(x)
+    expected = abs(np.mean(x[:, 0] * x[:, 1])) / math.sqrt(np.mean(x[:, 0] ** 2) * np.mean(x[:, 1] ** 2))
+    assert ls.ggn_coupling(M) == pytest.approx(expected, rel=1e-12)
+    for M in (np.diag([0.0, 1.0]), np.diag([1.0, -1.0]), np.full((2, 2), np.nan)):
+        assert math.isnan(ls.ggn_coupling(M))
+    # the row's column: the GGN's coupling; NaN on flat and degenerate rows (their ratio is NaN too)
+    sl = ls.ContourSlice("eig", "model", np.zeros(3), np.zeros(3), np.zeros((3, 3)), np.zeros(2),
+                         np.array([[4.0, 1.8], [1.8, 1.0]]), 0.0)
+    assert ls.slice_row(sl)["ggn_coupling"] == pytest.approx(0.9, rel=1e-12)
+    for field in ("flat_direction", "degenerate"):
+        assert math.isnan(ls.slice_row(dataclasses.replace(sl, **{field: True}))["ggn_coupling"])
+
+
 def test_axis_ratio_censoring_at_the_bound():
     # float64's rel_tol is 1e-12: lambda_min / lambda_max at (diag(1, 1e-12) exactly) or below it is censored,
     # the ratio then the bound 1e6; just above it the ratio is measured
@@ -527,6 +548,8 @@ def test_contour_rows_flags_and_float64_ggn_on_a_float32_bn_model():
         assert by[key]["lambda_min_ggn"] == pytest.approx(lam[0], rel=1e-8, abs=1e-12 * lam[1]), key
         if key != ("lecture", "layer1"):
             assert by[key]["axis_ratio_ggn"] == pytest.approx(math.sqrt(lam[1] / lam[0]), rel=1e-7), key
+            coupling = abs(ref[0, 1]) / math.sqrt(ref[0, 0] * ref[1, 1])
+            assert by[key]["ggn_coupling"] == pytest.approx(coupling, rel=1e-7, abs=1e-9), key
 
 
 def test_filter_normalized_directions():

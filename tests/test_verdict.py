@@ -5,6 +5,7 @@ sit just either side of every threshold; seeds disagree; slices are censored, fl
 are NaN. The sentences, and the report's claim block, must flip with the outcome."""
 
 import itertools
+import math
 
 import numpy as np
 import pandas as pd
@@ -734,14 +735,19 @@ def test_layernorm_learning_rate_claim_decides_on_brackets(none, ln, holds):
 
 # ------------------------------------------------------------------------------------------------ the slide
 
-def slide_table(raw, std, seeds=(0,), datasets=("a",)):
+def slide_table(raw, std, seeds=(0,), datasets=("a",), coupling=None, rms=(1.0, 1.0)):
     """Depth-0 layer-1 lecture slices at init (raw, std: a ratio or (ratio, flags)), with distractors that flip
     the rule: the networks' layer-1 slices (depth 2), other slices, the common run, other checkpoints, BN on the
-    inputs at depth 0."""
+    inputs at depth 0. ``coupling``: the standardized slices' ggn_coupling and (rms_hi, rms_lo) = ``rms`` (a
+    column only when given; every other row, raw included, has coupling 0.999 and RMS 50 and 0.02)."""
     rows = []
     for ds, seed in itertools.product(datasets, seeds):
         for inp, v in (("raw", raw), ("standardize", std)):
             v, f = v if isinstance(v, tuple) else (v, {})
+            if coupling is not None:
+                std_row = inp == "standardize"
+                f = {**f, "ggn_coupling": coupling if std_row else 0.999, "rms_hi": rms[0] if std_row else 50.0,
+                     "rms_lo": rms[1] if std_row else 0.02}
             rows.append({**slice_row(inp, "none", "layer1", v, seed, "init", depth=0, **f), "dataset": ds})
     df = pd.DataFrame(rows)
     flip = lambda r: 1.0 if r["input"] == "raw" else 100.0  # noqa: E731
@@ -751,7 +757,12 @@ def slide_table(raw, std, seeds=(0,), datasets=("a",)):
     nets["axis_ratio_ggn"] = nets.apply(flip, axis=1)
     inbn = df[(df["depth"] == 0) & (df["input"] == "standardize")].assign(
         input="batchnorm", variant="batchnorm-none-d0", axis_ratio_ggn=1.0)
-    return pd.concat([nets] * COPIES + [inbn] * COPIES + [df], ignore_index=True)
+    out = pd.concat([nets] * COPIES + [inbn] * COPIES + [df], ignore_index=True)
+    if coupling is not None:
+        target = ((out["depth"] == 0) & (out["input"] == "standardize") & (out["slice"] == "lecture")
+                  & (out["run"] == "best") & (out["checkpoint"] == "init"))
+        out.loc[~target, ["ggn_coupling", "rms_hi", "rms_lo"]] = [0.999, 50.0, 0.02]
+    return out
 
 
 @pytest.mark.parametrize(("raw", "std", "outcome"), [
@@ -786,6 +797,68 @@ def test_slide_claim_mixed_and_missing():
     assert no_d0.outcome == "missing" and "add 0 to variants.depths" in no_d0.sentence
     # the networks' layer-1 claim does not read depth 0 (there its distractors would flip it)
     assert V.lecture_slice_claim(lecture_table(50.0, 1.2)).cases[0].label == "a d2"
+
+
+def test_rescaled_axis_ratio_is_the_roundest_any_rescaling_reaches():
+    assert V.rescaled_axis_ratio(0.0) == 1.0
+    assert V.rescaled_axis_ratio(0.5) == pytest.approx(math.sqrt(3.0), rel=1e-15)
+    assert V.rescaled_axis_ratio(0.95) == pytest.approx(math.sqrt(39.0), rel=1e-14)
+    assert V.rescaled_axis_ratio(1.0) == np.inf and np.isnan(V.rescaled_axis_ratio(np.nan))
+    # against a dense search over diagonal rescalings S M S of random PSD 2x2 matrices: never below the bound,
+    # and reached at the scaling that equalizes the diagonal
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        A = rng.normal(size=(2, 2)) * rng.uniform(0.01, 10.0, size=2)
+        M = A @ A.T
+        c = abs(M[0, 1]) / math.sqrt(M[0, 0] * M[1, 1])
+
+        def ratio(s, M=M):
+            ev = np.linalg.eigvalsh(np.diag([s, 1.0]) @ M @ np.diag([s, 1.0]))
+            return math.sqrt(ev[1] / ev[0])
+        searched = min(ratio(s) for s in np.geomspace(1e-4, 1e4, 4001))
+        best = V.rescaled_axis_ratio(c)
+        assert searched >= best * (1 - 1e-9) and searched == pytest.approx(best, rel=1e-3)
+        assert ratio(math.sqrt(M[1, 1] / M[0, 0])) == pytest.approx(best, rel=1e-9)
+
+
+# c at which the roundest rescaled slice is exactly LECTURE_ROUND: (1 + c) / (1 - c) = 2.5^2
+C_ROUND = (V.LECTURE_ROUND ** 2 - 1) / (V.LECTURE_ROUND ** 2 + 1)
+
+
+@pytest.mark.parametrize(("std", "coupling", "why"), [
+    (9.6, 0.948, "correlated"),
+    (2.5, C_ROUND + 1e-4, "correlated"),  # standardized just not near round; c just above the round bound
+    (2.5, C_ROUND - 1e-4, "scaled"),      # c just below it: the scales, not the correlation
+    (9.6, 0.3, "scaled"),
+    (2.49, 0.948, ""),                    # near round: the slide holds, nothing to explain
+    (9.6, np.nan, ""),                    # no coupling measured
+])
+def test_slide_claim_says_why_standardizing_left_the_slice_elongated(std, coupling, why):
+    c = V.slide_claim(slide_table(1000.0, std, seeds=(0, 1), coupling=coupling, rms=(1.62, 0.596)))
+    assert c.outcome == ("all" if std < V.LECTURE_ROUND else "none")
+    got = c.cases[0].numbers["coupling_standardized"]
+    assert (np.isnan(got) and np.isnan(coupling)) or got == coupling
+    correlated = "the two inputs are correlated, and no rescaling of them makes the slice rounder than" in c.sentence
+    scaled = "their scales differ on the analysis set" in c.sentence
+    assert (correlated, scaled) == (why == "correlated", why == "scaled")
+    if why == "correlated":
+        bound = math.sqrt((1 + coupling) / (1 - coupling))
+        assert f"a: c = {coupling:.3g}, so at least {bound:.3g}." in c.sentence
+        assert "it does not decorrelate the features." in c.sentence
+    if why == "scaled":
+        assert f"a: RMS 1.62 and 0.596, {math.sqrt((1 + coupling) / (1 - coupling)):.3g} at equal scales." in c.sentence
+
+
+def test_slide_claim_explains_only_the_failing_datasets():
+    t = pd.concat([slide_table(50.0, 1.0, datasets=("a",), coupling=0.1),
+                   slide_table(290.0, 9.6, datasets=("b",), coupling=0.948)])
+    c = V.slide_claim(t)
+    assert c.outcome == "mixed" and "not in: b" in c.sentence
+    assert "correlation): b: c = 0.948, so at least 6.12." in c.sentence and "a: c = " not in c.sentence
+    # a table from before the coupling column: the same claim, no explanation
+    old = V.slide_claim(t.drop(columns=["ggn_coupling"]))
+    assert old.outcome == "mixed" and "correlated" not in old.sentence
+    assert np.isnan(old.cases[1].numbers["coupling_standardized"])
 
 
 # --------------------------------------------------------------------------------------------- smoothness

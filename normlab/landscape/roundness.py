@@ -156,6 +156,18 @@ def axis_ratio_2x2(M, rel_tol: float | None = None) -> AxisRatio:
     return AxisRatio(ratio, bool(censored), bool(no_curvature), lam_max, lam_min)
 
 
+def ggn_coupling(M) -> float:
+    """Coupling ``|M12| / sqrt(M11 M22)`` of a symmetric PSD 2x2 matrix, in [0, 1]: the cosine of the angle
+    between the slice's two directions in the metric M (for the depth-0 model at W = 0, whose GGN block is
+    the inputs' second moment up to a constant, the uncentred correlation of the two inputs). NaN when a
+    diagonal entry is not positive and finite (no curvature along a direction)."""
+    M = np.asarray(M, np.float64)
+    a, b, d = M[0, 0], 0.5 * (M[0, 1] + M[1, 0]), M[1, 1]
+    if not (np.isfinite(a) and np.isfinite(d) and np.isfinite(b) and a > 0 and d > 0):
+        return float("nan")
+    return float(min(abs(b) / math.sqrt(a * d), 1.0))
+
+
 class QuadraticFit(NamedTuple):
     """Result of ``fit_quadratic``. coef (6,) = c0, c1, c2, h11, h12, h22; H (2, 2) in loss per
     coordinate^2; misfit = RMS residual / RMS of what the quadratic terms add beyond the best plane (0

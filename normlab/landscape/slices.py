@@ -30,6 +30,7 @@ False for every other row.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -39,6 +40,7 @@ from normlab.landscape.roundness import (
     LevelsetFit,
     axis_ratio_2x2,
     default_rel_tol,
+    ggn_coupling,
     levelset_axis_ratio,
 )
 
@@ -49,7 +51,7 @@ NO_GRID_FIT = LevelsetFit(float("nan"), np.full((2, 2), np.nan), float("nan"), f
 ROW_KEYS = (
     "slice", "scope", "axis_ratio_ggn", "axis_ratio_levelset", "singular", "censored", "flat_direction",
     "degenerate", "projected", "levelset_misfit", "levelset_rel_err",
-    "lambda_max_ggn", "lambda_min_ggn", "loss_center", "extent", "unit", "input_hi", "input_lo",
+    "lambda_max_ggn", "lambda_min_ggn", "ggn_coupling", "loss_center", "extent", "unit", "input_hi", "input_lo",
     "rms_hi", "rms_lo",
 )
 
@@ -110,7 +112,8 @@ def slice_row(s: ContourSlice, *, delta: float = 0.05, rel_tol: float | None = N
     GGN's dtype, float64: 1e-12, a censoring bound of 1e6). Beyond the contract columns (slice, scope,
     axis_ratio_ggn, axis_ratio_levelset, singular, censored, flat_direction, degenerate: ``slice_flags``;
     projected: ``ContourSlice.projected``):
-    levelset_misfit, levelset_rel_err, the 2x2 GGN eigenvalues (loss per parameter unit^2), loss_center,
+    levelset_misfit, levelset_rel_err, the 2x2 GGN eigenvalues (loss per parameter unit^2), ggn_coupling
+    (``roundness.ggn_coupling`` of the 2x2 GGN; NaN where the ratio is), loss_center,
     extent, and for lecture slices unit, input_hi, input_lo and their RMS (-1 / NaN for other slices)."""
     ggn = np.asarray(s.ggn)
     if rel_tol is None:
@@ -128,6 +131,7 @@ def slice_row(s: ContourSlice, *, delta: float = 0.05, rel_tol: float | None = N
         "flat_direction": flags.flat_direction, "degenerate": flags.degenerate, "projected": bool(s.projected),
         "levelset_misfit": fit.misfit, "levelset_rel_err": fit.rel_err,
         "lambda_max_ggn": g.lam_max, "lambda_min_ggn": g.lam_min,
+        "ggn_coupling": nan if math.isnan(flags.ratio) else ggn_coupling(ggn),
         "loss_center": s.loss_center, "extent": float(np.max(np.abs(s.alphas))),
         "unit": int(info.get("unit", -1)), "input_hi": int(info.get("input_hi", -1)),
         "input_lo": int(info.get("input_lo", -1)),

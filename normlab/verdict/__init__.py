@@ -80,6 +80,7 @@ from normlab.verdict.core import (
     _slice_rows,
     _spread,
     _standardized,
+    rescaled_axis_ratio,
 )
 from normlab.verdict.curvature import (
     comparable_sharpness,
@@ -136,7 +137,7 @@ __all__ = [
     "effective_lr_sentence", "effective_lr_table", "gradient_spread_claim", "hidden_slice_claim",
     "hidden_spread_claim", "input_bn_mode_gap_claim", "input_bn_outcome_claim", "input_bn_slice_claim",
     "input_conditioning_claim", "input_scale_claim", "large_lr_outcome_claim", "layer_sharpness_claim",
-    "learning_rate_claim", "lecture_slice_claim", "outcome_claim", "rules_table", "slide_claim",
+    "learning_rate_claim", "lecture_slice_claim", "outcome_claim", "rescaled_axis_ratio", "rules_table", "slide_claim",
     "smoothness_claim", "steps_claim", "study_layout", "summary",
     # helpers the tests reach for
     "_at_least", "_by_case_and_seed", "_case", "_checkpoints", "_clearly_worse", "_compared", "_every_seed",

@@ -323,6 +323,23 @@ def _num(x: float) -> str:
     return f"{x:.3g}"
 
 
+def rescaled_axis_ratio(coupling: float) -> float:
+    """The smallest axis ratio sqrt(lambda_max / lambda_min) that rescaling its two directions can give a
+    PSD 2x2 matrix of coupling c (``landscape.ggn_coupling``; contours.csv's ``ggn_coupling``):
+    sqrt((1 + c) / (1 - c)), reached when the two diagonal entries are equal; inf at c = 1, NaN for NaN.
+    Why: S M S with S = diag(s1, s2) > 0 has diagonal entries p, r and off-diagonal c sqrt(p r), so its
+    kappa = lambda_max / lambda_min satisfies kappa + 1/kappa + 2 = (p + r)^2 / (p r (1 - c^2)) >=
+    4 / (1 - c^2), with equality iff p = r: kappa >= (1 + c) / (1 - c). On the depth-0 model's slice of
+    two input weights, rescaling the directions is rescaling the two inputs: no per-feature scaling
+    (standardizing included) makes that slice rounder than this; decorrelating the inputs can."""
+    c = float(coupling)
+    if math.isnan(c):
+        return float("nan")
+    if c >= 1.0:
+        return float("inf")
+    return math.sqrt((1.0 + c) / (1.0 - c))
+
+
 def _ratio(a: float, b: float) -> float:
     """a / b, with a / 0 = inf for a > 0 and NaN for a = 0 or NaN inputs."""
     if np.isnan(a) or np.isnan(b):

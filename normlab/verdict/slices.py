@@ -29,6 +29,7 @@ from normlab.verdict.core import (
     _slice_rows,
     _standardized,
     no_deeper_layer_sentence,
+    rescaled_axis_ratio,
 )
 
 LEFT_OUT_RULE = "censored ratios count as elongated; flat and degenerate slices left out"
@@ -76,6 +77,39 @@ def _ratio_text(case, name: str) -> str:
     return (">= " if censored else "") + _num(case.numbers[name])
 
 
+def _standardized_elongation(d: pd.DataFrame, cases: list) -> str:
+    """Why standardizing left the slide elongated. Adds to every case's numbers ``coupling_standardized``,
+    the median ``ggn_coupling`` c of its standardized slices (at W = 0 the two inputs' uncentred
+    correlation over the analysis set; NaN when the table has no such column), and returns a sentence for
+    the decided cases whose standardized slice is not near round (median ratio >= LECTURE_ROUND): where
+    ``rescaled_axis_ratio(c)``, the roundest any rescaling of the two inputs reaches, is >= LECTURE_ROUND,
+    their correlation alone keeps the slice elongated; below it, their unequal RMS on the analysis set
+    does. '' when no case qualifies."""
+    correlated, scaled = [], []
+    for c in cases:
+        g = d[(d["dataset"] == c.label) & (d["input"] == "standardize")]
+        coupling = _median(g["ggn_coupling"]) if "ggn_coupling" in g.columns else np.nan
+        c.numbers["coupling_standardized"] = coupling
+        if c.holds is None or np.isnan(coupling) or not c.numbers["ratio_standardized"] >= LECTURE_ROUND:
+            continue
+        best = rescaled_axis_ratio(coupling)
+        if best >= LECTURE_ROUND:
+            correlated.append(f"{c.label}: c = {_num(coupling)}, so at least {_num(best)}")
+        else:
+            scaled.append(f"{c.label}: RMS {_num(_median(g['rms_hi']))} and {_num(_median(g['rms_lo']))}, "
+                          f"{_num(best)} at equal scales")
+    out = ""
+    if correlated:
+        out += (" Where standardizing left it elongated, the two inputs are correlated, and no rescaling of them "
+                "makes the slice rounder than sqrt((1 + c) / (1 - c)), c their coupling in the Gauss-Newton metric "
+                "(at W = 0 their uncentred correlation): " + "; ".join(correlated) + ". Standardizing sets each "
+                "feature's scale; it does not decorrelate the features.")
+    if scaled:
+        out += (" Where standardizing left it elongated with weakly correlated inputs, their scales differ on the "
+                "analysis set, which the training split's statistics standardized: " + "; ".join(scaled) + ".")
+    return out
+
+
 def slide_claim(contours: pd.DataFrame) -> Claim:
     """Rule (Q2, the headline): on the model with no hidden layer (depth 0, ``<input>-none-d0``: softmax or
     linear regression on the inputs, weights at zero at init), the layer-1 lecture slice at ``init`` (the
@@ -90,6 +124,7 @@ def slide_claim(contours: pd.DataFrame) -> Claim:
     numbers = "; ".join(f"{c.label}: {_ratio_text(c, 'ratio_raw')} raw against "
                         f"{_ratio_text(c, 'ratio_standardized')} standardized" for c in cases if c.holds is not None)
     numbers = f" (median axis ratio over seeds, 1 = round; {numbers})" if numbers else ""
+    why = _standardized_elongation(d, cases)
     lead = ("At initialization (W = 0), on the slide's own model (no hidden layer), the cost against the two weights "
             "of one output unit")
     return Claim(
@@ -99,9 +134,9 @@ def slide_claim(contours: pd.DataFrame) -> Claim:
         {"all": lead + " is elongated on raw inputs and near round on standardized inputs in every dataset ({n} of "
                 "{n}): the lecture's slide, reproduced" + numbers + ".",
          "none": lead + " was not both elongated on raw inputs and near round on standardized inputs in any of the "
-                 "{n} datasets: the slide was not reproduced" + numbers + ".",
+                 "{n} datasets: the slide was not reproduced" + numbers + "." + why,
          "mixed": lead + " is elongated on raw inputs and near round on standardized inputs, as on the slide, in "
-                  "{k} of {n} datasets; not in: {failing}" + numbers + ".",
+                  "{k} of {n} datasets; not in: {failing}" + numbers + "." + why,
          "missing": "At initialization, the slide's own model (depth 0, no hidden layer) is not in this study "
                     "(add 0 to variants.depths), so the slide itself was not reproduced."},
         comparison="init", notes=notes, rule_key="slide", effect="axis ratio raw / standardized", group="slide")
