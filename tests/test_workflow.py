@@ -535,6 +535,16 @@ def test_lecture_slide_effect_in_the_contour_table(quick):
     # the slice picks the largest and smallest RMS inputs: x1 (scale ~1000) and x2 (scale ~1) on raw inputs
     raw_rows = ct[(ct["slice"] == "lecture") & (ct["scope"] == "layer1") & (ct["input"] == "raw")]
     assert (raw_rows["rms_hi"] / raw_rows["rms_lo"]).between(500, 2000).all()
+    # the slide (depth 0, W = 0): its GGN is the two inputs' second moment up to a constant, so its coupling is
+    # their uncentred correlation over the analysis set, recomputed here from the processed npz
+    slide = ct[(ct["slice"] == "lecture") & (ct["scope"] == "layer1") & (ct["depth"] == 0)
+               & (ct["checkpoint"] == "init") & (ct["input"] != "batchnorm")]
+    assert set(slide["input"]) == {"raw", "standardize"} and set(slide["seed"]) == set(config["sweep"]["seeds"])
+    for _, r in slide.iterrows():
+        _, X, _ = analysis_set(root, config, r["dataset"], r["input"])
+        hi, lo = X[:, int(r["input_hi"])].astype(np.float64), X[:, int(r["input_lo"])].astype(np.float64)
+        corr = abs(np.mean(hi * lo)) / np.sqrt(np.mean(hi ** 2) * np.mean(lo ** 2))
+        assert r["ggn_coupling"] == pytest.approx(corr, rel=1e-6, abs=1e-9), r.to_dict()
 
 
 @pytest.mark.workflow
