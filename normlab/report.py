@@ -87,7 +87,7 @@ def study_notes(config: dict) -> list[str]:
         "the Gauss-Newton metric is c (<code>ggn_coupling</code>, at W = 0 their uncentred correlation), no "
         "rescaling of them makes the slice rounder than &radic;((1 + c) / (1 &minus; c)). Where the slide stays "
         "elongated on standardized inputs, its sentence says whether that bound or the two inputs' unequal scales "
-        "on the analysis set keep it so.",
+        "on the analysis set keep it so; the networks' layer-1 claims say the same of their slices.",
         "Layer norm (<code>layernorm</code>) normalizes each example across a layer's units (then gain and bias per "
         "unit); batch norm normalizes each unit across the batch. The K-FAC view predicts that only the latter "
         "equalizes the scales of a deeper layer's inputs; the layer-norm claims test that prediction.",

@@ -15,6 +15,8 @@ from normlab import report as R
 from normlab import verdict as V
 
 COPIES = 3  # each distractor row is repeated so that it outweighs the kept rows in a median
+# the coupling c at which the roundest rescaled slice is exactly LECTURE_ROUND: (1 + c) / (1 - c) = 2.5^2
+C_ROUND = (V.LECTURE_ROUND ** 2 - 1) / (V.LECTURE_ROUND ** 2 + 1)
 
 
 def ids(dataset, input_, norm, depth):
@@ -609,6 +611,45 @@ def test_lecture_slice_claim(raw, std, outcome):
                "counted as elongated." in c.sentence
 
 
+@pytest.mark.parametrize(("std", "couplings", "why"), [
+    (9.6, (0.948,), " Of the 1 case where standardizing left the slice elongated, in 1 its two weights are so "
+                    "coupled that no rescaling of the two inputs could make it near round: the roundest is "
+                    "sqrt((1 + c) / (1 - c)), c = |G12| / sqrt(G11 G22) of its Gauss-Newton matrix (a d2: c = 0.948, "
+                    "at least 6.12)."),
+    (9.6, (C_ROUND - 1e-4,), " Of the 1 case where standardizing left the slice elongated, in 1 the curvature along "
+                             "its two weights differs, and equal curvature would make it near round."),
+    (9.6, (C_ROUND + 1e-4,), "in 1 its two weights are so coupled"),
+    (9.6, (0.9, 0.99, 0.1), "median c = 0.9"),  # the median over seeds (0.9) in each of four cases
+    (2.49, (0.948,), ""),  # near round: nothing to explain
+])
+def test_lecture_slice_claim_says_why_standardizing_left_the_slice_elongated(std, couplings, why):
+    seeds = tuple(range(len(couplings)))
+    t = lecture_table(1000.0, std, seeds=seeds)
+    t["ggn_coupling"] = 0.999  # the distractors, raw rows included
+    target = ((t["input"] == "standardize") & (t["slice"] == "lecture") & (t["scope"] == "layer1")
+              & (t["norm"] == "none") & (t["run"] == "best") & (t["checkpoint"] == "init") & (t["depth"] == 2))
+    for seed, x in zip(seeds, couplings, strict=True):
+        t.loc[target & (t["seed"] == seed), "ggn_coupling"] = x
+    c = V.lecture_slice_claim(t)
+    assert c.cases[0].numbers["coupling_standardized"] == pytest.approx(float(np.median(couplings)))
+    if why.startswith("median"):
+        # more coupled cases than are named: one case per depth, four depths
+        t4 = pd.concat([t.assign(depth=t["depth"].where(t["depth"] != 2, d),
+                                 variant=t["variant"].str.replace("-d2", f"-d{d}")) for d in (2, 4, 6, 8)])
+        c4 = V.lecture_slice_claim(t4)
+        assert "in 4 its two weights are so coupled" in c4.sentence and why + ")." in c4.sentence
+        # each case reads its own depth's slices: d2 coupled, d4 not
+        t2 = t4[t4["depth"].isin([2, 4])].copy()
+        t2.loc[(t2["depth"] == 4) & (t2["ggn_coupling"] != 0.999), "ggn_coupling"] = 0.3
+        c2 = V.lecture_slice_claim(t2)
+        assert ("in 1 its two weights are so coupled that" in c2.sentence and "(a d2: c = 0.9, at least 4.36); in 1 "
+                "the curvature along its two weights differs" in c2.sentence)
+    elif why:
+        assert why in c.sentence
+    else:
+        assert "coupled" not in c.sentence and "curvature along" not in c.sentence
+
+
 def test_lecture_slice_claim_leaves_out_flat_and_degenerate_slices_and_says_so():
     t = lecture_table(50.0, 1.2, seeds=(0, 1))
     t = pd.concat([t, pd.DataFrame([slice_row("standardize", "none", "layer1", 100.0, 0, degenerate=True),
@@ -821,10 +862,6 @@ def test_rescaled_axis_ratio_is_the_roundest_any_rescaling_reaches():
         assert ratio(math.sqrt(M[1, 1] / M[0, 0])) == pytest.approx(best, rel=1e-9)
 
 
-# c at which the roundest rescaled slice is exactly LECTURE_ROUND: (1 + c) / (1 - c) = 2.5^2
-C_ROUND = (V.LECTURE_ROUND ** 2 - 1) / (V.LECTURE_ROUND ** 2 + 1)
-
-
 @pytest.mark.parametrize(("std", "coupling", "why"), [
     (9.6, 0.948, "correlated"),
     (2.5, C_ROUND + 1e-4, "correlated"),  # standardized just not near round; c just above the round bound
@@ -838,7 +875,7 @@ def test_slide_claim_says_why_standardizing_left_the_slice_elongated(std, coupli
     assert c.outcome == ("all" if std < V.LECTURE_ROUND else "none")
     got = c.cases[0].numbers["coupling_standardized"]
     assert (np.isnan(got) and np.isnan(coupling)) or got == coupling
-    correlated = "the two inputs are correlated, and no rescaling of them makes the slice rounder than" in c.sentence
+    correlated = "the two inputs are correlated: no rescaling of them makes the slice rounder than" in c.sentence
     scaled = "their scales differ on the analysis set" in c.sentence
     assert (correlated, scaled) == (why == "correlated", why == "scaled")
     if why == "correlated":
@@ -850,11 +887,11 @@ def test_slide_claim_says_why_standardizing_left_the_slice_elongated(std, coupli
 
 
 def test_slide_claim_explains_only_the_failing_datasets():
-    t = pd.concat([slide_table(50.0, 1.0, datasets=("a",), coupling=0.1),
+    t = pd.concat([slide_table(50.0, 1.0, datasets=("a",), coupling=0.948),
                    slide_table(290.0, 9.6, datasets=("b",), coupling=0.948)])
     c = V.slide_claim(t)
     assert c.outcome == "mixed" and "not in: b" in c.sentence
-    assert "correlation): b: c = 0.948, so at least 6.12." in c.sentence and "a: c = " not in c.sentence
+    assert "analysis set); b: c = 0.948, so at least 6.12." in c.sentence and "a: c = " not in c.sentence
     # a table from before the coupling column: the same claim, no explanation
     old = V.slide_claim(t.drop(columns=["ggn_coupling"]))
     assert old.outcome == "mixed" and "correlated" not in old.sentence

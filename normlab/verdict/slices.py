@@ -77,37 +77,69 @@ def _ratio_text(case, name: str) -> str:
     return (">= " if censored else "") + _num(case.numbers[name])
 
 
-def _standardized_elongation(d: pd.DataFrame, cases: list) -> str:
-    """Why standardizing left the slide elongated. Adds to every case's numbers ``coupling_standardized``,
-    the median ``ggn_coupling`` c of its standardized slices (at W = 0 the two inputs' uncentred
-    correlation over the analysis set; NaN when the table has no such column), and returns a sentence for
-    the decided cases whose standardized slice is not near round (median ratio >= LECTURE_ROUND): where
-    ``rescaled_axis_ratio(c)``, the roundest any rescaling of the two inputs reaches, is >= LECTURE_ROUND,
-    their correlation alone keeps the slice elongated; below it, their unequal RMS on the analysis set
-    does. '' when no case qualifies."""
-    correlated, scaled = [], []
+def _elongation_causes(d: pd.DataFrame, cases: list, keys=("dataset",)) -> tuple[list, list]:
+    """Why standardizing left a layer-1 slice elongated. Sets every case's ``coupling_standardized``: the
+    median ``ggn_coupling`` c of its standardized slices (NaN when the table has no such column). Returns
+    (coupled, unequal): the decided cases whose standardized slice is not near round (median ratio >=
+    LECTURE_ROUND), as (case, c, rescaled_axis_ratio(c), their rows), split by whether
+    ``rescaled_axis_ratio(c)`` (the roundest any rescaling of the two inputs reaches) is >= LECTURE_ROUND:
+    then the coupling alone keeps the slice elongated; below it, the unequal curvature along the two
+    weights does (at the slide's W = 0, the two inputs' unequal RMS). ``keys``: the case's columns."""
+    coupled, unequal = [], []
     for c in cases:
-        g = d[(d["dataset"] == c.label) & (d["input"] == "standardize")]
+        mask = (d["dataset"] == c.dataset) & (d["input"] == "standardize")
+        g = d[mask & (d["depth"] == c.depth)] if "depth" in keys else d[mask]
         coupling = _median(g["ggn_coupling"]) if "ggn_coupling" in g.columns else np.nan
         c.numbers["coupling_standardized"] = coupling
         if c.holds is None or np.isnan(coupling) or not c.numbers["ratio_standardized"] >= LECTURE_ROUND:
             continue
         best = rescaled_axis_ratio(coupling)
-        if best >= LECTURE_ROUND:
-            correlated.append(f"{c.label}: c = {_num(coupling)}, so at least {_num(best)}")
-        else:
-            scaled.append(f"{c.label}: RMS {_num(_median(g['rms_hi']))} and {_num(_median(g['rms_lo']))}, "
-                          f"{_num(best)} at equal scales")
+        (coupled if best >= LECTURE_ROUND else unequal).append((c, coupling, best, g))
+    return coupled, unequal
+
+
+def _slide_elongation(d: pd.DataFrame, cases: list) -> str:
+    """The slide's sentence on why standardizing left it elongated (``_elongation_causes``), per dataset:
+    the coupling c (at W = 0 the two inputs' uncentred correlation over the analysis set) and the bound it
+    sets, or the two inputs' RMS on the analysis set and the ratio at equal scales. '' when none."""
+    coupled, unequal = _elongation_causes(d, cases)
     out = ""
-    if correlated:
-        out += (" Where standardizing left it elongated, the two inputs are correlated, and no rescaling of them "
-                "makes the slice rounder than sqrt((1 + c) / (1 - c)), c their coupling in the Gauss-Newton metric "
-                "(at W = 0 their uncentred correlation): " + "; ".join(correlated) + ". Standardizing sets each "
-                "feature's scale; it does not decorrelate the features.")
-    if scaled:
+    if coupled:
+        out += (" Where standardizing left it elongated, the two inputs are correlated: no rescaling of them makes "
+                "the slice rounder than sqrt((1 + c) / (1 - c)), c = |G12| / sqrt(G11 G22) of its Gauss-Newton matrix"
+                " (at W = 0 their uncentred correlation over the analysis set); " + "; ".join(
+                    f"{c.label}: c = {_num(x)}, so at least {_num(b)}" for c, x, b, _ in coupled) +
+                ". Standardizing sets each feature's scale; it does not decorrelate the features.")
+    if unequal:
         out += (" Where standardizing left it elongated with weakly correlated inputs, their scales differ on the "
-                "analysis set, which the training split's statistics standardized: " + "; ".join(scaled) + ".")
+                "analysis set, which the training split's statistics standardized: " + "; ".join(
+                    f"{c.label}: RMS {_num(_median(g['rms_hi']))} and {_num(_median(g['rms_lo']))}, "
+                    f"{_num(b)} at equal scales" for c, _, b, g in unequal) + ".")
     return out
+
+
+def _lecture_elongation(d: pd.DataFrame, cases: list) -> str:
+    """The networks' layer-1 sentence on why standardizing left slices elongated (``_elongation_causes``):
+    in how many of those cases the coupling alone keeps the slice elongated (named, with c, when at most
+    NAMED_CAUSES) and in how many the unequal curvature along the two weights does. '' when none."""
+    coupled, unequal = _elongation_causes(d, cases, keys=("dataset", "depth"))
+    n = len(coupled) + len(unequal)
+    if not n:
+        return ""
+    out = f" Of the {n} case{'s' if n > 1 else ''} where standardizing left the slice elongated"
+    if coupled:
+        named = ("; ".join(f"{c.label}: c = {_num(x)}, at least {_num(b)}" for c, x, b, _ in coupled)
+                 if len(coupled) <= NAMED_CAUSES else f"median c = {_num(_median(x for _, x, _, _ in coupled))}")
+        out += (f", in {len(coupled)} its two weights are so coupled that no rescaling of the two inputs could make "
+                "it near round: the roundest is sqrt((1 + c) / (1 - c)), c = |G12| / sqrt(G11 G22) of its "
+                f"Gauss-Newton matrix ({named})")
+    if unequal:
+        out += (f"{'; in' if coupled else ', in'} {len(unequal)} the curvature along its two weights differs, and "
+                "equal curvature would make it near round")
+    return out + "."
+
+
+NAMED_CAUSES = 3  # the layer-1 sentence names the coupled cases when there are at most this many
 
 
 def slide_claim(contours: pd.DataFrame) -> Claim:
@@ -124,7 +156,7 @@ def slide_claim(contours: pd.DataFrame) -> Claim:
     numbers = "; ".join(f"{c.label}: {_ratio_text(c, 'ratio_raw')} raw against "
                         f"{_ratio_text(c, 'ratio_standardized')} standardized" for c in cases if c.holds is not None)
     numbers = f" (median axis ratio over seeds, 1 = round; {numbers})" if numbers else ""
-    why = _standardized_elongation(d, cases)
+    why = _slide_elongation(d, cases)
     lead = ("At initialization (W = 0), on the slide's own model (no hidden layer), the cost against the two weights "
             "of one output unit")
     return Claim(
@@ -155,6 +187,7 @@ def lecture_slice_claim(contours: pd.DataFrame, checkpoint: str = "init") -> Cla
     cases = _pair_cases(d, ("raw", "standardize"), _round_and_elongated, ("ratio_raw", "ratio_standardized"),
                         arm_col="input")
     phase = PHASE[checkpoint]
+    why = _lecture_elongation(d, cases)
     return Claim(
         f"lecture_slice_{checkpoint}", f"checkpoint {checkpoint}, layer-1 lecture slice, networks (depth >= 1) "
         f"without normalization layers: GGN axis ratio standardized < {LECTURE_ROUND} and raw >= {LECTURE_RATIO} x "
@@ -162,9 +195,9 @@ def lecture_slice_claim(contours: pd.DataFrame, checkpoint: str = "init") -> Cla
         {"all": phase + ", the lecture's picture (the slice of J through two weights of layer 1) is "
                 "elongated on raw inputs and near round on standardized inputs, in all {n} dataset/depth cases.",
          "none": phase + ", the layer-1 slice was not near round on standardized inputs (or not "
-                 "clearly rounder than on raw inputs) in any of the {n} dataset/depth cases.",
+                 "clearly rounder than on raw inputs) in any of the {n} dataset/depth cases." + why,
          "mixed": phase + ", standardizing the inputs made the layer-1 slice near round in {k} of {n} "
-                  "dataset/depth cases; not in: {failing}.",
+                  "dataset/depth cases; not in: {failing}." + why,
          "missing": phase + ", the layer-1 lecture slices of the networks were not measured."},
         comparison=checkpoint, notes=notes, rule_key="lecture_slice",
         effect="axis ratio raw / standardized")
