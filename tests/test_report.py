@@ -386,6 +386,7 @@ def test_long_case_lists_are_folded_and_headers_are_words():
     assert R.claim_view(short)["headline"] == "hidden_spread_init mixed 2 of 3; not in: set1 d2."
     assert R.column_header("max_stable_lr_no_bn_upper") == "max stable LR without BN (bracket top)"
     assert R.column_header("final_loss_raw_bn") == "final loss, raw inputs with BN"
+    assert R.column_header("coupling_standardized") == "GGN coupling c, standardized"
 
 
 def study_config(**changes):
