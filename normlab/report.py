@@ -228,7 +228,8 @@ HEADER_STEMS = (  # longest first
     ("loss_range", "loss range"), ("grad_spread", "gradient spread"), ("max_stable_lr", "max stable LR"),
     ("final_loss", "final loss"), ("test_accuracy", "test accuracy"), ("raw_spread", "input-scale spread, raw"),
     ("standardized_spread", "input-scale spread, standardized"), ("spread", "input-scale spread"),
-    ("ratio", "axis ratio"), ("coupling", "GGN coupling c"), ("censored", "censored"), ("steps", "steps to target"), ("loss_at_", "loss after "),
+    ("ratio", "axis ratio"), ("coupling", "GGN coupling c"), ("censored", "censored"), ("steps", "steps to target"),
+    ("loss_at_", "loss after "),
 )
 HEADER_ARMS = (  # suffixes, longest first
     ("_standardized_batchnorm", ", standardized with BN"), ("_standardized_none", ", standardized without BN"),

@@ -173,12 +173,14 @@ def _unit(claim: Claim) -> str:
 
 
 def count_text(claim: Claim, named: bool = True) -> str:
-    """'k of n <unit>', naming the exceptions of a mixed outcome when there are few (``MAX_NAMED``)."""
+    """'k of n <unit>', naming the exceptions of a mixed outcome when there are few (``MAX_NAMED``), each
+    with its reason when the claim gives one (``Claim.reasons``)."""
     text = f"{claim.n_holds} of {claim.n_cases} {_unit(claim)}"
     if named and claim.outcome == "mixed":
         failing = claim.failing_cases()
         if len(failing) <= MAX_NAMED:
-            text += f" (not in {', '.join(failing)})"
+            names = [f"{f}, {claim.reasons[f]}" if f in claim.reasons else f for f in failing]
+            text += f" (not in {('; ' if any(f in claim.reasons for f in failing) else ', ').join(names)})"
     return text
 
 

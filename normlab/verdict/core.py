@@ -210,7 +210,9 @@ class Claim:
     holding), {n} (decided cases), {failing} and {holding} (their labels).
     ``comparison``: the checkpoint (init, early, matched, end) or the training comparison the rule uses;
     ``notes``: what the rule left out or counted specially (censored, flat or degenerate slices...);
-    ``group``: the heading (``GROUPS``) under which its question section shows it."""
+    ``group``: the heading (``GROUPS``) under which its question section shows it; ``reasons``: {failing
+    case label: why it failed, a phrase measured from the tables}, which the bottom line adds where it
+    names that case."""
 
     key: str
     rule: str
@@ -222,6 +224,7 @@ class Claim:
     seeds_label: str = "Seeds for which it held"  # what a case's k of n seeds counts
     effect: str = "without BN / with BN"  # the ratio a case's effects hold
     group: str = ""
+    reasons: dict = dataclasses.field(default_factory=dict)
 
     @property
     def outcome(self) -> str:

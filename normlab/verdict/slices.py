@@ -98,11 +98,10 @@ def _elongation_causes(d: pd.DataFrame, cases: list, keys=("dataset",)) -> tuple
     return coupled, unequal
 
 
-def _slide_elongation(d: pd.DataFrame, cases: list) -> str:
-    """The slide's sentence on why standardizing left it elongated (``_elongation_causes``), per dataset:
-    the coupling c (at W = 0 the two inputs' uncentred correlation over the analysis set) and the bound it
-    sets, or the two inputs' RMS on the analysis set and the ratio at equal scales. '' when none."""
-    coupled, unequal = _elongation_causes(d, cases)
+def _slide_elongation(coupled: list, unequal: list) -> str:
+    """The slide's sentence on why standardizing left it elongated, from ``_elongation_causes``, per
+    dataset: the coupling c (at W = 0 the two inputs' uncentred correlation over the analysis set) and the
+    bound it sets, or the two inputs' RMS on the analysis set and the ratio at equal scales. '' when none."""
     out = ""
     if coupled:
         out += (" Where standardizing left it elongated, the two inputs are correlated: no rescaling of them makes "
@@ -156,7 +155,10 @@ def slide_claim(contours: pd.DataFrame) -> Claim:
     numbers = "; ".join(f"{c.label}: {_ratio_text(c, 'ratio_raw')} raw against "
                         f"{_ratio_text(c, 'ratio_standardized')} standardized" for c in cases if c.holds is not None)
     numbers = f" (median axis ratio over seeds, 1 = round; {numbers})" if numbers else ""
-    why = _slide_elongation(d, cases)
+    coupled, unequal = _elongation_causes(d, cases)
+    why = _slide_elongation(coupled, unequal)
+    reasons = {c.label: f"whose two standardized inputs are correlated (c = {_num(x)})" for c, x, _, _ in coupled}
+    reasons |= {c.label: "whose two standardized inputs differ in scale on the analysis set" for c, *_ in unequal}
     lead = ("At initialization (W = 0), on the slide's own model (no hidden layer), the cost against the two weights "
             "of one output unit")
     return Claim(
@@ -171,7 +173,8 @@ def slide_claim(contours: pd.DataFrame) -> Claim:
                   "{k} of {n} datasets; not in: {failing}" + numbers + "." + why,
          "missing": "At initialization, the slide's own model (depth 0, no hidden layer) is not in this study "
                     "(add 0 to variants.depths), so the slide itself was not reproduced."},
-        comparison="init", notes=notes, rule_key="slide", effect="axis ratio raw / standardized", group="slide")
+        comparison="init", notes=notes, rule_key="slide", effect="axis ratio raw / standardized", group="slide",
+        reasons=reasons)
 
 
 def lecture_slice_claim(contours: pd.DataFrame, checkpoint: str = "init") -> Claim:
