@@ -228,9 +228,9 @@ def test_the_first_sentence_flips_with_the_slide_outcome(outcome, words):
 def test_the_first_sentence_gives_the_slide_exceptions_reasons():
     by_q = story({"slide": "mixed"})
     slide = next(c for c in by_q["q2"] if c.key == "slide")
-    slide.reasons = {"set3": "whose two standardized inputs are correlated (c = 0.948)", "set0": "a distractor"}
+    slide.reasons = {"set3": "whose two standardized inputs are correlated, c = 0.948", "set0": "a distractor"}
     assert ("standardizing made them round in 3 of 4 datasets (not in set3, whose two standardized inputs are "
-            "correlated (c = 0.948)) \N{EM DASH}") in lines(by_q)["first_layer"]["text"]
+            "correlated, c = 0.948) \N{EM DASH}") in lines(by_q)["first_layer"]["text"]
     # two exceptions, one with a reason: named apart by a semicolon
     slide.cases[0].holds = False
     assert "in 2 of 4 datasets (not in set0, a distractor; set3, whose" in lines(by_q)["first_layer"]["text"]

@@ -892,7 +892,7 @@ def test_slide_claim_explains_only_the_failing_datasets():
     c = V.slide_claim(t)
     assert c.outcome == "mixed" and "not in: b" in c.sentence
     assert "analysis set); b: c = 0.948, so at least 6.12." in c.sentence and "a: c = " not in c.sentence
-    assert c.reasons == {"b": "whose two standardized inputs are correlated (c = 0.948)"}
+    assert c.reasons == {"b": "whose two standardized inputs are correlated, c = 0.948"}
     scaled = V.slide_claim(pd.concat([t[t["dataset"] == "a"], slide_table(290.0, 9.6, datasets=("b",), coupling=0.3)]))
     assert scaled.reasons == {"b": "whose two standardized inputs differ in scale on the analysis set"}
     # a table from before the coupling column: the same claim, no explanation

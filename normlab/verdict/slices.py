@@ -157,7 +157,7 @@ def slide_claim(contours: pd.DataFrame) -> Claim:
     numbers = f" (median axis ratio over seeds, 1 = round; {numbers})" if numbers else ""
     coupled, unequal = _elongation_causes(d, cases)
     why = _slide_elongation(coupled, unequal)
-    reasons = {c.label: f"whose two standardized inputs are correlated (c = {_num(x)})" for c, x, _, _ in coupled}
+    reasons = {c.label: f"whose two standardized inputs are correlated, c = {_num(x)}" for c, x, _, _ in coupled}
     reasons |= {c.label: "whose two standardized inputs differ in scale on the analysis set" for c, *_ in unequal}
     lead = ("At initialization (W = 0), on the slide's own model (no hidden layer), the cost against the two weights "
             "of one output unit")
