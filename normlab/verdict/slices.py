@@ -77,6 +77,9 @@ def _ratio_text(case, name: str) -> str:
     return (">= " if censored else "") + _num(case.numbers[name])
 
 
+NAMED_CAUSES = 3  # the layer-1 sentence names the coupled cases when there are at most this many
+
+
 def _elongation_causes(d: pd.DataFrame, cases: list, keys=("dataset",)) -> tuple[list, list]:
     """Why standardizing left a layer-1 slice elongated. Sets every case's ``coupling_standardized``: the
     median ``ggn_coupling`` c of its standardized slices (NaN when the table has no such column). Returns
@@ -138,16 +141,14 @@ def _lecture_elongation(d: pd.DataFrame, cases: list) -> str:
     return out + "."
 
 
-NAMED_CAUSES = 3  # the layer-1 sentence names the coupled cases when there are at most this many
-
-
 def slide_claim(contours: pd.DataFrame) -> Claim:
     """Rule (Q2, the headline): on the model with no hidden layer (depth 0, ``<input>-none-d0``: softmax or
     linear regression on the inputs, weights at zero at init), the layer-1 lecture slice at ``init`` (the
     slide's two weights) has GGN axis ratio < LECTURE_ROUND on standardized inputs and >= LECTURE_RATIO x
     that on raw inputs, per dataset and seed. There every p_ij = 1/k, so the slice's Gauss-Newton matrix
     is the inputs' second moment up to a constant: the slide, exactly. Censored and left-out slices as in
-    ``lecture_slice_claim``."""
+    ``lecture_slice_claim``. Where the standardized slide stays elongated, the sentence and ``reasons`` say
+    why (``_elongation_causes``): the two inputs' correlation, or their unequal scales."""
     d = _lecture_rows(contours, "init")
     d, notes = _slice_rows(d[(d["depth"] == 0) & (d["norm"] == "none") & d["input"].isin(("raw", "standardize"))])
     cases = _pair_cases(d, ("raw", "standardize"), _round_and_elongated, ("ratio_raw", "ratio_standardized"),
