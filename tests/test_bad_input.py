@@ -695,7 +695,9 @@ def test_bad_datasets_fail_with_their_message_and_leave_no_files(tmp_path):
     }
     for (job, ds), msg in expected.items():
         line = f"{job} {ds}: error: {msg}"
-        assert line in proc.stderr.splitlines(), (line, proc.stderr[-6000:])
+        # on failure: what that job did print (pytest shortens a long message's repr to its ends)
+        printed = [ln for ln in proc.stderr.splitlines() if f"{job} {ds}" in ln] or proc.stderr.splitlines()[-40:]
+        assert line in proc.stderr.splitlines(), "\n".join(["expected:", line, "printed:", *printed])
         assert (study.logs / job / f"{ds}.log").read_text().splitlines()[-1] == line
         assert not list((study.data / "processed").glob(f"{ds}/*")), ds
         if job == "fetch":
