@@ -83,11 +83,9 @@ def study_notes(config: dict) -> list[str]:
         "It has no layer to normalize, so it has one variant per input treatment. It is left out of the common "
         "learning rate: its cost is convex with its own stability limit, which on raw inputs follows the inputs' "
         "scale, and as the smallest stable learning rate it would set the common learning rate of every network. "
-        "Standardizing rescales each feature but does not decorrelate features: where the two inputs' coupling in "
-        "the Gauss-Newton metric is c (<code>ggn_coupling</code>, at W = 0 their uncentred correlation), no "
-        "rescaling of them makes the slice rounder than &radic;((1 + c) / (1 &minus; c)). Where the slide stays "
-        "elongated on standardized inputs, its sentence says whether that bound or the two inputs' unequal scales "
-        "on the analysis set keep it so; the networks' layer-1 claims say the same of their slices.",
+        "Standardizing rescales features, it does not decorrelate them: no rescaling of two inputs makes a slice "
+        "rounder than &radic;((1 + c) / (1 &minus; c)), c their Gauss-Newton coupling (<code>ggn_coupling</code>, "
+        "at W = 0 their uncentred correlation); where a slide stays elongated, its claim says if this is why.",
         "Layer norm (<code>layernorm</code>) normalizes each example across a layer's units (then gain and bias per "
         "unit); batch norm normalizes each unit across the batch. The K-FAC view predicts that only the latter "
         "equalizes the scales of a deeper layer's inputs; the layer-norm claims test that prediction.",
