@@ -80,18 +80,19 @@ def _ratio_text(case, name: str) -> str:
 NAMED_CAUSES = 3  # the layer-1 sentence names the coupled cases when there are at most this many
 
 
-def _elongation_causes(d: pd.DataFrame, cases: list, keys=("dataset",)) -> tuple[list, list]:
+def _elongation_causes(d: pd.DataFrame, cases: list) -> tuple[list, list]:
     """Why standardizing left a layer-1 slice elongated. Sets every case's ``coupling_standardized``: the
     median ``ggn_coupling`` c of its standardized slices (NaN when the table has no such column). Returns
     (coupled, unequal): the decided cases whose standardized slice is not near round (median ratio >=
     LECTURE_ROUND), as (case, c, rescaled_axis_ratio(c), their rows), split by whether
     ``rescaled_axis_ratio(c)`` (the roundest any rescaling of the two inputs reaches) is >= LECTURE_ROUND:
     then the coupling alone keeps the slice elongated; below it, the unequal curvature along the two
-    weights does (at the slide's W = 0, the two inputs' unequal RMS). ``keys``: the case's columns."""
+    weights does (at the slide's W = 0, the two inputs' unequal RMS). A case with a depth reads that depth's
+    rows; a case of a dataset alone (the slide's), all of the dataset's."""
     coupled, unequal = [], []
     for c in cases:
         mask = (d["dataset"] == c.dataset) & (d["input"] == "standardize")
-        g = d[mask & (d["depth"] == c.depth)] if "depth" in keys else d[mask]
+        g = d[mask] if c.depth is None else d[mask & (d["depth"] == c.depth)]
         coupling = _median(g["ggn_coupling"]) if "ggn_coupling" in g.columns else np.nan
         c.numbers["coupling_standardized"] = coupling
         if c.holds is None or np.isnan(coupling) or not c.numbers["ratio_standardized"] >= LECTURE_ROUND:
@@ -124,7 +125,7 @@ def _lecture_elongation(d: pd.DataFrame, cases: list) -> str:
     """The networks' layer-1 sentence on why standardizing left slices elongated (``_elongation_causes``):
     in how many of those cases the coupling alone keeps the slice elongated (named, with c, when at most
     NAMED_CAUSES) and in how many the unequal curvature along the two weights does. '' when none."""
-    coupled, unequal = _elongation_causes(d, cases, keys=("dataset", "depth"))
+    coupled, unequal = _elongation_causes(d, cases)
     n = len(coupled) + len(unequal)
     if not n:
         return ""
